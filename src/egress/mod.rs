@@ -1,0 +1,210 @@
+//! Egress: the host sockets that carry guest flows.
+//!
+//! # Theory of operation
+//!
+//! The poll thread owns one [`Driver`]. Every guest TCP flow, UDP flow and ICMP echo
+//! flow maps to one host socket that the driver opens, connects and then moves bytes
+//! through. The driver is completion-shaped: the caller asks for work
+//! ([`Driver::open`], [`Driver::send`], [`Driver::shutdown_write`], [`Driver::close`]) and
+//! learns what happened from [`Event`]s returned by [`Driver::wait`].
+//!
+//! The driver owns every byte buffer that the kernel may touch, so no caller-owned memory is
+//! ever lent to an in-flight io_uring operation:
+//! - `to_host`: [`Driver::send`] copies into the socket's bounded transmit buffer
+//!   ([`Limits::tx_buffer`] bytes for a stream, [`Limits::tx_datagrams`] datagrams for a
+//!   datagram socket) and returns how much it took. When the buffer drains the driver reports
+//!   [`Event::Writable`]; the caller then offers more (this is the backpressure towards the
+//!   guest: whatever is not taken stays in the guest-facing TCP socket, closing its window).
+//! - `from_host`: the driver keeps a receive armed only while the socket's receive buffer
+//!   has room ([`Limits::rx_buffer`]); it reports [`Event::Readable`] when data, end of stream
+//!   or an error is there, and the caller consumes with [`Driver::recv`]. A caller that stops
+//!   consuming stops the host socket being read (backpressure towards the host).
+//! - Memory is taken on demand: an idle socket holds no data buffers.
+//!
+//! Two implementations serve the same contract: `uring` (io_uring, the default) and `epoll`
+//! (mio), chosen by [`select`]. The wake-up file descriptors of the poll thread (eventfds,
+//! the TAP fd) are registered with [`Driver::watch`] so that one `wait` is the thread's only
+//! blocking point.
+//!
+//! A negative CQE result or a failed syscall becomes an `io::Error` in exactly one place per
+//! driver.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+/// Caller-chosen value returned with every event about a socket or watched fd.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Token(pub u64);
+
+/// Driver-assigned socket handle. Stale handles (used after `close`) are ignored.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SockId(pub u64);
+
+/// What kind of host socket to open.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum SockKind {
+    /// SOCK_STREAM, connected asynchronously; [`Event::Connected`] reports the outcome.
+    Tcp,
+    /// SOCK_DGRAM UDP, connected to the remote at once (so replies come only from it).
+    Udp,
+    /// Unprivileged ping socket: SOCK_DGRAM + IPPROTO_ICMP / IPPROTO_ICMPV6 (family from the
+    /// remote address). Datagrams are ICMP echo messages (header + payload); the kernel
+    /// rewrites the identifier, the caller restores the guest's.
+    Ping,
+}
+
+/// Which implementation runs.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum DriverKind {
+    Uring,
+    Epoll,
+}
+
+/// What the caller asks for on the command line / in the config.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub enum DriverChoice {
+    /// io_uring when it can be set up, else epoll.
+    #[default]
+    Auto,
+    Uring,
+    Epoll,
+}
+
+/// Per-socket and global bounds. Every buffer the driver holds is bounded by these.
+#[derive(Copy, Clone, Debug)]
+pub struct Limits {
+    /// Bytes of transmit buffer per stream socket.
+    pub tx_buffer: usize,
+    /// Bytes of receive buffer per stream socket.
+    pub rx_buffer: usize,
+    /// Datagrams queued for sending per datagram socket.
+    pub tx_datagrams: usize,
+    /// Datagrams held received per datagram socket.
+    pub rx_datagrams: usize,
+    /// Largest datagram (bigger ones are truncated on receive / refused on send).
+    pub max_datagram: usize,
+    /// Open sockets at most; `open` beyond it fails with [`EgressError::TooManySockets`].
+    pub max_sockets: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            tx_buffer: 256 * 1024,
+            rx_buffer: 256 * 1024,
+            tx_datagrams: 64,
+            rx_datagrams: 64,
+            max_datagram: 65535,
+            max_sockets: 16384,
+        }
+    }
+}
+
+/// What happened. Events for a socket closed by the caller are never delivered.
+#[derive(Debug)]
+pub enum Event {
+    /// TCP: the connect finished (Ok) or failed (refused, unreachable, timed out).
+    /// UDP/Ping: never sent (they are usable as soon as `open` returns).
+    Connected { token: Token, result: io::Result<()> },
+    /// Received data, end of stream or a socket error is waiting: call [`Driver::recv`].
+    Readable { token: Token },
+    /// Transmit space became free after the buffer had been full (or a send failed; the
+    /// failure is reported by the next [`Driver::recv`] as an error).
+    Writable { token: Token },
+    /// A watched fd is readable.
+    Wake { token: Token },
+}
+
+/// Result of consuming received data.
+#[derive(Debug)]
+pub enum Recv {
+    /// Nothing buffered now; a `Readable` event will come.
+    Empty,
+    /// The peer closed its write side (stream) after all buffered data was consumed.
+    Eof,
+    /// The socket failed (reset, unreachable…); the caller should close it.
+    Error(io::Error),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EgressError {
+    #[error("io_uring setup failed: {0}")]
+    UringSetup(io::Error),
+    #[error("epoll setup failed: {0}")]
+    EpollSetup(io::Error),
+    #[error("creating a {kind:?} socket for {remote} failed: {source}")]
+    Socket {
+        kind: SockKind,
+        remote: SocketAddr,
+        source: io::Error,
+    },
+    #[error("socket limit reached ({0} open)")]
+    TooManySockets(usize),
+    #[error("waiting for events failed: {0}")]
+    Wait(io::Error),
+    #[error("watching fd {fd} failed: {source}")]
+    Watch { fd: RawFd, source: io::Error },
+}
+
+/// The egress driver contract, implemented by io_uring and by epoll.
+pub trait Driver {
+    fn kind(&self) -> DriverKind;
+
+    /// Create a non-blocking socket of `kind` and connect it to `remote`. TCP connects
+    /// asynchronously (result in [`Event::Connected`], failing with `TimedOut` after
+    /// `connect_timeout`); UDP and Ping are connected before this returns.
+    fn open(
+        &mut self,
+        kind: SockKind,
+        remote: SocketAddr,
+        connect_timeout: Duration,
+        token: Token,
+    ) -> Result<SockId, EgressError>;
+
+    /// Stream: copy as much of `data` as fits into the transmit buffer, return the count
+    /// (0 when full: an [`Event::Writable`] follows when space frees up).
+    /// Datagram: queue `data` as one datagram; returns `data.len()` or 0 when the queue is
+    /// full or the socket is unknown.
+    fn send(&mut self, sock: SockId, data: &[u8]) -> usize;
+
+    /// Bytes (stream) or datagrams (datagram sockets) that `send` would take now.
+    fn send_space(&self, sock: SockId) -> usize;
+
+    /// Stream: bytes accepted by `send` and not yet written to the kernel.
+    fn send_pending(&self, sock: SockId) -> usize;
+
+    /// Stream: consume received bytes. `f` is handed the contiguous buffered bytes and returns
+    /// how many it consumed; returns that count, or the state when nothing is buffered.
+    /// Datagram: `f` is handed one datagram; it is consumed if `f` returns non-zero.
+    fn recv(&mut self, sock: SockId, f: &mut dyn FnMut(&[u8]) -> usize) -> Result<usize, Recv>;
+
+    /// Stream: `shutdown(SHUT_WR)` once every buffered byte has been written.
+    fn shutdown_write(&mut self, sock: SockId);
+
+    /// Close the socket; pending operations are cancelled, buffers freed once the kernel lets
+    /// go of them. `reset` closes with SO_LINGER 0 (the peer sees RST).
+    fn close(&mut self, sock: SockId, reset: bool);
+
+    /// Report [`Event::Wake`] with `token` whenever `fd` is readable (level-triggered: the
+    /// caller drains the fd).
+    fn watch(&mut self, fd: RawFd, token: Token) -> Result<(), EgressError>;
+
+    /// Submit queued work, then block until at least one event or `timeout` (None: forever;
+    /// zero: don't block). Appends events to `events`.
+    fn wait(&mut self, timeout: Option<Duration>, events: &mut Vec<Event>) -> Result<(), EgressError>;
+
+    /// Open sockets now.
+    fn open_sockets(&self) -> usize;
+}
+
+/// Build a driver: `Auto` tries io_uring first and falls back to epoll; the returned string
+/// says which one runs and why (for the start-up log line).
+pub fn select(
+    choice: DriverChoice,
+    limits: Limits,
+) -> Result<(Box<dyn Driver + Send>, String), EgressError> {
+    let _ = (choice, limits);
+    todo!("egress::select")
+}
