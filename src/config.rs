@@ -1,1 +1,760 @@
-//! config
+//! Configuration: the TOML file, its validation, and the per-slot network plan.
+//!
+//! # Theory of operation
+//!
+//! One ringnet process serves many microVMs; each guest is identified by a *slot*
+//! (`0..=65535`). The operator writes one [`NetworkConfig`] (TOML, every field defaulted, so an
+//! empty file is valid) and ringnet derives everything guest-specific from the slot number with
+//! [`NetworkConfig::derive`], producing a validated [`SlotConfig`]. Nothing else in the crate
+//! reads the TOML: downstream modules take a `SlotConfig`.
+//!
+//! Data flow: `TOML text ─from_toml_str/load→ NetworkConfig ─validate→ ─derive(slot, routes)→
+//! SlotConfig ─guest_env_vars→ guest kernel/init`.
+//!
+//! ## Address plan per slot `s` (HI:LO = `s` as a big-endian `u16`)
+//!
+//! | item        | guest                                 | gateway (ringnet)        |
+//! |-------------|---------------------------------------|--------------------------|
+//! | MAC         | `02:6d:73:HI:LO:02`                   | `02:6d:73:HI:LO:01`      |
+//! | IPv4 (/30)  | `pool.network() + 4·s + 2`            | guest − 1                |
+//! | IPv6 (/64)  | `pool.network() + (s << 64) + 2`      | `::1` of the same /64    |
+//!
+//! The MACs are locally administered unicast (first octet `0x02`: U/L bit set, I/G bit clear,
+//! IEEE 802). Each slot owns one /30 of `interface.ipv4_pool` and one /64 of
+//! `interface.ipv6_pool`; a pool holds `2^(30 − prefix)` resp. `2^(64 − prefix)` slots, and a
+//! slot outside it is an error, never a wrap-around. The pool base is always the pool's
+//! network address, whatever host bits the file gave. Distinct slots therefore never share a
+//! MAC, subnet or address (a property test checks this).
+//!
+//! Explicit `interface.mac`, `interface.ipv4_address` and `interface.ipv6_address` override the
+//! derived guest values (the pool is then not consulted for that family):
+//! - MAC: only the guest MAC is replaced; the gateway MAC stays derived, and the two must differ.
+//! - IPv4: the guest sits in the /30 containing the address. The gateway is the *other* usable
+//!   host of that /30: network+1, or network+2 when the guest is network+1. The network and
+//!   broadcast addresses of the /30 are rejected.
+//! - IPv6: the gateway is `::1` of the address's /64, or `::2` when the guest is `::1`. The
+//!   Subnet-Router anycast address (`::0` of the /64, RFC 4291 §2.6.1) is rejected.
+//!
+//! ## Address families
+//!
+//! A family is *active* when its guest address is given explicitly or when the host can route
+//! it ([`HostRoutes::probe`]: a `connect(2)` of an unbound UDP socket to a documentation address,
+//! RFC 5737 / RFC 3849, which is a routing-table lookup and sends no packet). Probe results are
+//! passed into `derive`, so derivation itself is pure and tested for every combination. An
+//! inactive family is `None` in the [`SlotConfig`]; no active family at all is
+//! [`ConfigError::NoFamily`]. With IPv6 active the MTU must be at least 1280 (RFC 8200 §5).
+//!
+//! ## Limits and validation
+//!
+//! [`NetworkConfig::validate`] runs on every load and again inside `derive` (the fields are
+//! public, so a hand-built config gets the same checks): `interface.mtu` in `576..=65520`,
+//! `env_prefix` matching `[A-Z_][A-Z0-9_]*`, non-zero counts and timeouts, a unicast non-zero
+//! guest MAC. Unknown keys are rejected in every section. Each [`ConfigError`] names the field
+//! and the offending value.
+//!
+//! ## Sections to come
+//!
+//! `[dns]`, `[policy]`, `[ports]`, `[tls]` and `[secrets]` will be further sections of this file,
+//! each a struct with its own defaults; until they exist, `deny_unknown_fields` rejects them.
+//!
+//! ## Syscalls
+//!
+//! `open`/`read`/`close` in [`NetworkConfig::load`]; `socket`/`bind`/`connect`/`close` in
+//! [`HostRoutes::probe`]. Everything else is pure.
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use ipnetwork::{Ipv4Network, Ipv6Network};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::egress::DriverChoice;
+
+/// DNS name under which the guest reaches the host (served by the gateway's resolver).
+pub const HOST_ALIAS: &str = "host.ringnet.internal";
+
+/// Highest slot number; slots are 16 bits because they are embedded in the MAC address.
+pub const MAX_SLOT: u32 = u16::MAX as u32;
+
+/// Allowed `interface.mtu` range.
+pub const MTU_RANGE: std::ops::RangeInclusive<u32> = 576..=65520;
+
+/// Smallest MTU with IPv6 active (RFC 8200 §5).
+pub const IPV6_MIN_MTU: u32 = 1280;
+
+/// Prefix length of the per-slot IPv4 subnet.
+pub const IPV4_SLOT_PREFIX: u8 = 30;
+
+/// Prefix length of the per-slot IPv6 subnet.
+pub const IPV6_SLOT_PREFIX: u8 = 64;
+
+const DEFAULT_IPV4_POOL: Ipv4Network =
+    match Ipv4Network::new_checked(Ipv4Addr::new(172, 16, 0, 0), 12) {
+        Some(net) => net,
+        None => panic!("172.16.0.0/12 is a valid network"),
+    };
+
+const DEFAULT_IPV6_POOL: Ipv6Network =
+    match Ipv6Network::new_checked(Ipv6Addr::new(0xfd42, 0x6d73, 0x0062, 0, 0, 0, 0, 0), 48) {
+        Some(net) => net,
+        None => panic!("fd42:6d73:62::/48 is a valid network"),
+    };
+
+/// Everything that can be wrong with a configuration or a slot derivation.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The configuration file could not be read.
+    #[error("cannot read configuration file {}: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    /// The TOML is malformed, has an unknown key, or a value of the wrong type or syntax
+    /// (toml's message names the key and line).
+    #[error("invalid configuration in {origin}: {source}")]
+    Parse {
+        origin: String,
+        source: Box<toml::de::Error>,
+    },
+    /// A MAC address string is not six hex octets separated by `:` or `-`.
+    #[error("invalid MAC address {value:?}: expected six hex octets separated by ':' or '-'")]
+    MacSyntax { value: String },
+    /// `interface.mtu` is outside [`MTU_RANGE`].
+    #[error("interface.mtu = {value} is out of range (576..=65520)")]
+    MtuOutOfRange { value: u32 },
+    /// IPv6 is active but `interface.mtu` is below [`IPV6_MIN_MTU`].
+    #[error(
+        "interface.mtu = {value} is below 1280, the IPv6 minimum (RFC 8200 §5), and IPv6 is active"
+    )]
+    MtuTooSmallForIpv6 { value: u32 },
+    /// `env_prefix` is not a valid environment variable name prefix.
+    #[error("env_prefix = {value:?} is invalid: {reason}")]
+    EnvPrefix { value: String, reason: &'static str },
+    /// A count or timeout that must be positive is zero.
+    #[error("{field} = 0 is invalid: it must be at least 1")]
+    ZeroLimit { field: &'static str },
+    /// The explicit `interface.mac` cannot be a guest's MAC.
+    #[error("interface.mac = {value} is not usable as a guest MAC: {reason}")]
+    GuestMac {
+        value: MacAddr,
+        reason: &'static str,
+    },
+    /// An explicit `interface.ipv4_address` / `interface.ipv6_address` cannot be a guest's address.
+    #[error("{field} = {value} is not usable as a guest address: {reason}")]
+    GuestAddress {
+        field: &'static str,
+        value: IpAddr,
+        reason: &'static str,
+    },
+    /// The slot number exceeds [`MAX_SLOT`].
+    #[error("slot {slot} is out of range (0..=65535)")]
+    SlotOutOfRange { slot: u32 },
+    /// The pool is smaller than one per-slot block or does not reach the slot.
+    #[error("{field} {pool} holds {capacity} slots (/{block} blocks); slot {slot} is outside it")]
+    SlotOutsidePool {
+        field: &'static str,
+        pool: String,
+        capacity: u128,
+        block: u8,
+        slot: u32,
+    },
+    /// Neither IPv4 nor IPv6 is active for the guest.
+    #[error(
+        "no address family is active: the host routes neither IPv4 nor IPv6, and neither \
+         interface.ipv4_address nor interface.ipv6_address is set"
+    )]
+    NoFamily,
+}
+
+/// An Ethernet MAC address. Parses `02:6d:73:00:00:02` or `02-6d-73-00-00-02` (either case,
+/// one separator throughout); displays and serializes in lowercase colon form.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl MacAddr {
+    /// True for group (multicast and broadcast) addresses: the I/G bit of the first octet.
+    #[must_use]
+    pub fn is_multicast(self) -> bool {
+        self.0[0] & 0x01 != 0
+    }
+
+    /// True for `00:00:00:00:00:00`.
+    #[must_use]
+    pub fn is_zero(self) -> bool {
+        self.0 == [0; 6]
+    }
+
+    /// The ringnet MAC of slot `slot`, with `last` as the final octet (`0x02` guest, `0x01`
+    /// gateway).
+    fn for_slot(slot: u16, last: u8) -> MacAddr {
+        let [hi, lo] = slot.to_be_bytes();
+        MacAddr([0x02, 0x6d, 0x73, hi, lo, last])
+    }
+}
+
+impl FromStr for MacAddr {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || ConfigError::MacSyntax {
+            value: s.to_owned(),
+        };
+        let sep = if s.contains(':') { ':' } else { '-' };
+        let mut out = [0u8; 6];
+        let mut parts = s.split(sep);
+        for byte in &mut out {
+            let part = parts.next().ok_or_else(bad)?;
+            if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(bad());
+            }
+            *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
+        }
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        Ok(MacAddr(out))
+    }
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [o0, o1, o2, o3, o4, o5] = self.0;
+        write!(f, "{o0:02x}:{o1:02x}:{o2:02x}:{o3:02x}:{o4:02x}:{o5:02x}")
+    }
+}
+
+impl fmt::Debug for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MacAddr({self})")
+    }
+}
+
+impl Serialize for MacAddr {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for MacAddr {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Serde through `Display` / `FromStr`, for types whose crate has serde disabled (ipnetwork).
+mod display_fromstr {
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<T: Display, S: Serializer>(
+        value: &T,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(value)
+    }
+
+    pub fn deserialize<'de, T, D>(deserializer: D) -> Result<T, D::Error>
+    where
+        T: FromStr,
+        T::Err: Display,
+        D: Deserializer<'de>,
+    {
+        let text = String::deserialize(deserializer)?;
+        text.parse()
+            .map_err(|e| D::Error::custom(format!("invalid value {text:?}: {e}")))
+    }
+}
+
+/// The whole configuration file.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// Guest TCP + UDP flows open at once, at most.
+    pub max_connections: usize,
+    /// Prefix of the guest environment variables (`{P}_NET`, ...): `[A-Z_][A-Z0-9_]*`.
+    pub env_prefix: String,
+    /// The guest-facing interface: addresses, pools, MTU.
+    pub interface: InterfaceConfig,
+    /// Host sockets carrying guest flows.
+    pub egress: EgressConfig,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            max_connections: 1024,
+            env_prefix: "RINGNET".to_owned(),
+            interface: InterfaceConfig::default(),
+            egress: EgressConfig::default(),
+        }
+    }
+}
+
+/// `[interface]`: the guest's link and addresses.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InterfaceConfig {
+    /// Guest MAC; derived from the slot when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mac: Option<MacAddr>,
+    /// Link MTU, `576..=65520`; at least 1280 when IPv6 is active.
+    pub mtu: u32,
+    /// Guest IPv4 address; derived from `ipv4_pool` when absent. Setting it activates IPv4.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv4_address: Option<Ipv4Addr>,
+    /// Pool carved into one /30 per slot.
+    #[serde(with = "display_fromstr")]
+    pub ipv4_pool: Ipv4Network,
+    /// Guest IPv6 address; derived from `ipv6_pool` when absent. Setting it activates IPv6.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv6_address: Option<Ipv6Addr>,
+    /// Pool carved into one /64 per slot.
+    #[serde(with = "display_fromstr")]
+    pub ipv6_pool: Ipv6Network,
+}
+
+impl Default for InterfaceConfig {
+    fn default() -> Self {
+        InterfaceConfig {
+            mac: None,
+            mtu: 1500,
+            ipv4_address: None,
+            ipv4_pool: DEFAULT_IPV4_POOL,
+            ipv6_address: None,
+            ipv6_pool: DEFAULT_IPV6_POOL,
+        }
+    }
+}
+
+/// `egress.driver`: which egress implementation to run.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EgressDriver {
+    /// `io_uring` when it can be set up, else epoll.
+    #[default]
+    Auto,
+    Uring,
+    Epoll,
+}
+
+impl From<EgressDriver> for DriverChoice {
+    fn from(driver: EgressDriver) -> Self {
+        match driver {
+            EgressDriver::Auto => DriverChoice::Auto,
+            EgressDriver::Uring => DriverChoice::Uring,
+            EgressDriver::Epoll => DriverChoice::Epoll,
+        }
+    }
+}
+
+/// `[egress]`: host sockets.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EgressConfig {
+    pub driver: EgressDriver,
+    /// Host TCP connect gives up after this long.
+    pub connect_timeout_ms: u64,
+    /// A UDP flow with no traffic either way for this long is closed.
+    pub udp_idle_timeout_ms: u64,
+    /// UDP flows open at once, at most.
+    pub max_udp_flows: usize,
+    /// Buffer per direction per TCP flow, in bytes.
+    pub tcp_buffer_bytes: usize,
+    /// CPU to pin the poll thread to; unpinned when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<usize>,
+}
+
+impl Default for EgressConfig {
+    fn default() -> Self {
+        EgressConfig {
+            driver: EgressDriver::Auto,
+            connect_timeout_ms: 10_000,
+            udp_idle_timeout_ms: 60_000,
+            max_udp_flows: 1024,
+            tcp_buffer_bytes: 256 * 1024,
+            cpu: None,
+        }
+    }
+}
+
+/// Which address families the host can route (input to [`NetworkConfig::derive`]).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub struct HostRoutes {
+    pub ipv4: bool,
+    pub ipv6: bool,
+}
+
+impl HostRoutes {
+    /// Asks the kernel's routing table whether each family has a route to the internet, by
+    /// `connect(2)`ing a UDP socket to `192.0.2.1:443` (RFC 5737) resp. `[2001:db8::1]:443`
+    /// (RFC 3849). UDP connect only selects a route and source address; no packet is sent.
+    /// Any failure (no route, IPv6 disabled) reports the family as unroutable.
+    #[must_use]
+    pub fn probe() -> HostRoutes {
+        let routable = |bind: SocketAddr, target: SocketAddr| -> bool {
+            let result = UdpSocket::bind(bind).and_then(|sock| sock.connect(target));
+            if let Err(e) = &result {
+                tracing::debug!(%target, error = %e, "host route probe failed");
+            }
+            result.is_ok()
+        };
+        HostRoutes {
+            ipv4: routable(
+                SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+                SocketAddr::from((Ipv4Addr::new(192, 0, 2, 1), 443)),
+            ),
+            ipv6: routable(
+                SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
+                SocketAddr::from((Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1), 443)),
+            ),
+        }
+    }
+}
+
+/// A slot's IPv4 subnet: guest and gateway share a /30.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Ipv4Slot {
+    pub guest: Ipv4Addr,
+    pub gateway: Ipv4Addr,
+    /// Always [`IPV4_SLOT_PREFIX`].
+    pub prefix_len: u8,
+}
+
+impl Ipv4Slot {
+    /// The subnet holding `guest` and `gateway`.
+    #[must_use]
+    pub fn subnet(&self) -> Ipv4Network {
+        let prefix = self.prefix_len.min(32);
+        let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+        let network = Ipv4Addr::from(u32::from(self.guest) & mask);
+        // `prefix ≤ 32`, so `new_checked` succeeds; the fallback only satisfies the type.
+        Ipv4Network::new_checked(network, prefix).unwrap_or_else(|| Ipv4Network::from(self.guest))
+    }
+}
+
+/// A slot's IPv6 subnet: guest and gateway share a /64.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Ipv6Slot {
+    pub guest: Ipv6Addr,
+    pub gateway: Ipv6Addr,
+    /// Always [`IPV6_SLOT_PREFIX`].
+    pub prefix_len: u8,
+}
+
+impl Ipv6Slot {
+    /// The subnet holding `guest` and `gateway`.
+    #[must_use]
+    pub fn subnet(&self) -> Ipv6Network {
+        let prefix = self.prefix_len.min(128);
+        let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+        let network = Ipv6Addr::from(u128::from(self.guest) & mask);
+        // `prefix ≤ 128`, so `new_checked` succeeds; the fallback only satisfies the type.
+        Ipv6Network::new_checked(network, prefix).unwrap_or_else(|| Ipv6Network::from(self.guest))
+    }
+}
+
+/// Everything one guest's network needs, derived and validated by [`NetworkConfig::derive`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotConfig {
+    pub slot: u16,
+    pub guest_mac: MacAddr,
+    pub gateway_mac: MacAddr,
+    pub mtu: u32,
+    /// `None` when IPv4 is inactive.
+    pub ipv4: Option<Ipv4Slot>,
+    /// `None` when IPv6 is inactive.
+    pub ipv6: Option<Ipv6Slot>,
+    pub max_connections: usize,
+    pub env_prefix: String,
+    pub egress: EgressConfig,
+}
+
+impl SlotConfig {
+    /// The environment the guest's init reads to configure `eth0`, in this order:
+    /// `{P}_NET`, `{P}_HOST_ALIAS`, then `{P}_NET_IPV4` and `{P}_NET_IPV6` for active families.
+    /// The gateway is also the guest's DNS server.
+    #[must_use]
+    pub fn guest_env_vars(&self) -> Vec<(String, String)> {
+        let p = &self.env_prefix;
+        let mut vars = vec![
+            (
+                format!("{p}_NET"),
+                format!("iface=eth0,mac={},mtu={}", self.guest_mac, self.mtu),
+            ),
+            (format!("{p}_HOST_ALIAS"), HOST_ALIAS.to_owned()),
+        ];
+        if let Some(v4) = &self.ipv4 {
+            vars.push((
+                format!("{p}_NET_IPV4"),
+                format!(
+                    "addr={}/{},gw={},dns={}",
+                    v4.guest, v4.prefix_len, v4.gateway, v4.gateway
+                ),
+            ));
+        }
+        if let Some(v6) = &self.ipv6 {
+            vars.push((
+                format!("{p}_NET_IPV6"),
+                format!(
+                    "addr={}/{},gw={},dns={}",
+                    v6.guest, v6.prefix_len, v6.gateway, v6.gateway
+                ),
+            ));
+        }
+        vars
+    }
+}
+
+impl NetworkConfig {
+    /// Parses and validates a TOML document.
+    ///
+    /// # Errors
+    /// [`ConfigError::Parse`] for malformed TOML, unknown keys or bad values; any
+    /// [`NetworkConfig::validate`] error.
+    pub fn from_toml_str(text: &str) -> Result<NetworkConfig, ConfigError> {
+        Self::parse(text, "<string>")
+    }
+
+    /// Reads, parses and validates the TOML file at `path`.
+    ///
+    /// # Errors
+    /// [`ConfigError::Read`] when the file cannot be read; otherwise as
+    /// [`NetworkConfig::from_toml_str`], with the path in the message.
+    pub fn load(path: impl AsRef<Path>) -> Result<NetworkConfig, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    fn parse(text: &str, origin: &str) -> Result<NetworkConfig, ConfigError> {
+        let config: NetworkConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_owned(),
+            source: Box::new(e),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks everything that does not depend on the slot or the host's routes.
+    ///
+    /// # Errors
+    /// The first of [`ConfigError::MtuOutOfRange`], [`ConfigError::EnvPrefix`],
+    /// [`ConfigError::ZeroLimit`], [`ConfigError::GuestMac`] that applies.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let iface = &self.interface;
+        if !MTU_RANGE.contains(&iface.mtu) {
+            return Err(ConfigError::MtuOutOfRange { value: iface.mtu });
+        }
+        validate_env_prefix(&self.env_prefix)?;
+        let egress = &self.egress;
+        let zero = [
+            ("max_connections", self.max_connections == 0),
+            ("egress.connect_timeout_ms", egress.connect_timeout_ms == 0),
+            (
+                "egress.udp_idle_timeout_ms",
+                egress.udp_idle_timeout_ms == 0,
+            ),
+            ("egress.max_udp_flows", egress.max_udp_flows == 0),
+            ("egress.tcp_buffer_bytes", egress.tcp_buffer_bytes == 0),
+        ];
+        if let Some(&(field, _)) = zero.iter().find(|(_, is_zero)| *is_zero) {
+            return Err(ConfigError::ZeroLimit { field });
+        }
+        if let Some(mac) = iface.mac {
+            if mac.is_multicast() {
+                return Err(ConfigError::GuestMac {
+                    value: mac,
+                    reason: "it is a multicast/broadcast address",
+                });
+            }
+            if mac.is_zero() {
+                return Err(ConfigError::GuestMac {
+                    value: mac,
+                    reason: "it is all zeros",
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Derives slot `slot`'s network plan (see the module docs for the address plan).
+    /// `routes` is normally [`HostRoutes::probe`]; it decides which families are active unless
+    /// an explicit address activates a family regardless.
+    ///
+    /// # Errors
+    /// Any [`NetworkConfig::validate`] error; [`ConfigError::SlotOutOfRange`],
+    /// [`ConfigError::SlotOutsidePool`], [`ConfigError::GuestAddress`], [`ConfigError::GuestMac`]
+    /// (explicit MAC equal to the gateway's), [`ConfigError::NoFamily`],
+    /// [`ConfigError::MtuTooSmallForIpv6`].
+    pub fn derive(&self, slot: u32, routes: HostRoutes) -> Result<SlotConfig, ConfigError> {
+        self.validate()?;
+        let slot16 = u16::try_from(slot).map_err(|_| ConfigError::SlotOutOfRange { slot })?;
+        let iface = &self.interface;
+
+        let gateway_mac = MacAddr::for_slot(slot16, 0x01);
+        let guest_mac = iface.mac.unwrap_or(MacAddr::for_slot(slot16, 0x02));
+        if guest_mac == gateway_mac {
+            return Err(ConfigError::GuestMac {
+                value: guest_mac,
+                reason: "it equals the gateway MAC of this slot",
+            });
+        }
+
+        let ipv4 = match (iface.ipv4_address, routes.ipv4) {
+            (Some(addr), _) => Some(explicit_ipv4(addr)?),
+            (None, true) => Some(derive_ipv4(iface.ipv4_pool, slot)?),
+            (None, false) => None,
+        };
+        let ipv6 = match (iface.ipv6_address, routes.ipv6) {
+            (Some(addr), _) => Some(explicit_ipv6(addr)?),
+            (None, true) => Some(derive_ipv6(iface.ipv6_pool, slot)?),
+            (None, false) => None,
+        };
+        if ipv4.is_none() && ipv6.is_none() {
+            return Err(ConfigError::NoFamily);
+        }
+        if ipv6.is_some() && iface.mtu < IPV6_MIN_MTU {
+            return Err(ConfigError::MtuTooSmallForIpv6 { value: iface.mtu });
+        }
+
+        Ok(SlotConfig {
+            slot: slot16,
+            guest_mac,
+            gateway_mac,
+            mtu: iface.mtu,
+            ipv4,
+            ipv6,
+            max_connections: self.max_connections,
+            env_prefix: self.env_prefix.clone(),
+            egress: self.egress.clone(),
+        })
+    }
+}
+
+fn validate_env_prefix(prefix: &str) -> Result<(), ConfigError> {
+    let bad = |reason| ConfigError::EnvPrefix {
+        value: prefix.to_owned(),
+        reason,
+    };
+    let first = prefix.bytes().next().ok_or_else(|| bad("it is empty"))?;
+    if first.is_ascii_digit() {
+        return Err(bad("it starts with a digit"));
+    }
+    if !prefix
+        .bytes()
+        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(bad("only A-Z, 0-9 and '_' are allowed"));
+    }
+    Ok(())
+}
+
+/// How many `/block` subnets fit in a `/prefix` pool (0 when the pool is smaller than one).
+/// `block ≤ 64` for both families, so the result fits a u128 even for a /0 pool.
+fn block_capacity(prefix: u8, block: u8) -> u128 {
+    match block.checked_sub(prefix) {
+        Some(spare_bits) => 1u128 << spare_bits,
+        None => 0,
+    }
+}
+
+/// Slot `slot`'s /30 of `pool`: guest = base + 4·slot + 2, gateway = guest − 1.
+fn derive_ipv4(pool: Ipv4Network, slot: u32) -> Result<Ipv4Slot, ConfigError> {
+    let capacity = block_capacity(pool.prefix(), IPV4_SLOT_PREFIX);
+    let outside = || ConfigError::SlotOutsidePool {
+        field: "interface.ipv4_pool",
+        pool: pool.to_string(),
+        capacity,
+        block: IPV4_SLOT_PREFIX,
+        slot,
+    };
+    if u128::from(slot) >= capacity {
+        return Err(outside());
+    }
+    let guest = slot
+        .checked_mul(4)
+        .and_then(|offset| u32::from(pool.network()).checked_add(offset))
+        .and_then(|block| block.checked_add(2))
+        .ok_or_else(outside)?;
+    Ok(Ipv4Slot {
+        guest: Ipv4Addr::from(guest),
+        gateway: Ipv4Addr::from(guest - 1),
+        prefix_len: IPV4_SLOT_PREFIX,
+    })
+}
+
+/// Slot `slot`'s /64 of `pool`: guest = base + (slot << 64) + 2, gateway = `::1` of that /64.
+fn derive_ipv6(pool: Ipv6Network, slot: u32) -> Result<Ipv6Slot, ConfigError> {
+    let capacity = block_capacity(pool.prefix(), IPV6_SLOT_PREFIX);
+    let outside = || ConfigError::SlotOutsidePool {
+        field: "interface.ipv6_pool",
+        pool: pool.to_string(),
+        capacity,
+        block: IPV6_SLOT_PREFIX,
+        slot,
+    };
+    if u128::from(slot) >= capacity {
+        return Err(outside());
+    }
+    // slot < capacity, so the slot's /64 lies inside the pool and `+ 2` cannot overflow.
+    let network = u128::from(pool.network()) + (u128::from(slot) << 64);
+    Ok(Ipv6Slot {
+        guest: Ipv6Addr::from(network + 2),
+        gateway: Ipv6Addr::from(network + 1),
+        prefix_len: IPV6_SLOT_PREFIX,
+    })
+}
+
+/// An explicit guest IPv4 address: the gateway is the other usable host of its /30.
+fn explicit_ipv4(addr: Ipv4Addr) -> Result<Ipv4Slot, ConfigError> {
+    let bits = u32::from(addr);
+    let network = bits & !3;
+    let gateway = match bits & 3 {
+        1 => network + 2,
+        2 => network + 1,
+        _ => {
+            return Err(ConfigError::GuestAddress {
+                field: "interface.ipv4_address",
+                value: IpAddr::V4(addr),
+                reason: "it is the network or broadcast address of its /30",
+            })
+        }
+    };
+    Ok(Ipv4Slot {
+        guest: addr,
+        gateway: Ipv4Addr::from(gateway),
+        prefix_len: IPV4_SLOT_PREFIX,
+    })
+}
+
+/// An explicit guest IPv6 address: the gateway is `::1` of its /64, or `::2` if the guest is `::1`.
+fn explicit_ipv6(addr: Ipv6Addr) -> Result<Ipv6Slot, ConfigError> {
+    let bits = u128::from(addr);
+    let network = bits & !u128::from(u64::MAX);
+    let gateway = match bits - network {
+        0 => {
+            return Err(ConfigError::GuestAddress {
+                field: "interface.ipv6_address",
+                value: IpAddr::V6(addr),
+                reason: "it is the Subnet-Router anycast address of its /64 (RFC 4291 §2.6.1)",
+            })
+        }
+        1 => network + 2,
+        _ => network + 1,
+    };
+    Ok(Ipv6Slot {
+        guest: addr,
+        gateway: Ipv6Addr::from(gateway),
+        prefix_len: IPV6_SLOT_PREFIX,
+    })
+}
+
+#[cfg(test)]
+mod tests;

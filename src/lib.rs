@@ -1,8 +1,41 @@
-//! ringnet — placeholder, theory of operation written below once the modules exist.
+//! ringnet — a userspace network data plane for microVMs and sandboxes.
+//!
+//! # Theory of operation
+//!
+//! ringnet plays a guest's whole network. The guest has one Ethernet NIC (virtio-net in a
+//! VMM, or a TAP device in a network namespace); ringnet is the gateway at the other end of
+//! the wire: it answers ARP, NDP and ICMP echo for the gateway addresses only, and turns
+//! every TCP, UDP and ICMP echo flow the guest opens into a real host socket.
+//!
+//! ```text
+//!            VMM / TAP side                      poll thread (one per guest NIC)
+//!  guest ──► GuestLink::send / Tap::read ──► [from_guest ring] ──► classify ──┬─► smoltcp (TCP, ARP/NDP, echo to gw)
+//!   NIC        (frame written into a                                          ├─► UDP relay ──┐
+//!              pool slot, handle queued)                                      └─► ping relay ─┤
+//!                                                                                             ▼
+//!  guest ◄── GuestLink::recv / Tap::write ◄── [to_guest ring] ◄── smoltcp egress    egress driver (io_uring | epoll)
+//!   NIC        (slot returned to pool)                            / frame builders ◄─ host sockets ◄─► the host
+//! ```
+//!
+//! Invariants:
+//! - Frames live in the [`pool`] and move between threads as handles through the SPSC
+//!   [`ring`]s; each direction copies a frame at most once between the guest and a socket.
+//! - Only [`backend`] (TAP, namespaces) and [`egress`] (host sockets) make syscalls; the
+//!   [`wire`] classifier and emitters and the [`config`] derivation are pure.
+//! - Nothing a guest sends can make ringnet panic or grow without bound: every queue, flow
+//!   table and buffer has a limit and a counter in [`metrics::Stats`].
+//!
+//! Start with [`Network`].
+
 pub mod backend;
 pub mod config;
 pub mod egress;
+pub mod metrics;
+pub mod network;
 pub mod pool;
 pub mod ring;
 pub mod stack;
 pub mod wire;
+
+pub use config::{HostRoutes, NetworkConfig, SlotConfig};
+pub use network::{GuestLink, LinkCounters, Network, NetworkError, RxFrame, TxLease};

@@ -41,11 +41,61 @@ pub struct RingStats {
     pub drops: AtomicU64,
 }
 
+/// A non-blocking eventfd used as a wake-up signal.
+#[derive(Debug)]
+pub struct EventFd(OwnedFd);
+
+impl EventFd {
+    /// A new eventfd with counter 0.
+    pub fn new() -> io::Result<EventFd> {
+        // SAFETY: eventfd(2) takes no pointers; the result is checked before use.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor owned by nobody else.
+        Ok(EventFd(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Make the fd readable (one write).
+    pub fn notify(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to our own eventfd. A failure can only be
+        // EAGAIN (counter saturated), which still leaves the fd readable: nothing to do.
+        unsafe {
+            libc::write(
+                self.0.as_raw_fd(),
+                (&one as *const u64).cast(),
+                std::mem::size_of::<u64>(),
+            );
+        }
+    }
+
+    /// Reset the counter (non-blocking).
+    pub fn drain(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reads 8 bytes into a live u64 from our own non-blocking eventfd; EAGAIN
+        // (nothing pending) is the expected failure and harmless.
+        unsafe {
+            libc::read(
+                self.0.as_raw_fd(),
+                (&mut v as *mut u64).cast(),
+                std::mem::size_of::<u64>(),
+            );
+        }
+    }
+
+    /// The raw fd, for polling.
+    pub fn fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
 /// A bounded single-producer single-consumer ring of frames.
 #[derive(Debug)]
 pub struct Ring {
     queue: ArrayQueue<Frame>,
-    wake: OwnedFd,
+    wake: EventFd,
     parked: AtomicBool,
     stats: RingStats,
 }
@@ -56,15 +106,9 @@ impl Ring {
         if size == 0 || size > 65536 {
             return Err(RingError::BadSize(size));
         }
-        // SAFETY: eventfd(2) takes no pointers; the result is checked before use.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(RingError::EventFd(io::Error::last_os_error()));
-        }
         Ok(Ring {
             queue: ArrayQueue::new(size),
-            // SAFETY: `fd` is a fresh descriptor owned by nobody else.
-            wake: unsafe { OwnedFd::from_raw_fd(fd) },
+            wake: EventFd::new().map_err(RingError::EventFd)?,
             parked: AtomicBool::new(false),
             stats: RingStats::default(),
         })
@@ -78,8 +122,7 @@ impl Ring {
             Ok(()) => {
                 self.stats.frames.fetch_add(1, Ordering::Relaxed);
                 self.stats.bytes.fetch_add(len, Ordering::Relaxed);
-                if self.parked.load(Ordering::SeqCst) && self.parked.swap(false, Ordering::SeqCst)
-                {
+                if self.parked.load(Ordering::SeqCst) && self.parked.swap(false, Ordering::SeqCst) {
                     self.notify();
                 }
                 true
@@ -126,35 +169,17 @@ impl Ring {
 
     /// Wake the consumer: one eventfd write.
     pub fn notify(&self) {
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a live u64 to our own eventfd. A failure can only be
-        // EAGAIN (counter saturated), which still leaves the fd readable: nothing to do.
-        unsafe {
-            libc::write(
-                self.wake.as_raw_fd(),
-                (&one as *const u64).cast(),
-                std::mem::size_of::<u64>(),
-            );
-        }
+        self.wake.notify();
     }
 
     /// Reset the eventfd counter (non-blocking).
     pub fn drain_fd(&self) {
-        let mut v: u64 = 0;
-        // SAFETY: reads 8 bytes into a live u64 from our own non-blocking eventfd; EAGAIN
-        // (nothing pending) is the expected failure and harmless.
-        unsafe {
-            libc::read(
-                self.wake.as_raw_fd(),
-                (&mut v as *mut u64).cast(),
-                std::mem::size_of::<u64>(),
-            );
-        }
+        self.wake.drain();
     }
 
     /// The eventfd that becomes readable on a wake-up.
     pub fn fd(&self) -> RawFd {
-        self.wake.as_raw_fd()
+        self.wake.fd()
     }
 
     /// Counters.

@@ -1,1 +1,12 @@
-//! backend
+//! Backends: where guest frames come from and go to.
+//!
+//! # Theory of operation
+//!
+//! A backend moves frames between a guest NIC and the link's two rings. The embedding API
+//! ([`crate::Network::take_link`]) is the backend of a VMM that drives the rings itself from
+//! its own threads; the TAP backend ([`tap::Tap`]) is pumped by the poll thread itself, so
+//! serving a TAP costs no extra thread and no cross-thread wake-up.
+//! Only this module and `egress/` make syscalls on the data path.
+
+pub mod netns;
+pub mod tap;

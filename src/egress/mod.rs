@@ -107,7 +107,10 @@ impl Default for Limits {
 pub enum Event {
     /// TCP: the connect finished (Ok) or failed (refused, unreachable, timed out).
     /// UDP/Ping: never sent (they are usable as soon as `open` returns).
-    Connected { token: Token, result: io::Result<()> },
+    Connected {
+        token: Token,
+        result: io::Result<()>,
+    },
     /// Received data, end of stream or a socket error is waiting: call [`Driver::recv`].
     Readable { token: Token },
     /// Transmit space became free after the buffer had been full (or a send failed; the
@@ -193,7 +196,11 @@ pub trait Driver {
 
     /// Submit queued work, then block until at least one event or `timeout` (None: forever;
     /// zero: don't block). Appends events to `events`.
-    fn wait(&mut self, timeout: Option<Duration>, events: &mut Vec<Event>) -> Result<(), EgressError>;
+    fn wait(
+        &mut self,
+        timeout: Option<Duration>,
+        events: &mut Vec<Event>,
+    ) -> Result<(), EgressError>;
 
     /// Open sockets now.
     fn open_sockets(&self) -> usize;

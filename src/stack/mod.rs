@@ -1,1 +1,558 @@
-//! stack
+//! The poll thread: the guest's gateway and the switchboard between guest flows and host
+//! sockets.
+//!
+//! # Theory of operation
+//!
+//! One thread owns everything below; nothing here is shared except the [`Link`] (pool,
+//! rings, counters). Each turn of the loop:
+//!
+//! 1. `from_guest`: pump the TAP (if this thread serves one), then pop up to
+//!    [`BATCH`] frames from the `from_guest` ring. Each frame is classified
+//!    ([`crate::wire::classify`]) *before* smoltcp sees it:
+//!    - ARP only when it targets the gateway IPv4, NDP solicitations only for the gateway
+//!      IPv6, ICMP echo only when addressed to a gateway address go to smoltcp; echo to any
+//!      other address is relayed through a ping socket ([`udp`]); everything else of that
+//!      kind is dropped and counted (ringnet never answers for hosts it is not);
+//!    - TCP: a SYN for an unknown 4-tuple creates a smoltcp socket listening on exactly that
+//!      destination with its SYN-ACK held, and starts the host connect ([`tcp`]); then the
+//!      frame goes to smoltcp, one frame per `poll_ingress_single`, so each SYN meets the
+//!      socket made for it;
+//!    - UDP is relayed outside smoltcp ([`udp`]);
+//!    - a source address other than the guest's is dropped (no spoofed flows).
+//! 2. Driver events (connect results, host data, transmit space) mark flows dirty; dirty
+//!    flows move bytes between their smoltcp socket and their host socket.
+//! 3. `to_guest`: smoltcp egress writes frames into pool slots on the `to_guest` ring; the
+//!    TAP is written from the ring, or the VMM is notified once per turn.
+//! 4. Sleep in the egress driver's `wait` until a watched fd (the `from_guest` eventfd, the
+//!    TAP, the stop eventfd) or a host socket has news, or smoltcp's next timer. With no
+//!    timer pending the thread sleeps indefinitely: an idle ringnet uses no CPU.
+//!
+//! Limits: [`BATCH`] frames per turn (so host events are never starved by a flooding
+//! guest), `max_connections` TCP flows, `max_udp_flows` UDP/ICMP flows, the pool's slots and
+//! the rings' sizes; every drop increments a counter in [`crate::metrics::Stats`].
+
+pub mod device;
+pub(crate) mod tcp;
+pub(crate) mod udp;
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use smoltcp::iface::{Config, Interface, SocketSet};
+use smoltcp::phy::DeviceCapabilities;
+use smoltcp::time::Instant as SmolInstant;
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
+
+use crate::backend::tap::Tap;
+use crate::config::SlotConfig;
+use crate::egress::{Driver, Event, Token};
+use crate::metrics::Stats;
+use crate::pool::{Frame, Pool};
+use crate::ring::{EventFd, Ring};
+use crate::wire::classify::{classify, ArpOp, Class, NdpKind};
+
+use device::GuestDevice;
+
+/// Frames taken from `from_guest` per loop turn.
+pub const BATCH: usize = 64;
+
+const T_WAKE: u64 = 0;
+const T_TCP: u64 = 1;
+const T_UDP: u64 = 2;
+const WAKE_FROM_GUEST: u64 = 0;
+const WAKE_TAP: u64 = 1;
+const WAKE_STOP: u64 = 2;
+
+/// Pack a flow token: kind, generation, slab index.
+pub(crate) fn token(kind: u64, gen: u32, idx: u32) -> Token {
+    Token(kind << 56 | (u64::from(gen) & 0xff_ffff) << 32 | u64::from(idx))
+}
+
+fn untoken(t: Token) -> (u64, u32, u32) {
+    (t.0 >> 56, ((t.0 >> 32) & 0xff_ffff) as u32, t.0 as u32)
+}
+
+/// Errors of the poll thread.
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    #[error("egress driver: {0}")]
+    Egress(#[from] crate::egress::EgressError),
+    #[error("TAP device: {0}")]
+    Tap(io::Error),
+    #[error("pinning the poll thread to CPU {0} failed")]
+    Pin(usize),
+}
+
+/// What the poll thread shares with the VMM side.
+#[derive(Debug)]
+pub struct Link {
+    pub pool: Pool,
+    pub from_guest: Ring,
+    pub to_guest: Ring,
+    pub stop_fd: EventFd,
+    pub stop: AtomicBool,
+    pub stats: Stats,
+}
+
+/// Addresses the gateway answers for and the guest uses.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Addrs {
+    pub gw_mac: [u8; 6],
+    pub guest_mac: [u8; 6],
+    pub gw4: Option<Ipv4Addr>,
+    pub guest4: Option<Ipv4Addr>,
+    pub gw6: Option<Ipv6Addr>,
+    pub guest6: Option<Ipv6Addr>,
+    pub mtu: usize,
+}
+
+impl Addrs {
+    pub fn is_gateway(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(a) => Some(a) == self.gw4,
+            IpAddr::V6(a) => Some(a) == self.gw6,
+        }
+    }
+
+    pub fn is_guest(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(a) => Some(a) == self.guest4,
+            IpAddr::V6(a) => Some(a) == self.guest6,
+        }
+    }
+
+    /// Where a guest flow to `dst` goes on the host: a gateway address means the host's
+    /// loopback of the same family (with the other family as the fallback).
+    pub fn host_target(&self, dst: SocketAddr) -> (SocketAddr, Option<SocketAddr>) {
+        if !self.is_gateway(dst.ip()) {
+            return (dst, None);
+        }
+        let v4 = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), dst.port());
+        let v6 = SocketAddr::new(Ipv6Addr::LOCALHOST.into(), dst.port());
+        if dst.is_ipv4() {
+            (v4, Some(v6))
+        } else {
+            (v6, Some(v4))
+        }
+    }
+}
+
+/// The poll thread's state.
+pub struct Engine {
+    link: Arc<Link>,
+    addrs: Addrs,
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    caps: DeviceCapabilities,
+    driver: Box<dyn Driver + Send>,
+    tap: Option<Tap>,
+    tcp: tcp::Flows,
+    udp: udp::Flows,
+    events: Vec<Event>,
+    scratch: Vec<u8>,
+    epoch: std::time::Instant,
+    sent: usize,
+    cpu: Option<usize>,
+}
+
+impl Engine {
+    /// Build the gateway for `cfg` over `link`, with `driver` for host sockets and, if
+    /// given, a TAP this thread pumps itself.
+    pub fn new(
+        cfg: &SlotConfig,
+        link: Arc<Link>,
+        mut driver: Box<dyn Driver + Send>,
+        tap: Option<Tap>,
+    ) -> Result<Engine, StackError> {
+        let addrs = Addrs {
+            gw_mac: cfg.gateway_mac.0,
+            guest_mac: cfg.guest_mac.0,
+            gw4: cfg.ipv4.map(|s| s.gateway),
+            guest4: cfg.ipv4.map(|s| s.guest),
+            gw6: cfg.ipv6.map(|s| s.gateway),
+            guest6: cfg.ipv6.map(|s| s.guest),
+            mtu: cfg.mtu as usize,
+        };
+        let caps = device::capabilities(cfg.mtu);
+        let hw = HardwareAddress::Ethernet(EthernetAddress(addrs.gw_mac));
+        let mut icfg = Config::new(hw);
+        icfg.random_seed = seed();
+        let epoch = std::time::Instant::now();
+        let mut sent = 0usize;
+        let mut scratch = Vec::new();
+        let mut dev = GuestDevice {
+            pool: &link.pool,
+            to_guest: &link.to_guest,
+            rx: None,
+            caps: &caps,
+            sent: &mut sent,
+            scratch: &mut scratch,
+        };
+        let mut iface = Interface::new(icfg, &mut dev, SmolInstant::from_millis(0));
+        iface.set_any_ip(true);
+        iface.update_ip_addrs(|a| {
+            if let Some(v4) = cfg.ipv4 {
+                // Capacity is 4 addresses (feature iface-max-addr-count-4); we add at most 2.
+                let _ = a.push(IpCidr::new(IpAddress::Ipv4(v4.gateway), v4.prefix_len));
+            }
+            if let Some(v6) = cfg.ipv6 {
+                let _ = a.push(IpCidr::new(IpAddress::Ipv6(v6.gateway), v6.prefix_len));
+            }
+        });
+        if let Some(v4) = cfg.ipv4 {
+            let _ = iface.routes_mut().add_default_ipv4_route(v4.gateway);
+        }
+        if let Some(v6) = cfg.ipv6 {
+            let _ = iface.routes_mut().add_default_ipv6_route(v6.gateway);
+        }
+        driver.watch(
+            link.from_guest.fd(),
+            token(T_WAKE, 0, WAKE_FROM_GUEST as u32),
+        )?;
+        driver.watch(link.stop_fd.fd(), token(T_WAKE, 0, WAKE_STOP as u32))?;
+        if let Some(t) = &tap {
+            driver.watch(t.fd(), token(T_WAKE, 0, WAKE_TAP as u32))?;
+        }
+        Ok(Engine {
+            tcp: tcp::Flows::new(cfg),
+            udp: udp::Flows::new(cfg),
+            link,
+            addrs,
+            iface,
+            sockets: SocketSet::new(Vec::new()),
+            caps,
+            driver,
+            tap,
+            events: Vec::with_capacity(256),
+            scratch,
+            epoch,
+            sent: 0,
+            cpu: cfg.egress.cpu,
+        })
+    }
+
+    fn now(&self) -> SmolInstant {
+        SmolInstant::from_micros(self.epoch.elapsed().as_micros() as i64)
+    }
+
+    /// Run until the stop flag is set.
+    pub fn run(mut self) -> Result<(), StackError> {
+        if let Some(cpu) = self.cpu {
+            if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+                return Err(StackError::Pin(cpu));
+            }
+        }
+        let result = self.run_loop();
+        self.teardown();
+        result
+    }
+
+    fn run_loop(&mut self) -> Result<(), StackError> {
+        loop {
+            if self.link.stop.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            Stats::inc(&self.link.stats.polls);
+            let mut more = false;
+            if let Some(tap) = &mut self.tap {
+                let n = tap
+                    .read_frames(&self.link.pool, &self.link.from_guest, BATCH)
+                    .map_err(StackError::Tap)?;
+                more |= n == BATCH;
+            }
+            let mut taken = 0;
+            while taken < BATCH {
+                let Some(frame) = self.link.from_guest.pop() else {
+                    break;
+                };
+                taken += 1;
+                self.ingest(frame);
+            }
+            more |= !self.link.from_guest.is_empty();
+            self.egress_and_service();
+            self.flush_to_guest()?;
+
+            let now = self.now();
+            let mut timeout = self
+                .iface
+                .poll_delay(now, &self.sockets)
+                .map(|d| Duration::from_micros(d.total_micros()));
+            if let Some(t) = self.udp.next_deadline(self.epoch.elapsed()) {
+                timeout = Some(timeout.map_or(t, |x| x.min(t)));
+            }
+            if more {
+                timeout = Some(Duration::ZERO);
+            }
+            let parked = timeout != Some(Duration::ZERO) && self.link.from_guest.park();
+            if !parked && timeout != Some(Duration::ZERO) {
+                timeout = Some(Duration::ZERO);
+            }
+            self.events.clear();
+            let mut events = std::mem::take(&mut self.events);
+            let r = self.driver.wait(timeout, &mut events);
+            if parked {
+                self.link.from_guest.unpark();
+            }
+            r?;
+            for ev in events.drain(..) {
+                self.on_event(ev);
+            }
+            self.events = events;
+            let elapsed = self.epoch.elapsed();
+            self.udp
+                .expire(elapsed, &mut *self.driver, &self.link.stats);
+        }
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        let t = match &ev {
+            Event::Connected { token, .. }
+            | Event::Readable { token }
+            | Event::Writable { token }
+            | Event::Wake { token } => *token,
+        };
+        let (kind, gen, idx) = untoken(t);
+        match kind {
+            T_WAKE => {
+                if u64::from(idx) == WAKE_STOP {
+                    self.link.stop_fd.drain();
+                }
+                // from_guest / TAP: drained at the top of the next turn.
+            }
+            T_TCP => self.tcp.on_event(
+                gen,
+                idx,
+                ev,
+                &mut self.sockets,
+                &mut *self.driver,
+                &self.link.stats,
+            ),
+            T_UDP => {
+                let mut out = ToGuest {
+                    pool: &self.link.pool,
+                    ring: &self.link.to_guest,
+                    addrs: &self.addrs,
+                    sent: &mut self.sent,
+                    stats: &self.link.stats,
+                };
+                self.udp.on_event(
+                    gen,
+                    idx,
+                    ev,
+                    &mut *self.driver,
+                    &mut out,
+                    self.epoch.elapsed(),
+                );
+            }
+            _ => {}
+        }
+    }
+
+    /// Classify one guest frame and route it.
+    fn ingest(&mut self, frame: Frame) {
+        let stats = &self.link.stats;
+        let pool = &self.link.pool;
+        let class = match classify(pool.frame(&frame)) {
+            Ok(c) => c,
+            Err(_) => {
+                Stats::inc(&stats.malformed);
+                pool.release(frame);
+                return;
+            }
+        };
+        let to_smoltcp = match class {
+            Class::Arp { op, target_ip, .. } => {
+                let ok = Some(target_ip) == self.addrs.gw4
+                    && matches!(op, ArpOp::Request | ArpOp::Reply);
+                if !ok {
+                    Stats::inc(&stats.arp_filtered);
+                }
+                ok
+            }
+            Class::Ndp { kind, target, .. } => {
+                let ok = match kind {
+                    NdpKind::NeighborSolicit => target == self.addrs.gw6,
+                    NdpKind::NeighborAdvert => true,
+                    _ => false,
+                };
+                if !ok {
+                    Stats::inc(&stats.ndp_filtered);
+                }
+                ok
+            }
+            Class::IcmpEcho {
+                request: true,
+                src,
+                dst,
+                ident,
+                seq,
+                payload,
+                ..
+            } if self.addrs.is_guest(src) => {
+                if self.addrs.is_gateway(dst) {
+                    true
+                } else {
+                    let elapsed = self.epoch.elapsed();
+                    let msg = payload.start.saturating_sub(8)..payload.end;
+                    self.udp.on_echo(
+                        src,
+                        dst,
+                        ident,
+                        seq,
+                        &pool.frame(&frame)[msg],
+                        &mut *self.driver,
+                        stats,
+                        elapsed,
+                    );
+                    false
+                }
+            }
+            Class::Tcp {
+                src, dst, flags, ..
+            } if self.addrs.is_guest(src.ip()) => {
+                self.tcp.on_frame(
+                    src,
+                    dst,
+                    flags,
+                    &self.addrs,
+                    &mut self.sockets,
+                    &mut *self.driver,
+                    stats,
+                );
+                true
+            }
+            Class::Udp { src, dst, payload } if self.addrs.is_guest(src.ip()) => {
+                let elapsed = self.epoch.elapsed();
+                self.udp.on_datagram(
+                    src,
+                    dst,
+                    &pool.frame(&frame)[payload],
+                    &self.addrs,
+                    &mut *self.driver,
+                    stats,
+                    elapsed,
+                );
+                false
+            }
+            _ => {
+                Stats::inc(&stats.unsupported);
+                false
+            }
+        };
+        if !to_smoltcp {
+            pool.release(frame);
+            return;
+        }
+        let now = self.now();
+        let mut dev = GuestDevice {
+            pool: &self.link.pool,
+            to_guest: &self.link.to_guest,
+            rx: Some(frame),
+            caps: &self.caps,
+            sent: &mut self.sent,
+            scratch: &mut self.scratch,
+        };
+        self.iface
+            .poll_ingress_single(now, &mut dev, &mut self.sockets);
+        // `rx` is consumed by smoltcp; if not, the device drops (and releases) it here.
+    }
+
+    /// smoltcp egress and timers, then move bytes for dirty flows, then egress again for
+    /// what the flows queued.
+    fn egress_and_service(&mut self) {
+        for _ in 0..2 {
+            let now = self.now();
+            let mut dev = GuestDevice {
+                pool: &self.link.pool,
+                to_guest: &self.link.to_guest,
+                rx: None,
+                caps: &self.caps,
+                sent: &mut self.sent,
+                scratch: &mut self.scratch,
+            };
+            self.iface.poll(now, &mut dev, &mut self.sockets);
+            self.tcp.service_dirty(&mut self.sockets, &mut *self.driver);
+            if !self.tcp.has_dirty() {
+                let now = self.now();
+                let mut dev = GuestDevice {
+                    pool: &self.link.pool,
+                    to_guest: &self.link.to_guest,
+                    rx: None,
+                    caps: &self.caps,
+                    sent: &mut self.sent,
+                    scratch: &mut self.scratch,
+                };
+                self.iface.poll(now, &mut dev, &mut self.sockets);
+                break;
+            }
+        }
+        self.tcp.reap(&mut self.sockets, &self.link.stats);
+    }
+
+    /// Hand the frames of this turn to the guest: write them to the TAP, or wake the VMM.
+    fn flush_to_guest(&mut self) -> Result<(), StackError> {
+        if let Some(tap) = &mut self.tap {
+            while let Some(frame) = self.link.to_guest.pop() {
+                if tap.write_frame(&self.link.pool, &frame).is_err() {
+                    Stats::inc(&self.link.stats.to_guest_dropped);
+                }
+                self.link.pool.release(frame);
+            }
+        } else if self.sent > 0 {
+            self.link.to_guest.notify();
+        }
+        self.sent = 0;
+        Ok(())
+    }
+
+    fn teardown(&mut self) {
+        self.tcp.close_all(&mut self.sockets, &mut *self.driver);
+        self.udp.close_all(&mut *self.driver);
+        self.link.from_guest.clear(&self.link.pool);
+    }
+}
+
+/// Everything needed to build a frame for the guest outside smoltcp.
+pub(crate) struct ToGuest<'a> {
+    pub pool: &'a Pool,
+    pub ring: &'a Ring,
+    pub addrs: &'a Addrs,
+    pub sent: &'a mut usize,
+    pub stats: &'a Stats,
+}
+
+impl ToGuest<'_> {
+    /// Lease a slot, let `build` write a frame into it (returning its length or `None`), and
+    /// queue it to the guest.
+    pub fn emit(&mut self, build: impl FnOnce(&mut [u8]) -> Option<usize>) {
+        let Some(mut frame) = self.pool.lease() else {
+            Stats::inc(&self.stats.to_guest_dropped);
+            return;
+        };
+        let buf = self.pool.frame_capacity_mut(&mut frame);
+        match build(buf) {
+            Some(len) if len <= self.addrs.mtu + 14 => {
+                self.pool.set_len(&mut frame, len);
+                if self.ring.push(self.pool, frame) {
+                    *self.sent += 1;
+                } else {
+                    Stats::inc(&self.stats.to_guest_dropped);
+                }
+            }
+            _ => {
+                Stats::inc(&self.stats.to_guest_dropped);
+                self.pool.release(frame);
+            }
+        }
+    }
+}
+
+fn seed() -> u64 {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom(2) writes at most 8 bytes into the live array.
+    let _ = unsafe { libc::getrandom(b.as_mut_ptr().cast(), 8, 0) };
+    u64::from_ne_bytes(b) ^ std::process::id() as u64
+}

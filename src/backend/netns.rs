@@ -1,0 +1,212 @@
+//! Network namespaces: create or open one, open a TAP inside it, configure its guest side.
+//!
+//! # Theory of operation
+//!
+//! Namespaces are held by file descriptor. A new namespace is made by a short-lived thread
+//! that calls `unshare(CLONE_NEWNET)` and opens `/proc/thread-self/ns/net`; the namespace
+//! is anonymous and lives exactly as long as that fd and the processes inside it, so
+//! nothing named is ever left behind. Work inside a namespace (opening the TAP, running
+//! `ip`, starting the guest command) happens on a thread or in a child that first calls
+//! `setns(2)`; the ringnet process itself stays in its own namespace, where its egress
+//! sockets live.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::config::SlotConfig;
+
+/// Errors handling network namespaces.
+#[derive(Debug, thiserror::Error)]
+pub enum NetnsError {
+    #[error("opening network namespace {path}: {source}")]
+    Open { path: String, source: io::Error },
+    #[error("creating a network namespace (unshare CLONE_NEWNET) failed: {0} (ringnet needs root or CAP_SYS_ADMIN)")]
+    Unshare(io::Error),
+    #[error("entering the network namespace (setns) failed: {0}")]
+    Setns(io::Error),
+    #[error("running `ip {args}` failed: {detail}")]
+    Ip { args: String, detail: String },
+    #[error("a helper thread failed: {0}")]
+    Thread(String),
+}
+
+/// A network namespace held open by fd.
+#[derive(Debug)]
+pub struct NetNs {
+    fd: OwnedFd,
+    label: String,
+}
+
+fn setns(fd: RawFd) -> io::Result<()> {
+    // SAFETY: setns(2) on a namespace fd we hold; no memory is passed.
+    if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+impl NetNs {
+    /// Open an existing namespace by path (e.g. `/run/netns/NAME`, `/proc/PID/ns/net`).
+    pub fn open(path: &Path) -> Result<NetNs, NetnsError> {
+        let file = File::open(path).map_err(|source| NetnsError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok(NetNs {
+            fd: file.into(),
+            label: path.display().to_string(),
+        })
+    }
+
+    /// Create a new, anonymous namespace.
+    pub fn create() -> Result<NetNs, NetnsError> {
+        let handle = std::thread::Builder::new()
+            .name("ringnet-unshare".into())
+            .spawn(|| -> Result<OwnedFd, NetnsError> {
+                // SAFETY: unshare(2) affects only this short-lived thread.
+                if unsafe { libc::unshare(libc::CLONE_NEWNET) } < 0 {
+                    return Err(NetnsError::Unshare(io::Error::last_os_error()));
+                }
+                let file =
+                    File::open("/proc/thread-self/ns/net").map_err(|source| NetnsError::Open {
+                        path: "/proc/thread-self/ns/net".into(),
+                        source,
+                    })?;
+                Ok(file.into())
+            })
+            .map_err(|e| NetnsError::Thread(e.to_string()))?;
+        let fd = handle
+            .join()
+            .map_err(|_| NetnsError::Thread("unshare thread panicked".into()))??;
+        Ok(NetNs {
+            fd,
+            label: "new namespace".into(),
+        })
+    }
+
+    /// The namespace fd.
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// A second handle to the same namespace.
+    pub fn try_clone(&self) -> io::Result<NetNs> {
+        Ok(NetNs {
+            fd: self.fd.try_clone()?,
+            label: self.label.clone(),
+        })
+    }
+
+    /// Run `f` on a thread inside this namespace and return its result.
+    pub fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, NetnsError> {
+        let fd = self.fd.try_clone().map_err(NetnsError::Setns)?;
+        let handle = std::thread::Builder::new()
+            .name("ringnet-netns".into())
+            .spawn(move || -> Result<T, NetnsError> {
+                setns(fd.as_raw_fd()).map_err(NetnsError::Setns)?;
+                Ok(f())
+            })
+            .map_err(|e| NetnsError::Thread(e.to_string()))?;
+        handle
+            .join()
+            .map_err(|_| NetnsError::Thread("netns thread panicked".into()))?
+    }
+
+    /// A `Command` whose child enters this namespace before `exec`.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut cmd = Command::new(program);
+        let fd = self.fd.as_raw_fd();
+        // SAFETY: the closure runs in the forked child before exec and only makes
+        // async-signal-safe syscalls (setns, sigprocmask); `fd` stays open across fork
+        // (no CLOEXEC effect until exec).
+        unsafe {
+            cmd.pre_exec(move || {
+                setns(fd)?;
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+                Ok(())
+            });
+        }
+        cmd
+    }
+
+    /// Run `ip ARGS` inside the namespace; an error carries ip's stderr.
+    pub fn ip(&self, args: &[&str]) -> Result<(), NetnsError> {
+        let out = self
+            .command("ip")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| NetnsError::Ip {
+                args: args.join(" "),
+                detail: format!("cannot run ip (is iproute2 installed?): {e}"),
+            })?;
+        if !out.status.success() {
+            return Err(NetnsError::Ip {
+                args: args.join(" "),
+                detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Configure the guest side of `tap` in this namespace from `cfg`: lo up, the guest MAC
+    /// and MTU, addresses and default routes for the active families.
+    pub fn configure_guest(&self, tap: &str, cfg: &SlotConfig) -> Result<(), NetnsError> {
+        let mac = cfg.guest_mac.to_string();
+        let mtu = cfg.mtu.to_string();
+        self.ip(&["link", "set", "lo", "up"])?;
+        self.ip(&["link", "set", tap, "address", &mac, "mtu", &mtu, "up"])?;
+        if let Some(v4) = &cfg.ipv4 {
+            let addr = format!("{}/{}", v4.guest, v4.prefix_len);
+            self.ip(&["-4", "addr", "replace", &addr, "dev", tap])?;
+            self.ip(&[
+                "-4",
+                "route",
+                "replace",
+                "default",
+                "via",
+                &v4.gateway.to_string(),
+                "dev",
+                tap,
+            ])?;
+        }
+        if let Some(v6) = &cfg.ipv6 {
+            let addr = format!("{}/{}", v6.guest, v6.prefix_len);
+            self.ip(&["-6", "addr", "replace", &addr, "dev", tap, "nodad"])?;
+            self.ip(&[
+                "-6",
+                "route",
+                "replace",
+                "default",
+                "via",
+                &v6.gateway.to_string(),
+                "dev",
+                tap,
+            ])?;
+        }
+        Ok(())
+    }
+}
+
+impl FromRawFd for NetNs {
+    /// # Safety
+    /// `fd` must be an open network-namespace fd owned by the caller.
+    unsafe fn from_raw_fd(fd: RawFd) -> NetNs {
+        NetNs {
+            // SAFETY: forwarded from the caller's contract.
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            label: format!("fd {fd}"),
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! Counters: every limit and every drop has one.
+//!
+//! All counters are relaxed atomics written by the poll thread (and the VMM side for its
+//! ring counters) and readable from any thread at any time.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($(#[$m:meta])* $name:ident { $($(#[$fm:meta])* $field:ident),* $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Default)]
+        pub struct $name {
+            $($(#[$fm])* pub $field: AtomicU64,)*
+        }
+
+        impl $name {
+            /// `(name, value)` of every counter, in declaration order.
+            pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+                vec![$((stringify!($field), self.$field.load(Ordering::Relaxed)),)*]
+            }
+        }
+    };
+}
+
+counters!(
+    /// Poll-thread counters.
+    Stats {
+        /// Guest frames that failed to parse (dropped).
+        malformed,
+        /// ARP not addressed to the gateway (dropped: ringnet answers only for itself).
+        arp_filtered,
+        /// NDP messages dropped (router solicitations, solicitations for other addresses).
+        ndp_filtered,
+        /// IP packets of other protocols or fragments (dropped).
+        unsupported,
+        /// TCP flows opened (host connect started).
+        tcp_opened,
+        /// TCP flows whose host connect failed (guest got RST).
+        tcp_connect_failed,
+        /// SYNs refused because `max_connections` flows were open.
+        tcp_refused_limit,
+        /// TCP flows open now.
+        tcp_active,
+        /// UDP flows opened.
+        udp_opened,
+        /// UDP flows closed after being idle.
+        udp_expired,
+        /// UDP flows evicted (oldest first) at the flow limit.
+        udp_evicted,
+        /// UDP datagrams dropped (host socket queue full, open failed, reply too large).
+        udp_dropped,
+        /// UDP flows open now.
+        udp_active,
+        /// ICMP echo requests relayed through ping sockets.
+        icmp_relayed,
+        /// ICMP echo requests dropped (ping sockets unavailable, queue full).
+        icmp_dropped,
+        /// Frames that could not be built for the guest (pool empty or ring full).
+        to_guest_dropped,
+        /// Poll-loop iterations.
+        polls,
+    }
+);
+
+impl Stats {
+    /// One `name value` line per non-zero counter.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        for (k, v) in self.snapshot() {
+            if v != 0 {
+                let _ = writeln!(s, "{k} {v}");
+            }
+        }
+        s
+    }
+
+    pub(crate) fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}

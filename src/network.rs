@@ -1,0 +1,367 @@
+//! The embedding API: one [`Network`] per guest NIC.
+//!
+//! # Theory of operation
+//!
+//! [`Network::new`] derives and validates the guest's addresses (see [`crate::config`]),
+//! allocates the frame pool and the two rings. [`Network::start`] builds the egress driver
+//! and the gateway and spawns the poll thread; it fails before spawning if either cannot be
+//! built. A VMM then takes its end of the link once with [`Network::take_link`]:
+//!
+//! - `from_guest`: [`GuestLink::send`] (copies a frame) or [`GuestLink::lease`] +
+//!   [`TxLease::commit`] (the VMM writes the frame straight into a pool slot);
+//! - `to_guest`: [`GuestLink::recv`] hands out the next frame as an [`RxFrame`] that returns
+//!   its slot on drop; [`GuestLink::notify_fd`] becomes readable when frames are waiting.
+//!
+//! Both ends never block: a full ring or an empty pool drops the frame and counts it.
+//! [`Network::shutdown`] (also run by `Drop`) stops and joins the poll thread, which closes
+//! every host socket.
+
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crate::backend::tap::Tap;
+use crate::config::{ConfigError, HostRoutes, MacAddr, NetworkConfig, SlotConfig};
+use crate::egress::{self, Limits};
+use crate::metrics::Stats;
+use crate::pool::{Frame, Pool, PoolError, HDR_BYTES, MAX_FRAME};
+use crate::ring::{EventFd, Ring, RingError};
+use crate::stack::{Engine, Link, StackError};
+
+/// Frame slots in the pool of one link.
+pub const POOL_SLOTS: usize = 1024;
+/// Frames each ring holds.
+pub const RING_SLOTS: usize = 256;
+
+/// Errors of the embedding API.
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("frame pool: {0}")]
+    Pool(#[from] PoolError),
+    #[error("ring: {0}")]
+    Ring(#[from] RingError),
+    #[error("creating the stop eventfd failed: {0}")]
+    StopFd(std::io::Error),
+    #[error("egress: {0}")]
+    Egress(#[from] egress::EgressError),
+    #[error("poll thread: {0}")]
+    Stack(#[from] StackError),
+    #[error("spawning the poll thread failed: {0}")]
+    Spawn(std::io::Error),
+    #[error("the network is already started")]
+    AlreadyStarted,
+    #[error("the poll thread panicked")]
+    Panicked,
+}
+
+/// One guest NIC's network.
+pub struct Network {
+    cfg: SlotConfig,
+    link: Arc<Link>,
+    thread: Option<JoinHandle<Result<(), StackError>>>,
+    link_taken: bool,
+    driver_note: String,
+}
+
+impl std::fmt::Debug for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Network")
+            .field("slot", &self.cfg.slot)
+            .field("running", &self.thread.is_some())
+            .finish()
+    }
+}
+
+impl Network {
+    /// A network for sandbox slot `slot`, with the host's routes probed.
+    pub fn new(config: &NetworkConfig, slot: u32) -> Result<Network, NetworkError> {
+        Network::with_routes(config, slot, HostRoutes::probe())
+    }
+
+    /// As [`Network::new`] with the route probe's answer given.
+    pub fn with_routes(
+        config: &NetworkConfig,
+        slot: u32,
+        routes: HostRoutes,
+    ) -> Result<Network, NetworkError> {
+        let cfg = config.derive(slot, routes)?;
+        let link = Arc::new(Link {
+            pool: Pool::new(POOL_SLOTS)?,
+            from_guest: Ring::new(RING_SLOTS)?,
+            to_guest: Ring::new(RING_SLOTS)?,
+            stop_fd: EventFd::new().map_err(NetworkError::StopFd)?,
+            stop: AtomicBool::new(false),
+            stats: Stats::default(),
+        });
+        Ok(Network {
+            cfg,
+            link,
+            thread: None,
+            link_taken: false,
+            driver_note: String::new(),
+        })
+    }
+
+    /// The derived configuration.
+    pub fn config(&self) -> &SlotConfig {
+        &self.cfg
+    }
+
+    /// The guest's MAC address.
+    pub fn guest_mac(&self) -> MacAddr {
+        self.cfg.guest_mac
+    }
+
+    /// Environment variables for the guest's init (see [`SlotConfig::guest_env_vars`]).
+    pub fn guest_env_vars(&self) -> Vec<(String, String)> {
+        self.cfg.guest_env_vars()
+    }
+
+    /// Poll-thread counters.
+    pub fn stats(&self) -> &Stats {
+        &self.link.stats
+    }
+
+    /// Which egress driver runs and why (after `start`).
+    pub fn driver_note(&self) -> &str {
+        &self.driver_note
+    }
+
+    /// Start the poll thread for a VMM that drives the link itself.
+    pub fn start(&mut self) -> Result<(), NetworkError> {
+        self.spawn(None)
+    }
+
+    /// Start the poll thread serving `tap` directly.
+    pub fn start_tap(&mut self, tap: Tap) -> Result<(), NetworkError> {
+        self.link_taken = true;
+        self.spawn(Some(tap))
+    }
+
+    fn spawn(&mut self, tap: Option<Tap>) -> Result<(), NetworkError> {
+        if self.thread.is_some() {
+            return Err(NetworkError::AlreadyStarted);
+        }
+        let buf = self.cfg.egress.tcp_buffer_bytes;
+        let limits = Limits {
+            tx_buffer: buf,
+            rx_buffer: buf,
+            max_sockets: self.cfg.max_connections + self.cfg.egress.max_udp_flows + 64,
+            ..Limits::default()
+        };
+        let (driver, note) = egress::select(self.cfg.egress.driver.into(), limits)?;
+        tracing::info!(slot = self.cfg.slot, "egress driver: {note}");
+        self.driver_note = note;
+        let engine = Engine::new(&self.cfg, self.link.clone(), driver, tap)?;
+        let handle = std::thread::Builder::new()
+            .name(format!("ringnet-poll-{}", self.cfg.slot))
+            .spawn(move || engine.run())
+            .map_err(NetworkError::Spawn)?;
+        self.thread = Some(handle);
+        Ok(())
+    }
+
+    /// The VMM's end of the link; `None` after the first call (or when serving a TAP).
+    pub fn take_link(&mut self) -> Option<GuestLink> {
+        if self.link_taken {
+            return None;
+        }
+        self.link_taken = true;
+        Some(GuestLink {
+            link: self.link.clone(),
+        })
+    }
+
+    /// True while the poll thread runs.
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Stop the poll thread and wait for it; returns its error, if it failed.
+    pub fn shutdown(&mut self) -> Result<(), NetworkError> {
+        let Some(handle) = self.thread.take() else {
+            return Ok(());
+        };
+        self.link.stop.store(true, Ordering::Release);
+        self.link.stop_fd.notify();
+        let r = handle.join().map_err(|_| NetworkError::Panicked)?;
+        self.link.to_guest.clear(&self.link.pool);
+        r.map_err(NetworkError::from)
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            tracing::warn!("ringnet poll thread ended with an error: {e}");
+        }
+    }
+}
+
+/// Link counters as seen by the VMM.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkCounters {
+    pub from_guest_frames: u64,
+    pub from_guest_bytes: u64,
+    pub from_guest_drops: u64,
+    pub to_guest_frames: u64,
+    pub to_guest_bytes: u64,
+    pub to_guest_drops: u64,
+}
+
+/// The VMM's end of a guest link. `Send`; use it from one VMM thread per direction.
+#[derive(Debug)]
+pub struct GuestLink {
+    link: Arc<Link>,
+}
+
+impl GuestLink {
+    /// Copy one frame from the guest into the link. `vnet_hdr` is the 12-byte virtio-net
+    /// header (or `None` for a plain frame). Returns false if it was dropped (too large, pool
+    /// empty, ring full).
+    pub fn send(&self, vnet_hdr: Option<&[u8; HDR_BYTES]>, frame: &[u8]) -> bool {
+        let Some(mut lease) = self.lease() else {
+            return false;
+        };
+        if frame.len() > lease.buf().len() {
+            lease.abandon();
+            self.link.from_guest.count_drop();
+            return false;
+        }
+        lease.buf()[..frame.len()].copy_from_slice(frame);
+        if let Some(h) = vnet_hdr {
+            lease.hdr().copy_from_slice(h);
+        }
+        lease.commit(frame.len())
+    }
+
+    /// Lease a slot to write a frame from the guest into without a copy.
+    pub fn lease(&self) -> Option<TxLease<'_>> {
+        match self.link.pool.lease() {
+            Some(frame) => Some(TxLease {
+                link: &self.link,
+                frame: Some(frame),
+            }),
+            None => {
+                self.link.from_guest.count_drop();
+                None
+            }
+        }
+    }
+
+    /// The next frame for the guest, if any.
+    pub fn recv(&self) -> Option<RxFrame<'_>> {
+        self.link.to_guest.pop().map(|frame| RxFrame {
+            link: &self.link,
+            frame: Some(frame),
+        })
+    }
+
+    /// An fd that is readable when frames for the guest are waiting. Call
+    /// [`GuestLink::clear_notify`] before draining with `recv` until it returns `None`.
+    pub fn notify_fd(&self) -> RawFd {
+        self.link.to_guest.fd()
+    }
+
+    /// Reset the readiness of [`GuestLink::notify_fd`].
+    pub fn clear_notify(&self) {
+        self.link.to_guest.drain_fd();
+    }
+
+    /// Frame and byte counters of both directions.
+    pub fn counters(&self) -> LinkCounters {
+        let (f, t) = (self.link.from_guest.stats(), self.link.to_guest.stats());
+        let l = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        LinkCounters {
+            from_guest_frames: l(&f.frames),
+            from_guest_bytes: l(&f.bytes),
+            from_guest_drops: l(&f.drops),
+            to_guest_frames: l(&t.frames),
+            to_guest_bytes: l(&t.bytes),
+            to_guest_drops: l(&t.drops),
+        }
+    }
+}
+
+/// A leased slot the VMM fills with a frame from the guest.
+pub struct TxLease<'a> {
+    link: &'a Link,
+    frame: Option<Frame>,
+}
+
+impl TxLease<'_> {
+    /// Room for the frame (up to [`MAX_FRAME`] bytes).
+    pub fn buf(&mut self) -> &mut [u8] {
+        let pool = &self.link.pool;
+        // Invariant: `frame` is Some until commit/abandon/drop consume the lease.
+        let f = self.frame.as_mut().expect("lease holds a frame");
+        &mut pool.frame_capacity_mut(f)[..MAX_FRAME]
+    }
+
+    /// The 12-byte virtio-net header (zeroed on lease).
+    pub fn hdr(&mut self) -> &mut [u8] {
+        let pool = &self.link.pool;
+        let f = self.frame.as_mut().expect("lease holds a frame");
+        pool.hdr_mut(f)
+    }
+
+    /// Queue the first `len` bytes of [`TxLease::buf`] to the poll thread. Returns false
+    /// when the ring was full (dropped, counted).
+    pub fn commit(mut self, len: usize) -> bool {
+        let pool = &self.link.pool;
+        let mut frame = self.frame.take().expect("lease holds a frame");
+        pool.set_len(&mut frame, len);
+        self.link.from_guest.push(pool, frame)
+    }
+
+    /// Give the slot back without sending.
+    pub fn abandon(mut self) {
+        if let Some(f) = self.frame.take() {
+            self.link.pool.release(f);
+        }
+    }
+}
+
+impl Drop for TxLease<'_> {
+    fn drop(&mut self) {
+        if let Some(f) = self.frame.take() {
+            self.link.pool.release(f);
+        }
+    }
+}
+
+/// A frame for the guest; its slot returns to the pool on drop.
+pub struct RxFrame<'a> {
+    link: &'a Link,
+    frame: Option<Frame>,
+}
+
+impl RxFrame<'_> {
+    /// The 12-byte virtio-net header to hand the guest with the frame.
+    pub fn vnet_hdr(&self) -> &[u8] {
+        // Invariant: `frame` is Some until drop.
+        self.link
+            .pool
+            .hdr(self.frame.as_ref().expect("frame present"))
+    }
+}
+
+impl std::ops::Deref for RxFrame<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.link
+            .pool
+            .frame(self.frame.as_ref().expect("frame present"))
+    }
+}
+
+impl Drop for RxFrame<'_> {
+    fn drop(&mut self) {
+        if let Some(f) = self.frame.take() {
+            self.link.pool.release(f);
+        }
+    }
+}

@@ -1,0 +1,402 @@
+//! TCP flows: one smoltcp socket facing the guest, one host socket facing the world.
+//!
+//! # Theory of operation
+//!
+//! States of a flow (`Phase`):
+//!
+//! | phase        | smoltcp socket                       | host socket        | leaves when |
+//! |--------------|--------------------------------------|--------------------|-------------|
+//! | `Connecting` | listening / SYN-RECEIVED, SYN-ACK held | connect in flight  | connect result |
+//! | `Open`       | relaying                              | relaying           | both sides closed, or a reset |
+//! | `Draining`   | closed                                | flushing its tx     | tx empty |
+//! | `Aborting`   | RST queued                            | closed             | next poll sent the RST |
+//!
+//! - Setup: the guest's SYN creates the socket (`listen` on the exact destination, SYN-ACK
+//!   paused) and starts the host connect FIRST; only a successful connect releases the
+//!   SYN-ACK. A failed connect (refused, unreachable, timed out) aborts the socket, so the
+//!   guest gets a RST. A SYN repeated while connecting finds the flow by its 4-tuple and
+//!   opens nothing new. Beyond `max_connections` flows, no socket is made and smoltcp answers
+//!   the SYN with RST.
+//! - `from_guest` → `to_host`: bytes leave the smoltcp receive buffer only as fast as the
+//!   driver's transmit buffer takes them; the rest stays in smoltcp and closes the window
+//!   the guest sees. Guest FIN → `shutdown(SHUT_WR)` once everything before it was handed
+//!   to the driver.
+//! - `from_host` → `to_guest`: host bytes leave the driver's receive buffer only as fast as
+//!   the smoltcp send buffer takes them; a full buffer stops the driver reading the host
+//!   socket. Host EOF → `close()` of the smoltcp socket (FIN after the data).
+//! - Resets: a guest RST closes the host socket with SO_LINGER 0 (the peer sees RST); a
+//!   host error aborts the smoltcp socket (the guest sees RST).
+//! - Per-flow memory is bounded by the smoltcp buffers (`tcp_buffer_bytes` each way) plus
+//!   the driver's per-socket buffers (its `Limits`).
+//! - Closed flows are reaped at once; TIME-WAIT keeps no state (the link cannot reorder).
+//!
+//! Only flows touched by a guest frame or a driver event are serviced in a turn.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use smoltcp::iface::{SocketHandle, SocketSet};
+use smoltcp::socket::tcp::{self, State};
+use smoltcp::wire::{IpAddress, IpListenEndpoint};
+
+use super::{token, Addrs, T_TCP};
+use crate::config::SlotConfig;
+use crate::egress::{Driver, Event, Recv, SockId, SockKind};
+use crate::metrics::Stats;
+use crate::wire::classify::TcpFlags;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Connecting,
+    Open,
+    Draining,
+    Aborting,
+}
+
+#[derive(Debug)]
+struct Flow {
+    key: (SocketAddr, SocketAddr),
+    handle: SocketHandle,
+    sock: Option<SockId>,
+    /// Second host target to try when the first connect is refused (gateway → loopback of
+    /// the other family).
+    fallback: Option<SocketAddr>,
+    gen: u32,
+    phase: Phase,
+    /// `shutdown(SHUT_WR)` was requested on the host socket.
+    host_shut: bool,
+    /// The host socket reached EOF.
+    host_eof: bool,
+    dirty: bool,
+}
+
+/// The TCP flow table.
+pub struct Flows {
+    slab: Vec<Option<Flow>>,
+    free: Vec<u32>,
+    map: HashMap<(SocketAddr, SocketAddr), u32>,
+    dirty: Vec<u32>,
+    reap: Vec<u32>,
+    next_gen: u32,
+    active: usize,
+    max: usize,
+    buf_bytes: usize,
+    connect_timeout: Duration,
+}
+
+impl Flows {
+    pub fn new(cfg: &SlotConfig) -> Flows {
+        Flows {
+            slab: Vec::new(),
+            free: Vec::new(),
+            map: HashMap::new(),
+            dirty: Vec::new(),
+            reap: Vec::new(),
+            next_gen: 1,
+            active: 0,
+            max: cfg.max_connections,
+            buf_bytes: cfg.egress.tcp_buffer_bytes,
+            connect_timeout: Duration::from_millis(cfg.egress.connect_timeout_ms),
+        }
+    }
+
+    pub fn has_dirty(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
+    fn mark(&mut self, idx: u32) {
+        if let Some(Some(f)) = self.slab.get_mut(idx as usize) {
+            if !f.dirty {
+                f.dirty = true;
+                self.dirty.push(idx);
+            }
+        }
+    }
+
+    /// A guest TCP segment from `src` to `dst` is about to reach smoltcp.
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_frame(
+        &mut self,
+        src: SocketAddr,
+        dst: SocketAddr,
+        flags: TcpFlags,
+        addrs: &Addrs,
+        sockets: &mut SocketSet<'static>,
+        driver: &mut dyn Driver,
+        stats: &Stats,
+    ) {
+        if let Some(&idx) = self.map.get(&(src, dst)) {
+            self.mark(idx);
+            return;
+        }
+        if !flags.syn || flags.ack || flags.rst {
+            return; // smoltcp answers with RST (no socket)
+        }
+        if self.active >= self.max {
+            Stats::inc(&stats.tcp_refused_limit);
+            return; // no socket: smoltcp refuses the SYN with RST
+        }
+        let mut sock = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; self.buf_bytes]),
+            tcp::SocketBuffer::new(vec![0; self.buf_bytes]),
+        );
+        sock.set_nagle_enabled(false);
+        sock.set_ack_delay(None);
+        sock.pause_synack(true);
+        let ep = IpListenEndpoint {
+            addr: Some(IpAddress::from(dst.ip())),
+            port: dst.port(),
+        };
+        if sock.listen(ep).is_err() {
+            return; // port 0: smoltcp answers RST
+        }
+        let handle = sockets.add(sock);
+        let idx = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slab.push(None);
+                (self.slab.len() - 1) as u32
+            }
+        };
+        let gen = self.next_gen;
+        self.next_gen = self.next_gen.wrapping_add(1) & 0xff_ffff;
+        let (target, fallback) = addrs.host_target(dst);
+        let mut flow = Flow {
+            key: (src, dst),
+            handle,
+            sock: None,
+            fallback,
+            gen,
+            phase: Phase::Connecting,
+            host_shut: false,
+            host_eof: false,
+            dirty: false,
+        };
+        Stats::inc(&stats.tcp_opened);
+        self.active += 1;
+        match driver.open(
+            SockKind::Tcp,
+            target,
+            self.connect_timeout,
+            token(T_TCP, gen, idx),
+        ) {
+            Ok(s) => flow.sock = Some(s),
+            Err(e) => {
+                tracing::debug!(%dst, error = %e, "host socket failed");
+                Stats::inc(&stats.tcp_connect_failed);
+                sockets.get_mut::<tcp::Socket>(handle).abort();
+                flow.phase = Phase::Aborting;
+            }
+        }
+        self.slab[idx as usize] = Some(flow);
+        self.map.insert((src, dst), idx);
+        if self.slab[idx as usize].as_ref().map(|f| f.phase) == Some(Phase::Aborting) {
+            self.reap.push(idx);
+        }
+    }
+
+    /// A driver event for flow `idx`.
+    pub fn on_event(
+        &mut self,
+        gen: u32,
+        idx: u32,
+        ev: Event,
+        sockets: &mut SocketSet<'static>,
+        driver: &mut dyn Driver,
+        stats: &Stats,
+    ) {
+        let timeout = self.connect_timeout;
+        let Some(Some(flow)) = self.slab.get_mut(idx as usize) else {
+            return;
+        };
+        if flow.gen != gen {
+            return;
+        }
+        if let Event::Connected { result, .. } = ev {
+            if flow.phase != Phase::Connecting {
+                return;
+            }
+            let sock = sockets.get_mut::<tcp::Socket>(flow.handle);
+            match result {
+                Ok(()) => {
+                    sock.pause_synack(false);
+                    flow.phase = Phase::Open;
+                }
+                Err(e) => {
+                    if let (Some(alt), Some(old)) = (flow.fallback.take(), flow.sock) {
+                        driver.close(old, false);
+                        flow.sock = None;
+                        if let Ok(s) =
+                            driver.open(SockKind::Tcp, alt, timeout, token(T_TCP, gen, idx))
+                        {
+                            flow.sock = Some(s);
+                            return;
+                        }
+                    }
+                    tracing::debug!(dst = %flow.key.1, error = %e, "host connect failed");
+                    Stats::inc(&stats.tcp_connect_failed);
+                    if let Some(s) = flow.sock.take() {
+                        driver.close(s, false);
+                    }
+                    sock.abort();
+                    flow.phase = Phase::Aborting;
+                    self.reap.push(idx);
+                    return;
+                }
+            }
+        }
+        self.mark(idx);
+    }
+
+    /// Move bytes for every flow touched since the last call.
+    pub fn service_dirty(&mut self, sockets: &mut SocketSet<'static>, driver: &mut dyn Driver) {
+        let dirty = std::mem::take(&mut self.dirty);
+        for &idx in &dirty {
+            let Some(Some(flow)) = self.slab.get_mut(idx as usize) else {
+                continue;
+            };
+            flow.dirty = false;
+            if service(flow, sockets, driver) {
+                self.reap.push(idx);
+            }
+        }
+        let mut dirty = dirty;
+        dirty.clear();
+        if self.dirty.is_empty() {
+            self.dirty = dirty;
+        }
+    }
+
+    /// Remove flows that finished (after smoltcp has had a poll to send any RST).
+    pub fn reap(&mut self, sockets: &mut SocketSet<'static>, stats: &Stats) {
+        let reap = std::mem::take(&mut self.reap);
+        for idx in reap {
+            let Some(flow) = self.slab.get_mut(idx as usize).and_then(Option::take) else {
+                continue;
+            };
+            sockets.remove(flow.handle);
+            self.map.remove(&flow.key);
+            self.free.push(idx);
+            self.active -= 1;
+        }
+        stats
+            .tcp_active
+            .store(self.active as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Shutdown: reset every host socket.
+    pub fn close_all(&mut self, sockets: &mut SocketSet<'static>, driver: &mut dyn Driver) {
+        for flow in self.slab.iter_mut().filter_map(Option::take) {
+            if let Some(s) = flow.sock {
+                driver.close(s, true);
+            }
+            sockets.remove(flow.handle);
+        }
+        self.map.clear();
+        self.active = 0;
+    }
+}
+
+/// Relay one flow; returns true when it is finished and should be reaped.
+fn service(flow: &mut Flow, sockets: &mut SocketSet<'static>, driver: &mut dyn Driver) -> bool {
+    let s = sockets.get_mut::<tcp::Socket>(flow.handle);
+    match flow.phase {
+        Phase::Aborting => return false, // already queued for reaping
+        Phase::Connecting => {
+            if s.state() == State::Closed {
+                // The guest gave up (RST) while we were connecting.
+                if let Some(sock) = flow.sock.take() {
+                    driver.close(sock, true);
+                }
+                flow.phase = Phase::Aborting;
+                return true;
+            }
+            return false;
+        }
+        Phase::Draining => {
+            let Some(sock) = flow.sock else { return true };
+            if driver.send_pending(sock) == 0 {
+                driver.close(sock, false);
+                flow.sock = None;
+                return true;
+            }
+            return false;
+        }
+        Phase::Open => {}
+    }
+    let Some(sock) = flow.sock else {
+        s.abort();
+        flow.phase = Phase::Aborting;
+        return true;
+    };
+
+    // from_guest → to_host
+    while s.can_recv() {
+        let n = s
+            .recv(|buf| {
+                let n = driver.send(sock, buf);
+                (n, n)
+            })
+            .unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+    }
+    let guest_done = matches!(
+        s.state(),
+        State::CloseWait | State::LastAck | State::Closing | State::TimeWait | State::Closed
+    ) && s.recv_queue() == 0;
+    if guest_done && !flow.host_shut {
+        driver.shutdown_write(sock);
+        flow.host_shut = true;
+    }
+
+    // from_host → to_guest
+    if !flow.host_eof {
+        loop {
+            if !s.can_send() {
+                break;
+            }
+            match driver.recv(sock, &mut |d| s.send_slice(d).unwrap_or(0)) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(Recv::Empty) => break,
+                Err(Recv::Eof) => {
+                    flow.host_eof = true;
+                    s.close();
+                    break;
+                }
+                Err(Recv::Error(e)) => {
+                    tracing::debug!(dst = %flow.key.1, error = %e, "host socket error");
+                    s.abort();
+                    driver.close(sock, false);
+                    flow.sock = None;
+                    flow.phase = Phase::Aborting;
+                    return true;
+                }
+            }
+        }
+    }
+
+    match s.state() {
+        State::Closed | State::TimeWait => {
+            let graceful = flow.host_eof && flow.host_shut;
+            if !graceful && s.state() == State::Closed && !flow.host_eof {
+                // Guest reset (or closed without our FIN exchange): reset the host side.
+                driver.close(sock, true);
+                flow.sock = None;
+                flow.phase = Phase::Aborting;
+                return true;
+            }
+            if driver.send_pending(sock) > 0 {
+                flow.phase = Phase::Draining;
+                return false;
+            }
+            driver.close(sock, false);
+            flow.sock = None;
+            true
+        }
+        _ => false,
+    }
+}

@@ -1,0 +1,407 @@
+//! Tests for the classifier and the in-place emitters.
+
+use super::*;
+use crate::wire::fixtures::*;
+use proptest::prelude::*;
+use smoltcp::wire::IpAddress;
+
+const GMAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+const HMAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0xfe, 0x01];
+
+fn v4(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+fn v6(s: &str) -> Ipv6Addr {
+    s.parse().unwrap()
+}
+fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn arp_request() {
+    assert_eq!(
+        classify(&ARP_REQUEST),
+        Ok(Class::Arp {
+            op: ArpOp::Request,
+            sender_ip: v4("10.0.2.15"),
+            target_ip: v4("10.0.2.2"),
+            sender_mac: GMAC,
+        })
+    );
+}
+
+#[test]
+fn arp_non_ethernet_is_unsupported() {
+    let mut f = ARP_REQUEST;
+    f[18] = 8; // hlen
+    assert!(matches!(classify(&f), Err(WireError::Unsupported(_))));
+}
+
+#[test]
+fn tcp_syn() {
+    assert_eq!(
+        classify(&TCP_SYN),
+        Ok(Class::Tcp {
+            src: sa("10.0.2.15:45678"),
+            dst: sa("93.184.216.34:443"),
+            flags: TcpFlags {
+                syn: true,
+                ..TcpFlags::default()
+            },
+            ip_payload_len: 40,
+        })
+    );
+}
+
+#[test]
+fn udp_datagram() {
+    let Ok(Class::Udp { src, dst, payload }) = classify(&UDP_DNS) else {
+        panic!("not udp");
+    };
+    assert_eq!(src, sa("10.0.2.15:53124"));
+    assert_eq!(dst, sa("10.0.2.3:53"));
+    assert_eq!(payload, 42..71);
+    assert_eq!(&UDP_DNS[payload][..4], &[0xab, 0xcd, 0x01, 0x00]);
+}
+
+#[test]
+fn icmpv4_echo_request() {
+    assert_eq!(
+        classify(&ICMPV4_ECHO_REQUEST),
+        Ok(Class::IcmpEcho {
+            v6: false,
+            request: true,
+            src: IpAddr::V4(v4("10.0.2.15")),
+            dst: IpAddr::V4(v4("1.1.1.1")),
+            ident: 0x1234,
+            seq: 7,
+            payload: 42..74,
+        })
+    );
+}
+
+#[test]
+fn icmpv6_echo_request() {
+    assert_eq!(
+        classify(&ICMPV6_ECHO_REQUEST),
+        Ok(Class::IcmpEcho {
+            v6: true,
+            request: true,
+            src: IpAddr::V6(v6("fd00::15")),
+            dst: IpAddr::V6(v6("2001:db8::1")),
+            ident: 0xbeef,
+            seq: 3,
+            payload: 62..94,
+        })
+    );
+}
+
+#[test]
+fn ndp_neighbor_solicit() {
+    assert_eq!(
+        classify(&NDP_NS),
+        Ok(Class::Ndp {
+            kind: NdpKind::NeighborSolicit,
+            src: v6("fd00::15"),
+            dst: v6("ff02::1:ff00:1"),
+            target: Some(v6("fd00::1")),
+        })
+    );
+}
+
+#[test]
+fn ndp_router_solicit_has_no_target() {
+    // Turn the NS into an RS (type 133, 8-byte body suffices).
+    let mut f = NDP_NS;
+    f[54] = 133;
+    assert!(matches!(
+        classify(&f),
+        Ok(Class::Ndp {
+            kind: NdpKind::RouterSolicit,
+            target: None,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn ipv4_options() {
+    let Ok(Class::Udp { src, dst, payload }) = classify(&IPV4_OPTIONS_UDP) else {
+        panic!("not udp");
+    };
+    assert_eq!((src, dst), (sa("10.0.2.15:5000"), sa("10.0.2.3:6000")));
+    assert_eq!(&IPV4_OPTIONS_UDP[payload], b"hello");
+}
+
+#[test]
+fn ethernet_padding_is_ignored() {
+    let mut f = [0u8; 80];
+    f[..71].copy_from_slice(&UDP_DNS);
+    f[71..].fill(0xa5);
+    assert_eq!(classify(&f), classify(&UDP_DNS));
+    let mut syn = [0xa5u8; 90];
+    syn[..74].copy_from_slice(&TCP_SYN);
+    assert_eq!(classify(&syn), classify(&TCP_SYN));
+}
+
+#[test]
+fn ipv4_fragments_are_other_ip() {
+    for (flags_hi, flags_lo) in [(0x20, 0x00), (0x00, 0x10), (0x20, 0x01)] {
+        let mut f = UDP_DNS;
+        f[20] = flags_hi;
+        f[21] = flags_lo;
+        assert_eq!(
+            classify(&f),
+            Ok(Class::OtherIp {
+                src: IpAddr::V4(v4("10.0.2.15")),
+                dst: IpAddr::V4(v4("10.0.2.3")),
+                proto: 17,
+                fragment: true,
+            })
+        );
+    }
+}
+
+#[test]
+fn ipv6_extension_header_is_other_ip() {
+    let mut f = ICMPV6_ECHO_REQUEST;
+    f[20] = 0; // hop-by-hop
+    assert!(matches!(
+        classify(&f),
+        Ok(Class::OtherIp {
+            proto: 0,
+            fragment: false,
+            ..
+        })
+    ));
+    f[20] = 44;
+    assert!(matches!(
+        classify(&f),
+        Ok(Class::OtherIp {
+            proto: 44,
+            fragment: true,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn other_ethertype_and_icmp() {
+    let mut f = TCP_SYN;
+    f[12..14].copy_from_slice(&[0x81, 0x00]);
+    assert_eq!(classify(&f), Ok(Class::Other { ethertype: 0x8100 }));
+    let mut f = ICMPV4_ECHO_REQUEST;
+    f[34] = 3; // destination unreachable
+    assert!(matches!(classify(&f), Ok(Class::OtherIp { proto: 1, .. })));
+}
+
+#[test]
+fn bad_headers() {
+    let mut f = TCP_SYN;
+    f[14] = 0x44; // ihl 4
+    assert!(matches!(classify(&f), Err(WireError::BadHeader(_))));
+    let mut f = TCP_SYN;
+    f[14] = 0x65; // version 6 under the IPv4 EtherType
+    assert!(matches!(classify(&f), Err(WireError::BadHeader(_))));
+    let mut f = TCP_SYN;
+    f[46] = 0x40; // tcp data offset 4
+    assert!(classify(&f).is_err());
+    let mut f = UDP_DNS;
+    f[38..40].copy_from_slice(&[0, 4]); // udp length 4
+    assert!(matches!(classify(&f), Err(WireError::BadHeader(_))));
+}
+
+/// Every prefix shorter than the meaningful part of a fixture is an error, not a panic.
+#[test]
+fn truncated_frames_are_errors() {
+    let cases: [(&[u8], usize); 7] = [
+        (&ARP_REQUEST, 42),
+        (&TCP_SYN, 74),
+        (&UDP_DNS, 71),
+        (&ICMPV4_ECHO_REQUEST, 74),
+        (&ICMPV6_ECHO_REQUEST, 94),
+        (&NDP_NS, 86),
+        (&IPV4_OPTIONS_UDP, 51),
+    ];
+    for (frame, essential) in cases {
+        assert!(classify(frame).is_ok());
+        for len in 0..essential {
+            assert!(
+                classify(&frame[..len]).is_err(),
+                "prefix {len} of {essential} accepted"
+            );
+        }
+    }
+}
+
+#[test]
+fn emit_udp_v4_fixture() {
+    let (src, dst) = (sa("10.0.2.3:53"), sa("10.0.2.15:53124"));
+    let mut buf = [0xa5u8; 80];
+    let off = udp_payload_offset(false);
+    buf[off..off + 12].copy_from_slice(b"hello, guest");
+    let n = emit_udp(&mut buf, HMAC, GMAC, src, dst, 12).unwrap();
+    assert_eq!(&buf[..n], &EMIT_UDP_V4);
+    assert_eq!(&buf[n..], &[0xa5; 26]);
+    assert_eq!(
+        classify(&buf[..n]),
+        Ok(Class::Udp {
+            src,
+            dst,
+            payload: off..n
+        })
+    );
+}
+
+#[test]
+fn emit_udp_v6_fixture() {
+    let (src, dst) = (sa("[2001:db8::1]:443"), sa("[fd00::15]:50000"));
+    let mut buf = [0xa5u8; 74];
+    let off = udp_payload_offset(true);
+    buf[off..].copy_from_slice(b"hello, guest");
+    let n = emit_udp(&mut buf, HMAC, GMAC, src, dst, 12).unwrap();
+    assert_eq!(buf, EMIT_UDP_V6);
+    assert_eq!(n, 74);
+}
+
+#[test]
+fn emit_icmp_fixtures() {
+    let data: Vec<u8> = (0x10..0x30).collect();
+    let mut buf = [0xa5u8; 74];
+    buf[icmp_payload_offset(false)..].copy_from_slice(&data);
+    let (s, d) = (IpAddr::V4(v4("1.1.1.1")), IpAddr::V4(v4("10.0.2.15")));
+    let n = emit_icmp_echo_reply(&mut buf, HMAC, GMAC, s, d, 0x1234, 7, 32).unwrap();
+    assert_eq!((n, buf), (74, EMIT_ICMPV4_REPLY));
+
+    let mut buf = [0xa5u8; 94];
+    buf[icmp_payload_offset(true)..].copy_from_slice(&data);
+    let (s, d) = (IpAddr::V6(v6("2001:db8::1")), IpAddr::V6(v6("fd00::15")));
+    let n = emit_icmp_echo_reply(&mut buf, HMAC, GMAC, s, d, 0xbeef, 3, 32).unwrap();
+    assert_eq!((n, buf), (94, EMIT_ICMPV6_REPLY));
+}
+
+#[test]
+fn emit_errors() {
+    let mut buf = [0u8; 60];
+    let (a4, a6) = (sa("10.0.0.1:1"), sa("[::1]:1"));
+    assert!(matches!(
+        emit_udp(&mut buf, HMAC, GMAC, a4, a6, 0),
+        Err(WireError::BadHeader(_))
+    ));
+    assert!(matches!(
+        emit_udp(&mut buf, HMAC, GMAC, a4, a4, 100),
+        Err(WireError::Truncated { .. })
+    ));
+    let mut big = vec![0u8; 70_000];
+    assert!(matches!(
+        emit_udp(&mut big, HMAC, GMAC, a4, a4, 65_508),
+        Err(WireError::Unsupported(_))
+    ));
+    assert!(emit_udp(&mut big, HMAC, GMAC, a4, a4, 65_507).is_ok());
+    assert!(emit_udp(&mut big, HMAC, GMAC, a6, a6, 65_527).is_ok());
+    assert!(emit_udp(&mut big, HMAC, GMAC, a6, a6, 65_528).is_err());
+}
+
+fn arb_pair() -> impl Strategy<Value = (IpAddr, IpAddr)> {
+    prop_oneof![
+        (any::<u32>(), any::<u32>())
+            .prop_map(|(a, b)| (IpAddr::V4(Ipv4Addr::from(a)), IpAddr::V4(Ipv4Addr::from(b)))),
+        (any::<u128>(), any::<u128>())
+            .prop_map(|(a, b)| (IpAddr::V6(Ipv6Addr::from(a)), IpAddr::V6(Ipv6Addr::from(b)))),
+    ]
+}
+
+fn checksums_ok(frame: &[u8], src: IpAddr, dst: IpAddr) -> bool {
+    let (s, d) = (IpAddress::from(src), IpAddress::from(dst));
+    match (src, dst) {
+        (IpAddr::V4(_), IpAddr::V4(_)) => {
+            let ip = Ipv4Packet::new_checked(&frame[14..]).unwrap();
+            let l4 = ip.payload();
+            ip.verify_checksum()
+                && match u8::from(ip.next_header()) {
+                    17 => UdpPacket::new_checked(l4).unwrap().verify_checksum(&s, &d),
+                    1 => Icmpv4Packet::new_checked(l4).unwrap().verify_checksum(),
+                    _ => false,
+                }
+        }
+        (IpAddr::V6(s6), IpAddr::V6(d6)) => {
+            let ip = Ipv6Packet::new_checked(&frame[14..]).unwrap();
+            let l4 = ip.payload();
+            match u8::from(ip.next_header()) {
+                17 => UdpPacket::new_checked(l4).unwrap().verify_checksum(&s, &d),
+                58 => Icmpv6Packet::new_checked(l4)
+                    .unwrap()
+                    .verify_checksum(&s6, &d6),
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}
+
+proptest! {
+    #[test]
+    fn emit_udp_round_trip(
+        (s, d) in arb_pair(),
+        sp in any::<u16>(),
+        dp in any::<u16>(),
+        payload in proptest::collection::vec(any::<u8>(), 0..1600),
+    ) {
+        let v6 = s.is_ipv6();
+        let off = udp_payload_offset(v6);
+        let mut buf = vec![0xa5u8; off + payload.len() + 16];
+        buf[off..off + payload.len()].copy_from_slice(&payload);
+        let (src, dst) = (SocketAddr::new(s, sp), SocketAddr::new(d, dp));
+        let n = emit_udp(&mut buf, HMAC, GMAC, src, dst, payload.len()).unwrap();
+        prop_assert_eq!(n, off + payload.len());
+        prop_assert!(buf[n..].iter().all(|&b| b == 0xa5));
+        prop_assert_eq!(classify(&buf[..n]), Ok(Class::Udp { src, dst, payload: off..n }));
+        prop_assert!(checksums_ok(&buf[..n], s, d));
+    }
+
+    #[test]
+    fn emit_icmp_round_trip(
+        (s, d) in arb_pair(),
+        ident in any::<u16>(),
+        seq in any::<u16>(),
+        payload in proptest::collection::vec(any::<u8>(), 0..1600),
+    ) {
+        let v6 = s.is_ipv6();
+        let off = icmp_payload_offset(v6);
+        let mut buf = vec![0xa5u8; off + payload.len()];
+        buf[off..].copy_from_slice(&payload);
+        let n = emit_icmp_echo_reply(&mut buf, HMAC, GMAC, s, d, ident, seq, payload.len())
+            .unwrap();
+        let class = classify(&buf[..n]).unwrap();
+        // An ICMPv6 reply whose addresses happen to be anything still classifies as echo.
+        prop_assert_eq!(class, Class::IcmpEcho {
+            v6, request: false, src: s, dst: d, ident, seq, payload: off..n,
+        });
+        prop_assert!(checksums_ok(&buf[..n], s, d));
+    }
+
+    #[test]
+    fn classify_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let _ = classify(&bytes);
+    }
+
+    #[test]
+    fn classify_never_panics_on_mutants(
+        which in 0usize..7,
+        edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6),
+        cut in any::<usize>(),
+    ) {
+        let frames: [&[u8]; 7] = [
+            &ARP_REQUEST, &TCP_SYN, &UDP_DNS, &ICMPV4_ECHO_REQUEST,
+            &ICMPV6_ECHO_REQUEST, &NDP_NS, &IPV4_OPTIONS_UDP,
+        ];
+        let mut f = frames[which].to_vec();
+        for (at, val) in edits {
+            let i = at % f.len();
+            f[i] = val;
+        }
+        let _ = classify(&f);
+        let _ = classify(&f[..cut % (f.len() + 1)]);
+    }
+}
