@@ -27,6 +27,10 @@
 //!
 //! Start with [`Network`].
 
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 pub mod backend;
 pub mod config;
 pub mod egress;

@@ -29,6 +29,14 @@
 //! A negative CQE result or a failed syscall becomes an `io::Error` in exactly one place per
 //! driver.
 
+mod epoll;
+mod flow;
+mod sys;
+mod uring;
+
+pub use epoll::EpollDriver;
+pub use uring::UringDriver;
+
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
@@ -212,6 +220,22 @@ pub fn select(
     choice: DriverChoice,
     limits: Limits,
 ) -> Result<(Box<dyn Driver + Send>, String), EgressError> {
-    let _ = (choice, limits);
-    todo!("egress::select")
+    match choice {
+        DriverChoice::Uring => Ok((Box::new(UringDriver::new(limits)?), "io_uring".into())),
+        DriverChoice::Epoll => Ok((
+            Box::new(EpollDriver::new(limits)?),
+            "epoll (requested)".into(),
+        )),
+        DriverChoice::Auto => match UringDriver::new(limits) {
+            Ok(d) => Ok((Box::new(d), "io_uring".into())),
+            Err(e) => {
+                let why = match &e {
+                    EgressError::UringSetup(io) => io.to_string(),
+                    other => other.to_string(),
+                };
+                let d = EpollDriver::new(limits)?;
+                Ok((Box::new(d), format!("epoll (io_uring unavailable: {why})")))
+            }
+        },
+    }
 }

@@ -5,12 +5,19 @@
 //! Transmit: each token leases a slot, lets smoltcp write the frame into it, and pushes it
 //! onto `to_guest`. With an empty pool the frame is written into a scratch buffer and
 //! dropped (counted), like a NIC without descriptors.
+//!
+//! Offload (a TAP with `IFF_VNET_HDR`, or a VMM that negotiated guest checksum/TSO): smoltcp
+//! leaves TCP checksums to the device and may emit super-segments of up to 64 KiB; each TCP
+//! frame leaves with a virtio-net header saying `NEEDS_CSUM` (and the GSO type and size
+//! when it spans several MSS), so neither side ever computes a TCP checksum in software.
+//! Without offload smoltcp segments and checksums every frame itself.
 
-use smoltcp::phy::{self, DeviceCapabilities, Medium};
+use smoltcp::phy::{self, DeviceCapabilities, Medium, PacketMeta};
 use smoltcp::time::Instant;
 
 use crate::pool::{Frame, Pool};
 use crate::ring::Ring;
+use crate::wire::gso;
 
 /// The device, borrowed for one poll.
 pub struct GuestDevice<'a> {
@@ -22,6 +29,7 @@ pub struct GuestDevice<'a> {
     /// Frames pushed onto `to_guest` during this borrow.
     pub sent: &'a mut usize,
     pub scratch: &'a mut Vec<u8>,
+    pub offload: bool,
 }
 
 pub struct RxToken<'a> {
@@ -52,6 +60,8 @@ pub struct TxToken<'a> {
     to_guest: &'a Ring,
     sent: &'a mut usize,
     scratch: &'a mut Vec<u8>,
+    offload: bool,
+    meta: PacketMeta,
 }
 
 impl phy::TxToken for TxToken<'_> {
@@ -60,6 +70,18 @@ impl phy::TxToken for TxToken<'_> {
             Some(mut frame) if len <= crate::pool::MAX_FRAME => {
                 self.pool.set_len(&mut frame, len);
                 let r = f(self.pool.frame_mut(&mut frame));
+                if self.offload {
+                    let mss = self
+                        .meta
+                        .segmentation_offload_size
+                        .map_or(u16::MAX, |m| m.get());
+                    let (hdr, bytes) = self.pool.split_mut(&mut frame);
+                    // Non-TCP frames are refused by prepare_tso and keep a zero header
+                    // (smoltcp checksummed them).
+                    if let Ok(vh) = gso::prepare_tso(bytes, mss) {
+                        vh.emit(hdr);
+                    }
+                }
                 if self.to_guest.push(self.pool, frame) {
                     *self.sent += 1;
                 }
@@ -74,6 +96,10 @@ impl phy::TxToken for TxToken<'_> {
                 f(&mut self.scratch[..len])
             }
         }
+    }
+
+    fn set_meta(&mut self, meta: PacketMeta) {
+        self.meta = meta;
     }
 }
 
@@ -99,6 +125,8 @@ impl phy::Device for GuestDevice<'_> {
                 to_guest: self.to_guest,
                 sent: self.sent,
                 scratch: self.scratch,
+                offload: self.offload,
+                meta: PacketMeta::default(),
             },
         ))
     }
@@ -109,6 +137,8 @@ impl phy::Device for GuestDevice<'_> {
             to_guest: self.to_guest,
             sent: self.sent,
             scratch: self.scratch,
+            offload: self.offload,
+            meta: PacketMeta::default(),
         })
     }
 
@@ -117,10 +147,14 @@ impl phy::Device for GuestDevice<'_> {
     }
 }
 
+/// Largest TCP super-frame handed to an offloading link (Ethernet header included; the IP
+/// total length stays below 64 KiB).
+pub const GSO_MAX_FRAME: usize = 65_000;
+
 /// Capabilities for a guest link with IP MTU `mtu`: smoltcp computes checksums on transmit
-/// and verifies none on receive (a guest with checksum offload sends partial checksums, and
-/// the link is a memory copy that cannot corrupt them).
-pub fn capabilities(mtu: u32) -> DeviceCapabilities {
+/// (TCP only without `offload`) and verifies none on receive (a guest with checksum offload
+/// sends partial checksums, and the link is a memory copy that cannot corrupt them).
+pub fn capabilities(mtu: u32, offload: bool) -> DeviceCapabilities {
     use smoltcp::phy::Checksum;
     let mut caps = DeviceCapabilities::default();
     caps.medium = Medium::Ethernet;
@@ -131,5 +165,15 @@ pub fn capabilities(mtu: u32) -> DeviceCapabilities {
     caps.checksum.udp = Checksum::Tx;
     caps.checksum.icmpv4 = Checksum::Tx;
     caps.checksum.icmpv6 = Checksum::Tx;
+    if offload {
+        caps.checksum.tcp = Checksum::None;
+        let gso = std::num::NonZeroUsize::new(GSO_MAX_FRAME);
+        if (mtu as usize + 14) < GSO_MAX_FRAME {
+            // IPv6 stays unsegmented: smoltcp 0.14 drops IPv6 packets above the IP MTU
+            // before it looks at the segmentation metadata ("IPv6 fragmentation support is
+            // unimplemented"), so TCPv6 super-segments never reach the device.
+            caps.segmentation.tcpv4 = gso;
+        }
+    }
     caps
 }

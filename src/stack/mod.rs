@@ -156,6 +156,7 @@ pub struct Engine {
     epoch: std::time::Instant,
     sent: usize,
     cpu: Option<usize>,
+    offload: bool,
 }
 
 impl Engine {
@@ -176,7 +177,9 @@ impl Engine {
             guest6: cfg.ipv6.map(|s| s.guest),
             mtu: cfg.mtu as usize,
         };
-        let caps = device::capabilities(cfg.mtu);
+        // A TAP is opened with IFF_VNET_HDR and offloads; a VMM link gets plain frames.
+        let offload = tap.is_some();
+        let caps = device::capabilities(cfg.mtu, offload);
         let hw = HardwareAddress::Ethernet(EthernetAddress(addrs.gw_mac));
         let mut icfg = Config::new(hw);
         icfg.random_seed = seed();
@@ -190,6 +193,7 @@ impl Engine {
             caps: &caps,
             sent: &mut sent,
             scratch: &mut scratch,
+            offload,
         };
         let mut iface = Interface::new(icfg, &mut dev, SmolInstant::from_millis(0));
         iface.set_any_ip(true);
@@ -231,6 +235,7 @@ impl Engine {
             epoch,
             sent: 0,
             cpu: cfg.egress.cpu,
+            offload,
         })
     }
 
@@ -454,6 +459,7 @@ impl Engine {
             caps: &self.caps,
             sent: &mut self.sent,
             scratch: &mut self.scratch,
+            offload: self.offload,
         };
         self.iface
             .poll_ingress_single(now, &mut dev, &mut self.sockets);
@@ -472,6 +478,7 @@ impl Engine {
                 caps: &self.caps,
                 sent: &mut self.sent,
                 scratch: &mut self.scratch,
+                offload: self.offload,
             };
             self.iface.poll(now, &mut dev, &mut self.sockets);
             self.tcp.service_dirty(&mut self.sockets, &mut *self.driver);
@@ -484,6 +491,7 @@ impl Engine {
                     caps: &self.caps,
                     sent: &mut self.sent,
                     scratch: &mut self.scratch,
+                    offload: self.offload,
                 };
                 self.iface.poll(now, &mut dev, &mut self.sockets);
                 break;

@@ -477,7 +477,7 @@ fn emit_l2l3(
             ip.set_src_addr(s);
             ip.set_dst_addr(d);
         }
-        _ => unreachable!("families checked above"),
+        _ => return Err(WireError::BadHeader("mixed ipv4/ipv6 addresses")),
     }
     Ok(l4)
 }

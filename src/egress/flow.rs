@@ -1,0 +1,532 @@
+//! Driver-independent socket state: buffers, buffer pools, the socket slab.
+//!
+//! # Buffers
+//! - Stream sockets hold one [`ByteRing`] per direction. A ring's memory (a `Box<[u8]>` of
+//!   `Limits::rx_buffer` / `Limits::tx_buffer` bytes) is taken from a [`Pool`] when the first
+//!   byte needs it and handed back as soon as the ring is empty and not lent to the kernel,
+//!   so an idle socket holds no data buffer. The pool keeps a few spares so the steady state
+//!   does not allocate.
+//! - A ring region may be *lent* (to an in-flight io_uring op): while lent, the ring's memory
+//!   is never freed and the lent region is neither written (rx) nor consumed (tx) by us.
+//! - Datagram sockets queue `Vec<u8>`s (at most `rx_datagrams` / `tx_datagrams`), recycled
+//!   through [`Pools::vecs`].
+
+use std::collections::VecDeque;
+use std::io;
+
+use super::sys::clone_error;
+use super::{Event, Limits, Recv, SockId, SockKind, Token};
+
+/// Spare data buffers kept per pool (each one `rx_buffer` / `tx_buffer` bytes).
+const SPARE_BUFFERS: usize = 16;
+/// Spare datagram vectors kept, and the largest capacity worth keeping.
+const SPARE_VECS: usize = 256;
+const SPARE_VEC_MAX_CAP: usize = 9216;
+
+/// Fixed-size byte buffers, recycled.
+pub(crate) struct Pool {
+    size: usize,
+    spare: Vec<Box<[u8]>>,
+}
+
+impl Pool {
+    fn new(size: usize) -> Pool {
+        Pool {
+            size,
+            spare: Vec::new(),
+        }
+    }
+
+    fn take(&mut self) -> Box<[u8]> {
+        // `vec![0; n]` is calloc: fresh large buffers are zero pages, no memset.
+        self.spare
+            .pop()
+            .unwrap_or_else(|| vec![0u8; self.size].into_boxed_slice())
+    }
+
+    fn give(&mut self, b: Box<[u8]>) {
+        if self.spare.len() < SPARE_BUFFERS && b.len() == self.size {
+            self.spare.push(b);
+        }
+    }
+}
+
+/// Every buffer source of one driver.
+pub(crate) struct Pools {
+    pub limits: Limits,
+    rx: Pool,
+    tx: Pool,
+    vecs: Vec<Vec<u8>>,
+    /// Landing area for datagram receive (`recv(2)` is synchronous, so one is enough).
+    pub scratch: Box<[u8]>,
+}
+
+impl Pools {
+    pub fn new(limits: Limits) -> Pools {
+        Pools {
+            limits,
+            rx: Pool::new(limits.rx_buffer.max(1)),
+            tx: Pool::new(limits.tx_buffer.max(1)),
+            vecs: Vec::new(),
+            scratch: vec![0u8; limits.max_datagram.max(1)].into_boxed_slice(),
+        }
+    }
+
+    fn vec_from(&mut self, data: &[u8]) -> Vec<u8> {
+        let mut v = self.vecs.pop().unwrap_or_default();
+        v.clear();
+        v.extend_from_slice(data);
+        v
+    }
+
+    fn recycle(&mut self, v: Vec<u8>) {
+        if self.vecs.len() < SPARE_VECS && v.capacity() <= SPARE_VEC_MAX_CAP {
+            self.vecs.push(v);
+        }
+    }
+}
+
+/// A byte ring whose memory exists only while it holds data (or a region is lent).
+pub(crate) struct ByteRing {
+    buf: Option<Box<[u8]>>,
+    cap: usize,
+    head: usize,
+    len: usize,
+    lent: bool,
+}
+
+impl ByteRing {
+    fn new(cap: usize) -> ByteRing {
+        ByteRing {
+            buf: None,
+            cap: cap.max(1),
+            head: 0,
+            len: 0,
+            lent: false,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn room(&self) -> usize {
+        self.cap - self.len
+    }
+
+    /// Start and length of the free contiguous region after the data.
+    fn free_region(&self) -> (usize, usize) {
+        let tail = (self.head + self.len) % self.cap;
+        let n = if self.len == self.cap {
+            0
+        } else if tail >= self.head {
+            self.cap - tail
+        } else {
+            self.head - tail
+        };
+        (tail, n)
+    }
+
+    fn mem(&mut self, pool: &mut Pool) -> &mut [u8] {
+        self.buf.get_or_insert_with(|| pool.take())
+    }
+
+    /// Lend the free contiguous region for writing (by the kernel or a `recv(2)`); ends with
+    /// [`ByteRing::commit`]. Returns a pointer valid until the ring memory is released, which
+    /// cannot happen while lent.
+    pub fn lend_free(&mut self, pool: &mut Pools, rx: bool) -> (*mut u8, usize) {
+        let (start, n) = self.free_region();
+        let p = if rx { &mut pool.rx } else { &mut pool.tx };
+        let mem = self.mem(p);
+        // `start < cap == mem.len()`: in bounds.
+        let ptr = mem[start..].as_mut_ptr();
+        self.lent = true;
+        (ptr, n)
+    }
+
+    /// End a [`ByteRing::lend_free`]: `n` bytes were written at the lent region.
+    pub fn commit(&mut self, n: usize) {
+        debug_assert!(n <= self.free_region().1);
+        self.lent = false;
+        self.len += n;
+    }
+
+    /// Let `f` write into the free contiguous region (a synchronous `recv(2)`); commits what
+    /// it reports written.
+    pub fn fill(
+        &mut self,
+        pools: &mut Pools,
+        f: impl FnOnce(&mut [u8]) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        let (start, n) = self.free_region();
+        let mem = self.mem(&mut pools.rx);
+        let r = f(&mut mem[start..start + n]);
+        if let Ok(k) = r {
+            self.len += k.min(n);
+        }
+        r
+    }
+
+    /// Copy as much of `data` in as fits; returns the count.
+    pub fn push(&mut self, mut data: &[u8], pools: &mut Pools) -> usize {
+        let mut total = 0;
+        while !data.is_empty() {
+            let (start, n) = self.free_region();
+            let n = n.min(data.len());
+            if n == 0 {
+                break;
+            }
+            let mem = self.mem(&mut pools.tx);
+            mem[start..start + n].copy_from_slice(&data[..n]);
+            self.len += n;
+            total += n;
+            data = &data[n..];
+        }
+        total
+    }
+
+    /// The contiguous data at the head.
+    pub fn data(&self) -> &[u8] {
+        match &self.buf {
+            Some(b) => &b[self.head..(self.head + self.len).min(self.cap)],
+            None => &[],
+        }
+    }
+
+    /// Lend the contiguous data at the head for reading (a send); ends with
+    /// [`ByteRing::consume`] or [`ByteRing::unlend`].
+    pub fn lend_data(&mut self) -> (*const u8, usize) {
+        let d = self.data();
+        let r = (d.as_ptr(), d.len());
+        self.lent = true;
+        r
+    }
+
+    pub fn unlend(&mut self) {
+        self.lent = false;
+    }
+
+    /// Drop `n` bytes from the head (ends a lend of the data).
+    pub fn consume(&mut self, n: usize) {
+        debug_assert!(n <= self.len);
+        self.lent = false;
+        self.head = (self.head + n) % self.cap;
+        self.len -= n;
+        if self.len == 0 {
+            self.head = 0;
+        }
+    }
+
+    /// Drop all data (after a fatal error). Not while lent.
+    fn clear(&mut self) {
+        if !self.lent {
+            self.head = 0;
+            self.len = 0;
+        }
+    }
+
+    /// Give the memory back when nothing is stored and nothing is lent.
+    fn release(&mut self, pool: &mut Pool) {
+        if self.len == 0 && !self.lent {
+            self.head = 0;
+            if let Some(b) = self.buf.take() {
+                pool.give(b);
+            }
+        }
+    }
+}
+
+/// Progress of a requested `shutdown(SHUT_WR)`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Shut {
+    No,
+    Wanted,
+    InFlight,
+    Done,
+}
+
+/// Buffers and caller-visible state of one socket.
+pub(crate) struct Flow {
+    pub kind: SockKind,
+    pub token: Token,
+    pub rx: ByteRing,
+    pub tx: ByteRing,
+    pub drx: VecDeque<Vec<u8>>,
+    pub dtx: VecDeque<Vec<u8>>,
+    pub eof: bool,
+    pub err: Option<io::Error>,
+    pub shut: Shut,
+    /// A `Readable` went out and `recv` has not been called since.
+    readable_told: bool,
+    /// A `send` could not take everything: report `Writable` when space frees up.
+    tx_blocked: bool,
+    /// Closed by the caller: report nothing more.
+    pub quiet: bool,
+}
+
+impl Flow {
+    pub fn new(kind: SockKind, token: Token, limits: &Limits) -> Flow {
+        Flow {
+            kind,
+            token,
+            rx: ByteRing::new(limits.rx_buffer),
+            tx: ByteRing::new(limits.tx_buffer),
+            drx: VecDeque::new(),
+            dtx: VecDeque::new(),
+            eof: false,
+            err: None,
+            shut: Shut::No,
+            readable_told: false,
+            tx_blocked: false,
+            quiet: false,
+        }
+    }
+
+    pub fn is_stream(&self) -> bool {
+        self.kind == SockKind::Tcp
+    }
+
+    /// Receive may proceed: no EOF/error yet and room for more.
+    pub fn rx_room(&self, limits: &Limits) -> bool {
+        if self.eof || self.err.is_some() {
+            return false;
+        }
+        if self.is_stream() {
+            self.rx.room() > 0
+        } else {
+            self.drx.len() < limits.rx_datagrams
+        }
+    }
+
+    pub fn tx_pending(&self) -> bool {
+        if self.is_stream() {
+            self.tx.len() > 0
+        } else {
+            !self.dtx.is_empty()
+        }
+    }
+
+    pub fn send(&mut self, data: &[u8], pools: &mut Pools) -> usize {
+        if self.err.is_some() || self.shut != Shut::No || self.quiet {
+            return 0;
+        }
+        let n = if self.is_stream() {
+            self.tx.push(data, pools)
+        } else if data.len() > pools.limits.max_datagram {
+            return 0; // never fits: no Writable will follow
+        } else if self.dtx.len() >= pools.limits.tx_datagrams {
+            0
+        } else {
+            let v = pools.vec_from(data);
+            self.dtx.push_back(v);
+            data.len()
+        };
+        if n < data.len() {
+            self.tx_blocked = true;
+        }
+        n
+    }
+
+    pub fn send_space(&self, limits: &Limits) -> usize {
+        if self.err.is_some() || self.shut != Shut::No || self.quiet {
+            0
+        } else if self.is_stream() {
+            self.tx.room()
+        } else {
+            limits.tx_datagrams.saturating_sub(self.dtx.len())
+        }
+    }
+
+    pub fn recv(
+        &mut self,
+        f: &mut dyn FnMut(&[u8]) -> usize,
+        pools: &mut Pools,
+    ) -> Result<usize, Recv> {
+        self.readable_told = false;
+        if self.is_stream() {
+            let d = self.rx.data();
+            if !d.is_empty() {
+                let n = f(d).min(d.len());
+                self.rx.consume(n);
+                self.rx.release(&mut pools.rx);
+                return Ok(n);
+            }
+        } else if let Some(d) = self.drx.front() {
+            let len = d.len();
+            if f(d) == 0 && len > 0 {
+                return Ok(0);
+            }
+            if let Some(v) = self.drx.pop_front() {
+                pools.recycle(v);
+            }
+            return Ok(len);
+        }
+        if let Some(e) = &self.err {
+            return Err(Recv::Error(clone_error(e)));
+        }
+        if self.eof {
+            return Err(Recv::Eof);
+        }
+        Err(Recv::Empty)
+    }
+
+    /// A datagram arrived.
+    pub fn push_datagram(&mut self, data: &[u8], pools: &mut Pools) {
+        let v = pools.vec_from(data);
+        self.drx.push_back(v);
+    }
+
+    /// The datagram at the head of the send queue left (or failed).
+    pub fn pop_datagram(&mut self, pools: &mut Pools) {
+        if let Some(v) = self.dtx.pop_front() {
+            pools.recycle(v);
+        }
+    }
+
+    pub fn notify_readable(&mut self, out: &mut Vec<Event>) {
+        if !self.readable_told && !self.quiet {
+            self.readable_told = true;
+            out.push(Event::Readable { token: self.token });
+        }
+    }
+
+    pub fn notify_writable(&mut self, out: &mut Vec<Event>, limits: &Limits) {
+        if self.tx_blocked && !self.quiet && self.send_space(limits) > 0 {
+            self.tx_blocked = false;
+            out.push(Event::Writable { token: self.token });
+        }
+        if self.tx_blocked && (self.err.is_some() || self.quiet) {
+            self.tx_blocked = false;
+            if !self.quiet {
+                out.push(Event::Writable { token: self.token });
+            }
+        }
+    }
+
+    /// The socket failed: keep the error for `recv`, drop unsent data, tell the caller.
+    pub fn fail(&mut self, e: io::Error, pools: &mut Pools, out: &mut Vec<Event>) {
+        if self.err.is_none() {
+            self.err = Some(e);
+        }
+        self.tx.clear();
+        while !self.dtx.is_empty() && !self.tx.lent {
+            self.pop_datagram(pools);
+        }
+        self.notify_readable(out);
+        self.notify_writable(out, &pools.limits);
+        self.release(pools);
+    }
+
+    /// Return memory that holds nothing (and is not lent).
+    pub fn release(&mut self, pools: &mut Pools) {
+        self.rx.release(&mut pools.rx);
+        self.tx.release(&mut pools.tx);
+    }
+
+    /// Return everything; only once no operation can touch the buffers any more.
+    pub fn free(&mut self, pools: &mut Pools) {
+        self.rx.lent = false;
+        self.tx.lent = false;
+        self.rx.clear();
+        self.tx.clear();
+        self.release(pools);
+        while let Some(v) = self.drx.pop_front() {
+            pools.recycle(v);
+        }
+        while let Some(v) = self.dtx.pop_front() {
+            pools.recycle(v);
+        }
+    }
+}
+
+/// Generations are 24 bits so that they fit next to an op code in an io_uring `user_data`.
+pub(crate) const GEN_MASK: u32 = 0x00ff_ffff;
+
+/// Sockets by index with generation counters: a [`SockId`] is `gen << 32 | index`, so a
+/// handle outliving its socket (or a completion for an earlier occupant) matches nothing.
+pub(crate) struct Slab<T> {
+    entries: Vec<(u32, Option<T>)>,
+    free: Vec<u32>,
+    len: usize,
+    max: usize,
+}
+
+impl<T> Slab<T> {
+    /// The entry vector is allocated for `max` up front (virtual memory only until touched)
+    /// and never grows past it, so entries never move while the slab lives.
+    pub fn new(max: usize) -> Slab<T> {
+        Slab {
+            entries: Vec::with_capacity(max),
+            free: Vec::new(),
+            len: 0,
+            max,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn id(idx: u32, gen: u32) -> SockId {
+        SockId((u64::from(gen) << 32) | u64::from(idx))
+    }
+
+    pub fn split(id: SockId) -> (u32, u32) {
+        // Truncations intended: the two halves of the id.
+        #[allow(clippy::cast_possible_truncation)]
+        ((id.0 & 0xffff_ffff) as u32, (id.0 >> 32) as u32)
+    }
+
+    /// Insert; `None` when `max` entries are live.
+    pub fn insert(&mut self, val: T) -> Option<(u32, u32)> {
+        if self.len >= self.max {
+            return None;
+        }
+        let idx = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                let i = u32::try_from(self.entries.len()).ok()?;
+                self.entries.push((0, None));
+                i
+            }
+        };
+        let e = &mut self.entries[idx as usize];
+        e.1 = Some(val);
+        self.len += 1;
+        Some((idx, e.0))
+    }
+
+    pub fn get(&self, idx: u32, gen: u32) -> Option<&T> {
+        match self.entries.get(idx as usize) {
+            Some((g, Some(v))) if *g == gen => Some(v),
+            _ => None,
+        }
+    }
+
+    pub fn get_mut(&mut self, idx: u32, gen: u32) -> Option<&mut T> {
+        match self.entries.get_mut(idx as usize) {
+            Some((g, Some(v))) if *g == gen => Some(v),
+            _ => None,
+        }
+    }
+
+    pub fn remove(&mut self, idx: u32, gen: u32) -> Option<T> {
+        let e = self.entries.get_mut(idx as usize)?;
+        if e.0 != gen {
+            return None;
+        }
+        let v = e.1.take()?;
+        e.0 = e.0.wrapping_add(1) & GEN_MASK;
+        self.free.push(idx);
+        self.len -= 1;
+        Some(v)
+    }
+
+    /// Live entries as `(index, generation, value)`.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (u32, u32, &mut T)> {
+        self.entries
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, (g, v))| v.as_mut().map(|v| (i as u32, *g, v)))
+    }
+}

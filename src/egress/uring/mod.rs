@@ -1,0 +1,784 @@
+//! io_uring egress driver.
+//!
+//! # Theory of operation
+//!
+//! One ring (SQ 4096 entries, CQ sized for every socket's ops) carries every socket
+//! operation; `wait` is one `io_uring_enter(2)` with an `EXT_ARG` timeout that submits the
+//! queued SQEs and waits for a completion, then drains the CQ. Every SQE carries a
+//! [`op::Tag`] (op, slot generation, slot) in `user_data`.
+//!
+//! Per socket, at most: one receive-side op ([`Op::Poll`] or [`Op::Recv`]), one
+//! [`Op::Send`], plus connect/link-timeout, shutdown and cancel. A slot is freed only after
+//! every op that names it has completed, so a kernel op never outlives the buffers it may
+//! touch, and a CQE always finds its slot (the generation check is defence in depth).
+//!
+//! | direction | ops |
+//! |---|---|
+//! | connect | `socket(2)` (blocking fd: io_uring does the waiting), `Connect` linked to `LinkTimeout`; `-ECANCELED` on the connect means the timeout fired |
+//! | `from_host`, stream | idle: one-shot `PollAdd(POLLIN)` (no buffer held); when it fires, `Recv` into the rx ring (memory taken from the pool now). A `Recv` that filled all it was offered is followed by another `Recv` at once (streaming), otherwise by a poll again. Nothing is armed while the ring is full |
+//! | `from_host`, datagram | `PollAdd(POLLIN)`, then `recv(2, MSG_DONTWAIT)` into the driver's one landing buffer until `EAGAIN`, copying each datagram into the queue: no per-socket 64 KiB landing buffer |
+//! | `to_host` | one `Send(MSG_NOSIGNAL)` of the contiguous head of the tx ring (re-issued for the remainder after a short send) or of the head datagram; then `Shutdown(SHUT_WR)` when asked and drained |
+//! | close | `AsyncCancel(fd, ALL)`; the fd is closed and buffers freed when the last CQE naming the socket is reaped. A graceful close with unsent data keeps sending for up to [`LINGER`] first |
+//! | watched fds | one-shot `PollAdd(POLLIN)`, re-armed at the start of the next `wait` after it fired: if the caller did not drain the fd it fires again at once, which is level-triggered behaviour (a multishot poll would be edge-triggered: it fires per wake-up, not per readiness) |
+//!
+//! Memory per idle established TCP socket: the slab entry (~250 bytes) plus the kernel's
+//! poll request; no data buffer.
+
+mod op;
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use io_uring::{opcode, squeue, types, IoUring};
+
+use self::op::{cqe_result, Op, Tag};
+use super::flow::{Flow, Pools, Shut, Slab};
+use super::sys::{self, SockAddr};
+use super::{Driver, DriverKind, EgressError, Event, Limits, Recv, SockId, SockKind, Token};
+
+/// Submission queue entries.
+const SQ_ENTRIES: u32 = 4096;
+/// How long a graceful close keeps flushing unsent data before giving up (closing anyway).
+pub const LINGER: Duration = Duration::from_secs(10);
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Phase {
+    Connecting,
+    Open,
+    /// The connect failed; waiting for the caller's `close`.
+    Failed,
+    /// Closed by the caller with unsent data: flushing until drained or the deadline.
+    Lingering,
+    /// Cancelling; freed when `inflight` reaches 0.
+    Closing,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum RxOp {
+    Idle,
+    Poll,
+    Recv,
+}
+
+struct Sock {
+    fd: OwnedFd,
+    flow: Flow,
+    phase: Phase,
+    /// SQEs naming this socket whose CQE has not been reaped.
+    inflight: u32,
+    /// Connect arguments; they live in the slab (which never moves) until the CQE.
+    addr: SockAddr,
+    timeout: types::Timespec,
+    rx_op: RxOp,
+    /// Length offered to the in-flight `Recv`.
+    rx_offered: usize,
+    /// The last `Recv` filled all it was offered: more is likely waiting.
+    streaming: bool,
+    tx_op: bool,
+}
+
+/// The submission side plus its in-flight count (for draining on drop).
+struct Sq {
+    ring: IoUring,
+    inflight: usize,
+}
+
+impl Sq {
+    /// Queue one SQE, submitting to make room when the SQ is full.
+    ///
+    /// # Safety
+    /// Every buffer or struct the SQE points to must stay valid (and unaliased where the
+    /// kernel writes) until its CQE is reaped.
+    unsafe fn push(&mut self, sqe: &squeue::Entry) {
+        self.reserve(1);
+        // SAFETY: the caller guarantees the SQE's pointers; `reserve` made room, and the
+        // loop below only retries after another submit.
+        while unsafe { self.ring.submission().push(sqe) }.is_err() {
+            self.submit_some();
+        }
+        self.inflight += 1;
+    }
+
+    /// Make room for `n` SQEs that must be contiguous (a linked pair).
+    fn reserve(&mut self, n: usize) {
+        loop {
+            let mut sq = self.ring.submission();
+            sq.sync();
+            if sq.capacity() - sq.len() >= n {
+                return;
+            }
+            drop(sq);
+            self.submit_some();
+        }
+    }
+
+    fn submit_some(&mut self) {
+        if let Err(e) = self.ring.submit() {
+            // EBUSY/EAGAIN: the kernel is short of room for completions; it frees up as we
+            // reap, which `wait` does. Nothing else is expected here.
+            tracing::warn!(error = %e, "io_uring submit failed while the SQ was full");
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// A watched fd.
+struct Watch {
+    fd: RawFd,
+    token: Token,
+    armed: bool,
+    dead: bool,
+}
+
+/// The io_uring implementation of [`Driver`].
+pub struct UringDriver {
+    sq: Sq,
+    socks: Slab<Sock>,
+    pools: Pools,
+    watches: Vec<Watch>,
+    /// Events produced but not yet handed to the caller.
+    ready: Vec<Event>,
+    /// Reused CQE batch.
+    cqes: Vec<(u64, i32)>,
+    /// Graceful closes still flushing: (deadline, slot, generation).
+    lingers: Vec<(Instant, u32, u32)>,
+}
+
+/// Everything socket-level code needs besides the socket.
+struct Cx<'a> {
+    sq: &'a mut Sq,
+    pools: &'a mut Pools,
+    ready: &'a mut Vec<Event>,
+}
+
+impl UringDriver {
+    /// Set up the ring; fails with the kernel's error (`EPERM` under seccomp or
+    /// `kernel.io_uring_disabled`, `ENOSYS` without io_uring).
+    pub fn new(limits: Limits) -> Result<UringDriver, EgressError> {
+        let cq = (limits.max_sockets.saturating_mul(4))
+            .next_power_of_two()
+            .clamp(2 * SQ_ENTRIES as usize, 65536);
+        let ring = IoUring::builder()
+            // cq <= 65536: fits.
+            .setup_cqsize(cq as u32)
+            .build(SQ_ENTRIES)
+            .map_err(EgressError::UringSetup)?;
+        Ok(UringDriver {
+            sq: Sq { ring, inflight: 0 },
+            socks: Slab::new(limits.max_sockets),
+            pools: Pools::new(limits),
+            watches: Vec::new(),
+            ready: Vec::new(),
+            cqes: Vec::new(),
+            lingers: Vec::new(),
+        })
+    }
+
+    fn cx(&mut self) -> (Cx<'_>, &mut Slab<Sock>) {
+        (
+            Cx {
+                sq: &mut self.sq,
+                pools: &mut self.pools,
+                ready: &mut self.ready,
+            },
+            &mut self.socks,
+        )
+    }
+
+    /// Drain the CQ and act on every completion.
+    fn reap(&mut self) {
+        let mut batch = std::mem::take(&mut self.cqes);
+        batch.clear();
+        batch.extend(
+            self.sq
+                .ring
+                .completion()
+                .map(|c| (c.user_data(), c.result())),
+        );
+        for &(ud, res) in &batch {
+            self.complete(ud, res);
+        }
+        self.cqes = batch;
+    }
+
+    fn complete(&mut self, ud: u64, res: i32) {
+        let Some(tag) = Tag::unpack(ud) else {
+            tracing::warn!(ud, "completion with an unknown user_data");
+            return;
+        };
+        self.sq.inflight = self.sq.inflight.saturating_sub(1);
+        let res = cqe_result(res);
+        if tag.op == Op::Wake {
+            self.wake_done(tag.slot as usize, res);
+            return;
+        }
+        let (mut cx, socks) = self.cx();
+        let Some(s) = socks.get_mut(tag.slot, tag.gen) else {
+            tracing::debug!(?tag, "stale completion ignored");
+            return;
+        };
+        s.inflight = s.inflight.saturating_sub(1);
+        s.complete(&mut cx, tag, res);
+        if s.phase == Phase::Closing && s.inflight == 0 {
+            if let Some(mut s) = socks.remove(tag.slot, tag.gen) {
+                s.flow.free(cx.pools);
+            }
+        }
+    }
+
+    fn wake_done(&mut self, idx: usize, res: io::Result<usize>) {
+        let Some(w) = self.watches.get_mut(idx) else {
+            return;
+        };
+        w.armed = false;
+        match res {
+            Ok(_) => self.ready.push(Event::Wake { token: w.token }),
+            Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => {}
+            Err(e) => {
+                tracing::warn!(fd = w.fd, error = %e, "watched fd failed; no longer watched");
+                w.dead = true;
+            }
+        }
+    }
+
+    fn arm_watches(&mut self) {
+        for (i, w) in self.watches.iter_mut().enumerate() {
+            if w.armed || w.dead {
+                continue;
+            }
+            // Watch indices are far below u32::MAX (one per wake-up fd of the poll thread).
+            let ud = Tag::new(Op::Wake, i as u32, 0).pack();
+            let sqe = opcode::PollAdd::new(types::Fd(w.fd), libc::POLLIN as u32)
+                .build()
+                .user_data(ud);
+            // SAFETY: a poll SQE references no memory of ours.
+            unsafe { self.sq.push(&sqe) };
+            w.armed = true;
+        }
+    }
+
+    fn expire_lingers(&mut self, now: Instant) -> Option<Instant> {
+        let mut expired = std::mem::take(&mut self.lingers);
+        let mut next = None::<Instant>;
+        expired.retain(|&(at, slot, gen)| {
+            if at <= now {
+                let (mut cx, socks) = self.cx();
+                if let Some(s) = socks.get_mut(slot, gen) {
+                    if s.phase == Phase::Lingering {
+                        tracing::debug!(slot, "graceful close timed out with unsent data");
+                        s.start_close(&mut cx, slot, gen);
+                    }
+                    if s.phase == Phase::Closing && s.inflight == 0 {
+                        if let Some(mut s) = socks.remove(slot, gen) {
+                            s.flow.free(cx.pools);
+                        }
+                    }
+                }
+                false
+            } else {
+                next = Some(next.map_or(at, |n| n.min(at)));
+                true
+            }
+        });
+        expired.append(&mut self.lingers);
+        self.lingers = expired;
+        next
+    }
+
+    /// One `io_uring_enter(2)`: submit, wait for one CQE at most `timeout`.
+    fn enter(&mut self, timeout: Option<Duration>) -> Result<(), EgressError> {
+        let submitter = self.sq.ring.submitter();
+        let r = match timeout {
+            Some(t) if t.is_zero() => submitter.submit(),
+            Some(t) => {
+                let ts = types::Timespec::new()
+                    .sec(t.as_secs())
+                    .nsec(t.subsec_nanos());
+                let args = types::SubmitArgs::new().timespec(&ts);
+                submitter.submit_with_args(1, &args)
+            }
+            None => submitter.submit_and_wait(1),
+        };
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) => match e.raw_os_error() {
+                Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN) => Ok(()),
+                _ => Err(EgressError::Wait(e)),
+            },
+        }
+    }
+}
+
+impl Sock {
+    fn fd(&self) -> types::Fd {
+        types::Fd(self.fd.as_raw_fd())
+    }
+
+    fn push(&mut self, cx: &mut Cx<'_>, sqe: squeue::Entry, op: Op, slot: u32, gen: u32) {
+        let sqe = sqe.user_data(Tag::new(op, slot, gen).pack());
+        // SAFETY: every caller lends the memory the SQE points to (ring regions marked lent,
+        // the head datagram, or `addr`/`timeout` in this slab entry); none of it is freed or
+        // moved before the CQE, because the slot is only freed once `inflight` is 0.
+        unsafe { cx.sq.push(&sqe) };
+        self.inflight += 1;
+    }
+
+    /// Queue whatever the socket's state allows.
+    fn arm(&mut self, cx: &mut Cx<'_>, slot: u32, gen: u32) {
+        match self.phase {
+            Phase::Open => {
+                self.arm_rx(cx, slot, gen);
+                self.arm_tx(cx, slot, gen);
+            }
+            Phase::Lingering => {
+                self.arm_tx(cx, slot, gen);
+                if !self.tx_op && !self.flow.tx_pending() {
+                    self.start_close(cx, slot, gen);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn arm_rx(&mut self, cx: &mut Cx<'_>, slot: u32, gen: u32) {
+        if self.rx_op != RxOp::Idle || !self.flow.rx_room(&cx.pools.limits) {
+            return;
+        }
+        if self.flow.is_stream() && self.streaming {
+            self.submit_recv(cx, slot, gen);
+        } else {
+            let sqe = opcode::PollAdd::new(self.fd(), libc::POLLIN as u32).build();
+            self.push(cx, sqe, Op::Poll, slot, gen);
+            self.rx_op = RxOp::Poll;
+        }
+    }
+
+    fn submit_recv(&mut self, cx: &mut Cx<'_>, slot: u32, gen: u32) {
+        let (ptr, n) = self.flow.rx.lend_free(cx.pools, true);
+        let len = u32::try_from(n).unwrap_or(u32::MAX);
+        self.rx_offered = len as usize;
+        let sqe = opcode::Recv::new(self.fd(), ptr, len).build();
+        self.push(cx, sqe, Op::Recv, slot, gen);
+        self.rx_op = RxOp::Recv;
+    }
+
+    fn arm_tx(&mut self, cx: &mut Cx<'_>, slot: u32, gen: u32) {
+        if self.tx_op || self.flow.err.is_some() {
+            return;
+        }
+        let (ptr, len) = if self.flow.is_stream() {
+            if self.flow.tx.len() == 0 {
+                if self.flow.shut == Shut::Wanted && self.phase == Phase::Open {
+                    let sqe = opcode::Shutdown::new(self.fd(), libc::SHUT_WR).build();
+                    self.push(cx, sqe, Op::Shutdown, slot, gen);
+                    self.flow.shut = Shut::InFlight;
+                }
+                return;
+            }
+            self.flow.tx.lend_data()
+        } else {
+            match self.flow.dtx.front() {
+                Some(d) => (d.as_ptr(), d.len()),
+                None => return,
+            }
+        };
+        let len = u32::try_from(len).unwrap_or(u32::MAX);
+        let sqe = opcode::Send::new(self.fd(), ptr, len)
+            .flags(libc::MSG_NOSIGNAL)
+            .build();
+        self.push(cx, sqe, Op::Send, slot, gen);
+        self.tx_op = true;
+    }
+
+    /// Stop everything: cancel ops on the fd; the slot is freed when the last CQE is in.
+    fn start_close(&mut self, cx: &mut Cx<'_>, slot: u32, gen: u32) {
+        self.phase = Phase::Closing;
+        self.flow.quiet = true;
+        if self.inflight > 0 {
+            let b = types::CancelBuilder::fd(self.fd()).all();
+            let sqe = opcode::AsyncCancel2::new(b).build();
+            self.push(cx, sqe, Op::Cancel, slot, gen);
+        }
+    }
+
+    fn complete(&mut self, cx: &mut Cx<'_>, tag: Tag, res: io::Result<usize>) {
+        let (slot, gen) = (tag.slot, tag.gen);
+        match tag.op {
+            Op::Connect => {
+                if self.phase != Phase::Connecting {
+                    return;
+                }
+                let result = match res {
+                    Ok(_) => {
+                        self.phase = Phase::Open;
+                        Ok(())
+                    }
+                    Err(e) => {
+                        self.phase = Phase::Failed;
+                        if e.raw_os_error() == Some(libc::ECANCELED) {
+                            Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))
+                        } else {
+                            Err(e)
+                        }
+                    }
+                };
+                if !self.flow.quiet {
+                    cx.ready.push(Event::Connected {
+                        token: self.flow.token,
+                        result,
+                    });
+                }
+            }
+            Op::LinkTimeout | Op::Cancel | Op::Wake => {}
+            Op::Shutdown => self.flow.shut = Shut::Done,
+            Op::Poll => {
+                self.rx_op = RxOp::Idle;
+                if self.phase == Phase::Open && self.flow.rx_room(&cx.pools.limits) {
+                    if self.flow.is_stream() {
+                        self.submit_recv(cx, slot, gen);
+                    } else {
+                        self.drain_datagrams(cx);
+                    }
+                }
+            }
+            Op::Recv => {
+                self.rx_op = RxOp::Idle;
+                match res {
+                    Ok(0) => {
+                        self.flow.rx.commit(0);
+                        self.flow.eof = true;
+                        self.flow.notify_readable(cx.ready);
+                    }
+                    Ok(n) => {
+                        self.flow.rx.commit(n);
+                        self.streaming = n >= self.rx_offered;
+                        self.flow.notify_readable(cx.ready);
+                    }
+                    Err(e) => {
+                        self.flow.rx.commit(0);
+                        self.streaming = false;
+                        if self.phase == Phase::Open {
+                            self.flow.fail(e, cx.pools, cx.ready);
+                        }
+                    }
+                }
+                self.flow.release(cx.pools);
+            }
+            Op::Send => {
+                self.tx_op = false;
+                if self.flow.is_stream() {
+                    match res {
+                        Ok(n) => self.flow.tx.consume(n),
+                        Err(e) => {
+                            self.flow.tx.unlend();
+                            if matches!(self.phase, Phase::Open | Phase::Lingering) {
+                                self.flow.fail(e, cx.pools, cx.ready);
+                                if self.phase == Phase::Lingering {
+                                    self.start_close(cx, slot, gen);
+                                }
+                            }
+                        }
+                    }
+                } else {
+                    if let Err(e) = res {
+                        tracing::debug!(error = %e, "datagram send failed; dropped");
+                    }
+                    self.flow.pop_datagram(cx.pools);
+                }
+                self.flow.notify_writable(cx.ready, &cx.pools.limits);
+                self.flow.release(cx.pools);
+            }
+        }
+        self.arm(cx, slot, gen);
+    }
+
+    /// After a poll on a datagram socket: read datagrams until `EAGAIN` or the queue is full.
+    fn drain_datagrams(&mut self, cx: &mut Cx<'_>) {
+        let fd = self.fd.as_raw_fd();
+        let mut buf = std::mem::take(&mut cx.pools.scratch);
+        let mut got = false;
+        // Bounded: each failed recv consumes one pending ICMP error.
+        for _ in 0..cx.pools.limits.rx_datagrams + 8 {
+            if !self.flow.rx_room(&cx.pools.limits) {
+                break;
+            }
+            match sys::recv(fd, &mut buf) {
+                Ok(n) => {
+                    self.flow.push_datagram(&buf[..n.min(buf.len())], cx.pools);
+                    got = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => tracing::debug!(error = %e, "datagram socket error ignored"),
+            }
+        }
+        cx.pools.scratch = buf;
+        if got {
+            self.flow.notify_readable(cx.ready);
+        }
+    }
+}
+
+fn unknown() -> Recv {
+    Recv::Error(io::Error::new(io::ErrorKind::NotFound, "unknown socket"))
+}
+
+impl Driver for UringDriver {
+    fn kind(&self) -> DriverKind {
+        DriverKind::Uring
+    }
+
+    fn open(
+        &mut self,
+        kind: SockKind,
+        remote: SocketAddr,
+        connect_timeout: Duration,
+        token: Token,
+    ) -> Result<SockId, EgressError> {
+        let limits = self.pools.limits;
+        if self.socks.len() >= limits.max_sockets {
+            return Err(EgressError::TooManySockets(self.socks.len()));
+        }
+        let sock_err = |source| EgressError::Socket {
+            kind,
+            remote,
+            source,
+        };
+        // Blocking fd: io_uring does the waiting; direct syscalls pass MSG_DONTWAIT.
+        let fd = sys::socket(kind, &remote, false).map_err(sock_err)?;
+        let addr = SockAddr::new(&remote);
+        let stream = kind == SockKind::Tcp;
+        if stream {
+            if let Err(e) = sys::set_nodelay(fd.as_raw_fd()) {
+                tracing::debug!(error = %e, "TCP_NODELAY failed");
+            }
+        } else {
+            sys::connect(fd.as_raw_fd(), &addr).map_err(sock_err)?;
+        }
+        let sock = Sock {
+            fd,
+            flow: Flow::new(kind, token, &limits),
+            phase: if stream {
+                Phase::Connecting
+            } else {
+                Phase::Open
+            },
+            inflight: 0,
+            addr,
+            timeout: types::Timespec::from(connect_timeout),
+            rx_op: RxOp::Idle,
+            rx_offered: 0,
+            streaming: false,
+            tx_op: false,
+        };
+        let (slot, gen) = self
+            .socks
+            .insert(sock)
+            .ok_or(EgressError::TooManySockets(self.socks.len()))?;
+        let (mut cx, socks) = self.cx();
+        let Some(s) = socks.get_mut(slot, gen) else {
+            unreachable!("slot {slot} was inserted just above");
+        };
+        if stream {
+            let timed = !connect_timeout.is_zero();
+            cx.sq.reserve(2);
+            let mut connect = opcode::Connect::new(s.fd(), s.addr.as_ptr(), s.addr.len).build();
+            if timed {
+                connect = connect.flags(squeue::Flags::IO_LINK);
+            }
+            s.push(&mut cx, connect, Op::Connect, slot, gen);
+            if timed {
+                let lt = opcode::LinkTimeout::new(&raw const s.timeout).build();
+                s.push(&mut cx, lt, Op::LinkTimeout, slot, gen);
+            }
+        } else {
+            s.arm(&mut cx, slot, gen);
+        }
+        Ok(Slab::<Sock>::id(slot, gen))
+    }
+
+    fn send(&mut self, sock: SockId, data: &[u8]) -> usize {
+        let (slot, gen) = Slab::<Sock>::split(sock);
+        let (mut cx, socks) = self.cx();
+        let Some(s) = socks.get_mut(slot, gen) else {
+            return 0;
+        };
+        let n = s.flow.send(data, cx.pools);
+        if n > 0 {
+            s.arm(&mut cx, slot, gen);
+        }
+        n
+    }
+
+    fn send_space(&self, sock: SockId) -> usize {
+        let (slot, gen) = Slab::<Sock>::split(sock);
+        self.socks
+            .get(slot, gen)
+            .map_or(0, |s| s.flow.send_space(&self.pools.limits))
+    }
+
+    fn send_pending(&self, sock: SockId) -> usize {
+        let (slot, gen) = Slab::<Sock>::split(sock);
+        self.socks.get(slot, gen).map_or(0, |s| {
+            if s.flow.is_stream() {
+                s.flow.tx.len()
+            } else {
+                s.flow.dtx.len()
+            }
+        })
+    }
+
+    fn recv(&mut self, sock: SockId, f: &mut dyn FnMut(&[u8]) -> usize) -> Result<usize, Recv> {
+        let (slot, gen) = Slab::<Sock>::split(sock);
+        let (mut cx, socks) = self.cx();
+        let Some(s) = socks.get_mut(slot, gen) else {
+            return Err(unknown());
+        };
+        if s.flow.quiet {
+            return Err(unknown());
+        }
+        let r = s.flow.recv(f, cx.pools);
+        s.arm(&mut cx, slot, gen);
+        r
+    }
+
+    fn shutdown_write(&mut self, sock: SockId) {
+        let (slot, gen) = Slab::<Sock>::split(sock);
+        let (mut cx, socks) = self.cx();
+        if let Some(s) = socks.get_mut(slot, gen) {
+            if s.flow.is_stream() && s.flow.shut == Shut::No && !s.flow.quiet {
+                s.flow.shut = Shut::Wanted;
+                s.arm(&mut cx, slot, gen);
+            }
+        }
+    }
+
+    fn close(&mut self, sock: SockId, reset: bool) {
+        let (slot, gen) = Slab::<Sock>::split(sock);
+        let now = Instant::now();
+        let (mut cx, socks) = self.cx();
+        let Some(s) = socks.get_mut(slot, gen) else {
+            return;
+        };
+        if s.flow.quiet && !(reset && s.phase == Phase::Lingering) {
+            return;
+        }
+        s.flow.quiet = true;
+        if reset {
+            if let Err(e) = sys::set_linger_zero(s.fd.as_raw_fd()) {
+                tracing::debug!(error = %e, "SO_LINGER failed");
+            }
+        }
+        let flush = !reset && s.phase == Phase::Open && s.flow.is_stream() && s.flow.tx_pending();
+        if flush {
+            s.phase = Phase::Lingering;
+            if s.rx_op != RxOp::Idle {
+                let op = if s.rx_op == RxOp::Poll {
+                    Op::Poll
+                } else {
+                    Op::Recv
+                };
+                let b = types::CancelBuilder::user_data(Tag::new(op, slot, gen).pack());
+                s.push(
+                    &mut cx,
+                    opcode::AsyncCancel2::new(b).build(),
+                    Op::Cancel,
+                    slot,
+                    gen,
+                );
+            }
+            self.lingers.push((now + LINGER, slot, gen));
+            return;
+        }
+        s.start_close(&mut cx, slot, gen);
+        if s.inflight == 0 {
+            if let Some(mut s) = socks.remove(slot, gen) {
+                s.flow.free(cx.pools);
+            }
+        }
+    }
+
+    fn watch(&mut self, fd: RawFd, token: Token) -> Result<(), EgressError> {
+        if fd < 0 {
+            return Err(EgressError::Watch {
+                fd,
+                source: io::Error::from_raw_os_error(libc::EBADF),
+            });
+        }
+        self.watches.push(Watch {
+            fd,
+            token,
+            armed: false,
+            dead: false,
+        });
+        self.arm_watches();
+        Ok(())
+    }
+
+    fn wait(
+        &mut self,
+        timeout: Option<Duration>,
+        events: &mut Vec<Event>,
+    ) -> Result<(), EgressError> {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        loop {
+            self.arm_watches();
+            let now = Instant::now();
+            let next_linger = self.expire_lingers(now);
+            let mut t = deadline.map(|d| d.saturating_duration_since(now));
+            if let Some(l) = next_linger {
+                let lt = l.saturating_duration_since(now);
+                t = Some(t.map_or(lt, |t| t.min(lt)));
+            }
+            if !self.ready.is_empty() {
+                t = Some(Duration::ZERO);
+            }
+            self.enter(t)?;
+            self.reap();
+            if !self.ready.is_empty() || deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+        }
+        events.append(&mut self.ready);
+        Ok(())
+    }
+
+    fn open_sockets(&self) -> usize {
+        self.socks.len()
+    }
+}
+
+impl Drop for UringDriver {
+    /// Cancel everything and reap until no op can touch our memory; if the kernel does not
+    /// let go within a bound, leak the buffers rather than free memory it may still write.
+    fn drop(&mut self) {
+        if self.sq.inflight == 0 {
+            return;
+        }
+        for (_, _, s) in self.socks.iter_mut() {
+            s.phase = Phase::Closing;
+            s.flow.quiet = true;
+        }
+        let ud = Tag::new(Op::Cancel, u32::MAX, 0).pack();
+        let sqe = opcode::AsyncCancel2::new(types::CancelBuilder::any())
+            .build()
+            .user_data(ud);
+        // SAFETY: a cancel SQE references no memory of ours.
+        unsafe { self.sq.push(&sqe) };
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while self.sq.inflight > 0 && Instant::now() < deadline {
+            if self.enter(Some(Duration::from_millis(10))).is_err() {
+                break;
+            }
+            self.reap();
+        }
+        if self.sq.inflight > 0 {
+            tracing::error!(
+                inflight = self.sq.inflight,
+                "io_uring ops outlive the driver; leaking buffers"
+            );
+            std::mem::forget(std::mem::replace(&mut self.socks, Slab::new(0)));
+        }
+    }
+}
