@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Install the Debian packages ringnet's tests need. Idempotent and quiet: runs apt-get only
+# when a package is missing (and `apt-get update` once before installing).
+#   iproute2        ip netns / ip link (namespaces, ifb sink, veth)
+#   iputils-ping    ping / ping -6 from the guest
+#   iputils-arping  arping (ARP checks; the iputils flavour, whose output the tests parse)
+#   python3         the client/server helpers in tests/helpers/
+#   procps          sysctl (ping_group_range in the host namespace)
+#   kmod            modprobe, so the kernel can auto-load ifb / tun when built as modules
+#   coreutils       timeout and friends
+set -euo pipefail
+
+PACKAGES=(iproute2 iputils-ping iputils-arping python3 procps kmod coreutils)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+	if ! dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$'; then
+		missing+=("$p")
+	fi
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "install-test-deps: installing ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	log=$(mktemp)
+	trap 'rm -f "$log"' EXIT
+	if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
+		cat "$log" >&2
+		echo "install-test-deps: apt-get failed" >&2
+		exit 1
+	fi
+fi
+
+# The tests need a TAP-capable kernel; say so early rather than in every test.
+if [ ! -e /dev/net/tun ]; then
+	echo "install-test-deps: warning: /dev/net/tun is missing; namespace tests will skip (or fail under CI=true)" >&2
+fi
+echo "install-test-deps: ok (${PACKAGES[*]})"

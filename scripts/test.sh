@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The one command that runs all of ringnet's tests: format check, clippy with warnings as
+# errors, doc tests, then every target (lib, bin, integration tests in tests/, benches in
+# test mode) built with --release, because the end-to-end tests move GiBs through ringnet.
+#
+# The namespace/TAP tests in tests/ need root, /dev/net/tun, ip, ping, arping and python3
+# (scripts/install-test-deps.sh installs the packages). Unprivileged they print
+# "SKIP: <reason>" and pass; with CI=true they fail instead.
+#
+# Environment knobs passed through to the tests:
+#   RINGNET_TEST_BULK_BYTES  size of each bulk transfer in tests/egress.rs (default 1 GiB)
+#   RINGNET_TEST_VERBOSE     run ringnet with -v
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo fmt --all --check
+cargo clippy --all-targets -- -D warnings
+# Doc tests first: `--all-targets` leaves them out, and the last summary line should be the
+# main run's.
+cargo test --release --doc
+cargo test --release --all-targets "$@"

@@ -1,0 +1,292 @@
+//! Self-tests of the namespace harness (`tests/common`) and the python helpers; none of them
+//! needs the ringnet binary.
+//!
+//! Cases:
+//! - `decide_*`: the run / skip / fail-under-CI decision.
+//! - `json_*`: the result-line reader.
+//! - `host_ns_is_isolated_and_removed`: HostNs has lo, the ifb sink with both documentation
+//!   addresses, default routes of both families into the sink, ping sockets enabled, connects
+//!   to unanswered sink addresses time out; it is gone after drop.
+//! - `netns_removed_on_panic`: Drop cleans up during unwinding.
+//! - `timeout_kills_process_group`: a command past its deadline is killed with its children.
+//! - `helpers_over_veth_standin`: every python helper, run across a veth pair that stands in
+//!   for ringnet (the guest/gateway addresses of slot 0 on both ends).
+
+mod common;
+
+use common::*;
+use std::time::{Duration, Instant};
+
+#[test]
+fn decide_runs_skips_or_fails() {
+    assert_eq!(decide(false, &[]), Decision::Run);
+    assert_eq!(decide(true, &[]), Decision::Run);
+    let missing = vec!["not root".to_string(), "no `arping` in PATH".to_string()];
+    assert_eq!(
+        decide(false, &missing),
+        Decision::Skip("not root; no `arping` in PATH".into())
+    );
+    assert_eq!(
+        decide(true, &missing),
+        Decision::Fail("not root; no `arping` in PATH".into())
+    );
+}
+
+#[test]
+fn json_reads_helper_lines() {
+    let j = Json::parse(
+        r#"{"ok": true, "bytes": 1073741824, "sha256": "ab\"c", "errors": ["x"], "n": null, "f": -1.5e0}"#,
+    )
+    .unwrap();
+    assert!(j.is_true("ok"));
+    assert_eq!(j.get("bytes").as_u64(), Some(1 << 30));
+    assert_eq!(j.get("sha256").as_str(), Some("ab\"c"));
+    assert_eq!(j.get("errors"), &Json::Arr(vec![Json::Str("x".into())]));
+    assert_eq!(j.get("n"), &Json::Null);
+    assert_eq!(j.get("f").as_f64(), Some(-1.5));
+    assert_eq!(j.get("absent"), &Json::Null);
+    assert!(Json::parse("{\"a\": 1} x").is_err());
+    assert!(Json::parse("{\"a\": }").is_err());
+}
+
+#[test]
+fn host_ns_is_isolated_and_removed() {
+    require_privileges!("python3");
+    let _wd = Watchdog::new(Duration::from_secs(60));
+    let name;
+    {
+        let host = HostNs::new();
+        name = host.name().to_string();
+        assert!(netns_list().contains(&name));
+
+        let links = host.links();
+        assert_eq!(links, vec!["lo".to_string(), SINK_DEV.to_string()]);
+        let lo = host.ip(&["-o", "link", "show", "dev", "lo"]);
+        assert!(lo.contains("UP"), "{lo}");
+        let sink = host.ip(&["-o", "link", "show", "dev", SINK_DEV]);
+        assert!(sink.contains(",UP") && sink.contains("NOARP"), "{sink}");
+        let addrs = host.ip(&["-o", "addr", "show", "dev", SINK_DEV]);
+        assert!(addrs.contains("inet 198.51.100.7/24"), "{addrs}");
+        assert!(addrs.contains("inet6 2001:db8::7/64"), "{addrs}");
+        assert!(!addrs.contains("tentative"), "{addrs}");
+        let r4 = host.ip(&["-4", "route", "show", "default"]);
+        let r6 = host.ip(&["-6", "route", "show", "default"]);
+        assert!(r4.contains("default dev sink0"), "{r4}");
+        assert!(r6.contains("default dev sink0"), "{r6}");
+        // Anything not local is routed into the sink (route lookup only, nothing is sent).
+        let get = host.ip(&["route", "get", "192.0.2.55"]);
+        assert!(get.contains("dev sink0"), "{get}");
+        let get6 = host.ip(&["-6", "route", "get", "2001:db8:1::1"]);
+        assert!(get6.contains("dev sink0"), "{get6}");
+        let pgr = host.exec(&["sysctl", "-n", "net.ipv4.ping_group_range"], SHORT);
+        assert_eq!(
+            pgr.ok().stdout.split_whitespace().collect::<Vec<_>>(),
+            ["0", "2147483647"]
+        );
+        // Ping sockets work there (unprivileged ICMP, as ringnet's echo relay uses them).
+        let ping = host.helper("ping_socket.py", &["--target", SINK_V4], SHORT);
+        assert!(ping.json().is_true("ok"), "{ping}");
+        let ping6 = host.helper("ping_socket.py", &["--target", SINK_V6], SHORT);
+        assert!(ping6.json().is_true("ok"), "{ping6}");
+        // The blackhole premise of the egress tests: a connect to an unanswered address on
+        // the sink times out (ifb is NOARP and drops everything; no "unreachable" comes back).
+        for target in ["198.51.100.99", "2001:db8::99"] {
+            let out = host.helper(
+                "tcp_client.py",
+                &[
+                    "connect",
+                    "--target",
+                    target,
+                    "--port",
+                    "80",
+                    "--connect-timeout",
+                    "1",
+                ],
+                SHORT,
+            );
+            assert_eq!(out.json().get("error").as_str(), Some("timeout"), "{out}");
+        }
+    }
+    assert!(!netns_list().contains(&name), "{name} left behind");
+}
+
+#[test]
+fn netns_removed_on_panic() {
+    require_privileges!();
+    let _wd = Watchdog::new(Duration::from_secs(60));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let r = std::panic::catch_unwind(move || {
+        let host = HostNs::new();
+        let guest = Netns::new("guest");
+        tx.send((host.name().to_string(), guest.name().to_string()))
+            .unwrap();
+        panic!("deliberate");
+    });
+    assert!(r.is_err());
+    let (h, g) = rx.recv().unwrap();
+    let list = netns_list();
+    assert!(
+        !list.contains(&h) && !list.contains(&g),
+        "left behind: {list:?}"
+    );
+}
+
+#[test]
+fn timeout_kills_process_group() {
+    require_privileges!();
+    let _wd = Watchdog::new(Duration::from_secs(60));
+    let ns = Netns::new("t");
+    let t0 = Instant::now();
+    let out = ns.exec(
+        &["sh", "-c", "sleep 30 & echo $!; sleep 30"],
+        Duration::from_millis(500),
+    );
+    assert!(out.timed_out, "{out}");
+    assert!(t0.elapsed() < Duration::from_secs(5), "{out}");
+    let bg_pid: u32 = out
+        .stdout
+        .trim()
+        .parse()
+        .expect("pid of the background sleep");
+    // The background sleep was in the killed group: gone (or a zombie awaiting reaping).
+    assert!(
+        wait_pid_gone(bg_pid, Duration::from_secs(5)),
+        "pid {bg_pid} still running"
+    );
+}
+
+/// A kernel stand-in for ringnet: a veth pair whose host end carries the gateway addresses.
+/// Servers bind the gateway addresses directly (with ringnet they bind host loopback).
+fn veth_standin(host: &HostNs, guest: &Netns, mtu: u32) {
+    let s = Slot::new(0);
+    let mtu = mtu.to_string();
+    host.ip(&[
+        "link",
+        "add",
+        "gw0",
+        "mtu",
+        &mtu,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        guest.name(),
+    ]);
+    host.ip(&["addr", "add", &format!("{}/30", s.gw_v4), "dev", "gw0"]);
+    host.ip(&[
+        "addr",
+        "add",
+        &format!("{}/64", s.gw_v6),
+        "dev",
+        "gw0",
+        "nodad",
+    ]);
+    host.ip(&["link", "set", "gw0", "up"]);
+    guest.ip(&["link", "set", "eth0", "mtu", &mtu]);
+    guest.ip(&["addr", "add", &format!("{}/30", s.guest_v4), "dev", "eth0"]);
+    guest.ip(&[
+        "addr",
+        "add",
+        &format!("{}/64", s.guest_v6),
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
+    guest.ip(&["link", "set", "eth0", "up"]);
+    guest.ip(&["-4", "route", "add", "default", "via", &s.gw_v4.to_string()]);
+    guest.ip(&["-6", "route", "add", "default", "via", &s.gw_v6.to_string()]);
+}
+
+fn port(ready: &Json) -> String {
+    ready
+        .get("port")
+        .as_u64()
+        .expect("port in ready line")
+        .to_string()
+}
+
+#[test]
+fn helpers_over_veth_standin() {
+    require_privileges!("python3", "ping");
+    let _wd = Watchdog::new(Duration::from_secs(240));
+    let host = HostNs::new();
+    let guest = Netns::new("guest");
+    veth_standin(&host, &guest, 1500);
+    let s = Slot::new(0);
+    let (gw4, gw6) = (s.gw_v4.to_string(), s.gw_v6.to_string());
+
+    guest
+        .exec(&["ping", "-c", "1", "-W", "2", &gw4], SHORT)
+        .ok();
+
+    // HTTP, both families.
+    for gw in [&gw4, &gw6] {
+        let (_srv, ready) = host.spawn_helper("http_server.py", &["--bind", gw]);
+        let out = guest.helper(
+            "http_client.py",
+            &["--host", gw, "--port", &port(&ready)],
+            SHORT,
+        );
+        let j = out.json();
+        assert!(j.is_true("ok"), "{out}");
+        assert_eq!(j.get("sha256"), ready.get("sha256"), "{out}");
+    }
+
+    let (mut tcp, ready) = host.spawn_helper("tcp_server.py", &["--bind", &gw4]);
+    let p = port(&ready);
+    let client = |args: &[&str]| {
+        let mut full = args.to_vec();
+        full.extend(["--target", gw4.as_str(), "--port", p.as_str()]);
+        guest.helper("tcp_client.py", &full, Duration::from_secs(120))
+    };
+    for args in [
+        &["connect"][..],
+        &["bulk", "--direction", "up", "--bytes", "67108864"],
+        &["bulk", "--direction", "down", "--bytes", "67108864"],
+        &["bulk", "--direction", "down", "--bytes", "1000"],
+        &["half-close", "--size", "300000"],
+        &["echo-many", "--conns", "500", "--size", "65536"],
+    ] {
+        let out = client(args);
+        assert!(out.json().is_true("ok"), "{out}");
+    }
+    // Without a limit, the connection after ten held ones is accepted: the client says so.
+    let out = client(&["max-conns", "--hold", "10"]);
+    let j = out.json();
+    assert!(!j.is_true("ok"), "{out}");
+    assert_eq!(j.get("held").as_u64(), Some(10), "{out}");
+    assert_eq!(j.get("extra").as_str(), Some("accepted"), "{out}");
+    tcp.assert_alive();
+
+    // A closed port is refused at once.
+    let out = guest.helper(
+        "tcp_client.py",
+        &["connect", "--target", &gw4, "--port", "9"],
+        SHORT,
+    );
+    let j = out.json();
+    assert_eq!(j.get("error").as_str(), Some("refused"), "{out}");
+    assert!(j.get("seconds").as_f64().unwrap() < 1.0, "{out}");
+
+    // UDP echo, both families, up to the largest unfragmented datagram.
+    for (gw, max) in [(&gw4, "1472"), (&gw6, "1452")] {
+        let (_srv, ready) = host.spawn_helper("udp_echo_server.py", &["--bind", gw]);
+        let out = guest.helper(
+            "udp_client.py",
+            &[
+                "--target",
+                gw,
+                "--port",
+                &port(&ready),
+                "--count",
+                "1000",
+                "--max-size",
+                max,
+            ],
+            Duration::from_secs(120),
+        );
+        assert!(out.json().is_true("ok"), "{out}");
+    }
+}
