@@ -32,6 +32,15 @@ pub struct GuestDevice<'a> {
     pub offload: bool,
 }
 
+impl Drop for GuestDevice<'_> {
+    fn drop(&mut self) {
+        // A frame smoltcp never asked for goes back to the pool.
+        if let Some(f) = self.rx.take() {
+            self.pool.release(f);
+        }
+    }
+}
+
 pub struct RxToken<'a> {
     pool: &'a Pool,
     frame: Option<Frame>,

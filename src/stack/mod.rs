@@ -32,6 +32,7 @@
 //! the rings' sizes; every drop increments a counter in [`crate::metrics::Stats`].
 
 pub mod device;
+pub mod gateway;
 pub(crate) mod tcp;
 pub(crate) mod udp;
 
@@ -52,7 +53,8 @@ use crate::egress::{Driver, Event, Token};
 use crate::metrics::Stats;
 use crate::pool::{Frame, Pool};
 use crate::ring::{EventFd, Ring};
-use crate::wire::classify::{classify, ArpOp, Class, NdpKind};
+use crate::wire::classify::classify;
+use gateway::Verdict;
 
 use device::GuestDevice;
 
@@ -99,7 +101,7 @@ pub struct Link {
 
 /// Addresses the gateway answers for and the guest uses.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Addrs {
+pub struct Addrs {
     pub gw_mac: [u8; 6],
     pub guest_mac: [u8; 6],
     pub gw4: Option<Ipv4Addr>,
@@ -196,6 +198,7 @@ impl Engine {
             offload,
         };
         let mut iface = Interface::new(icfg, &mut dev, SmolInstant::from_millis(0));
+        drop(dev);
         iface.set_any_ip(true);
         iface.update_ip_addrs(|a| {
             if let Some(v4) = cfg.ipv4 {
@@ -360,64 +363,18 @@ impl Engine {
     fn ingest(&mut self, frame: Frame) {
         let stats = &self.link.stats;
         let pool = &self.link.pool;
-        let class = match classify(pool.frame(&frame)) {
-            Ok(c) => c,
+        let v = match classify(pool.frame(&frame)) {
+            Ok(class) => gateway::verdict(&class, &self.addrs),
             Err(_) => {
                 Stats::inc(&stats.malformed);
                 pool.release(frame);
                 return;
             }
         };
-        let to_smoltcp = match class {
-            Class::Arp { op, target_ip, .. } => {
-                let ok = Some(target_ip) == self.addrs.gw4
-                    && matches!(op, ArpOp::Request | ArpOp::Reply);
-                if !ok {
-                    Stats::inc(&stats.arp_filtered);
-                }
-                ok
-            }
-            Class::Ndp { kind, target, .. } => {
-                let ok = match kind {
-                    NdpKind::NeighborSolicit => target == self.addrs.gw6,
-                    NdpKind::NeighborAdvert => true,
-                    _ => false,
-                };
-                if !ok {
-                    Stats::inc(&stats.ndp_filtered);
-                }
-                ok
-            }
-            Class::IcmpEcho {
-                request: true,
-                src,
-                dst,
-                ident,
-                seq,
-                payload,
-                ..
-            } if self.addrs.is_guest(src) => {
-                if self.addrs.is_gateway(dst) {
-                    true
-                } else {
-                    let elapsed = self.epoch.elapsed();
-                    let msg = payload.start.saturating_sub(8)..payload.end;
-                    self.udp.on_echo(
-                        src,
-                        dst,
-                        ident,
-                        seq,
-                        &pool.frame(&frame)[msg],
-                        &mut *self.driver,
-                        stats,
-                        elapsed,
-                    );
-                    false
-                }
-            }
-            Class::Tcp {
-                src, dst, flags, ..
-            } if self.addrs.is_guest(src.ip()) => {
+        let elapsed = self.epoch.elapsed();
+        match v {
+            Verdict::Smoltcp => {}
+            Verdict::Tcp { src, dst, flags } => {
                 self.tcp.on_frame(
                     src,
                     dst,
@@ -427,10 +384,8 @@ impl Engine {
                     &mut *self.driver,
                     stats,
                 );
-                true
             }
-            Class::Udp { src, dst, payload } if self.addrs.is_guest(src.ip()) => {
-                let elapsed = self.epoch.elapsed();
+            Verdict::Udp { src, dst, payload } => {
                 self.udp.on_datagram(
                     src,
                     dst,
@@ -440,60 +395,71 @@ impl Engine {
                     stats,
                     elapsed,
                 );
-                false
+                pool.release(frame);
+                return;
             }
-            _ => {
-                Stats::inc(&stats.unsupported);
-                false
+            Verdict::Echo {
+                src,
+                dst,
+                ident,
+                msg,
+            } => {
+                self.udp.on_echo(
+                    src,
+                    dst,
+                    ident,
+                    &pool.frame(&frame)[msg],
+                    &mut *self.driver,
+                    stats,
+                    elapsed,
+                );
+                pool.release(frame);
+                return;
             }
-        };
-        if !to_smoltcp {
-            pool.release(frame);
-            return;
+            Verdict::Drop(why) => {
+                Stats::inc(match why {
+                    gateway::Drop::Arp => &stats.arp_filtered,
+                    gateway::Drop::Ndp => &stats.ndp_filtered,
+                    gateway::Drop::Unsupported => &stats.unsupported,
+                });
+                pool.release(frame);
+                return;
+            }
         }
+        self.poll_smoltcp(Some(frame));
+    }
+
+    /// One smoltcp pass: with `rx`, process exactly that frame (ingress only); without,
+    /// run timers and egress.
+    fn poll_smoltcp(&mut self, rx: Option<Frame>) {
         let now = self.now();
+        let ingress = rx.is_some();
         let mut dev = GuestDevice {
             pool: &self.link.pool,
             to_guest: &self.link.to_guest,
-            rx: Some(frame),
+            rx,
             caps: &self.caps,
             sent: &mut self.sent,
             scratch: &mut self.scratch,
             offload: self.offload,
         };
-        self.iface
-            .poll_ingress_single(now, &mut dev, &mut self.sockets);
-        // `rx` is consumed by smoltcp; if not, the device drops (and releases) it here.
+        if ingress {
+            self.iface
+                .poll_ingress_single(now, &mut dev, &mut self.sockets);
+            // A frame smoltcp did not take is released when `dev` drops here.
+        } else {
+            self.iface.poll(now, &mut dev, &mut self.sockets);
+        }
     }
 
     /// smoltcp egress and timers, then move bytes for dirty flows, then egress again for
     /// what the flows queued.
     fn egress_and_service(&mut self) {
+        self.poll_smoltcp(None);
         for _ in 0..2 {
-            let now = self.now();
-            let mut dev = GuestDevice {
-                pool: &self.link.pool,
-                to_guest: &self.link.to_guest,
-                rx: None,
-                caps: &self.caps,
-                sent: &mut self.sent,
-                scratch: &mut self.scratch,
-                offload: self.offload,
-            };
-            self.iface.poll(now, &mut dev, &mut self.sockets);
             self.tcp.service_dirty(&mut self.sockets, &mut *self.driver);
+            self.poll_smoltcp(None);
             if !self.tcp.has_dirty() {
-                let now = self.now();
-                let mut dev = GuestDevice {
-                    pool: &self.link.pool,
-                    to_guest: &self.link.to_guest,
-                    rx: None,
-                    caps: &self.caps,
-                    sent: &mut self.sent,
-                    scratch: &mut self.scratch,
-                    offload: self.offload,
-                };
-                self.iface.poll(now, &mut dev, &mut self.sockets);
                 break;
             }
         }

@@ -173,7 +173,6 @@ impl Flows {
         src: IpAddr,
         dst: IpAddr,
         ident: u16,
-        _seq: u16,
         msg: &[u8],
         driver: &mut dyn Driver,
         stats: &Stats,

@@ -1,0 +1,283 @@
+//! The gateway's admission rule: what happens to each classified guest frame.
+//!
+//! Pure: a [`Class`] and the link's addresses in, a [`Verdict`] out. ringnet answers only
+//! for itself — ARP and NDP only for the gateway's own addresses (so the guest's duplicate
+//! address detection and ARP probes for other hosts go unanswered), ICMP echo only when
+//! addressed to a gateway address — and admits flows only from the guest's own addresses.
+
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+
+use super::Addrs;
+use crate::wire::classify::{ArpOp, Class, NdpKind, TcpFlags};
+
+/// Why a frame was dropped (each has a counter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drop {
+    /// ARP not about the gateway's IPv4 address.
+    Arp,
+    /// NDP other than a solicitation for the gateway or an advertisement.
+    Ndp,
+    /// Other protocols, fragments, spoofed sources, echo replies.
+    Unsupported,
+}
+
+/// What to do with a guest frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Hand to smoltcp as it is (ARP/NDP/echo for the gateway).
+    Smoltcp,
+    /// A TCP segment of a guest flow: flow table first, then smoltcp.
+    Tcp {
+        src: SocketAddr,
+        dst: SocketAddr,
+        flags: TcpFlags,
+    },
+    /// A UDP datagram to relay.
+    Udp {
+        src: SocketAddr,
+        dst: SocketAddr,
+        payload: Range<usize>,
+    },
+    /// An echo request to relay through a ping socket; `msg` is the ICMP message.
+    Echo {
+        src: IpAddr,
+        dst: IpAddr,
+        ident: u16,
+        msg: Range<usize>,
+    },
+    Drop(Drop),
+}
+
+/// Decide the fate of one classified guest frame.
+pub fn verdict(class: &Class, addrs: &Addrs) -> Verdict {
+    match *class {
+        Class::Arp { op, target_ip, .. } => {
+            if Some(target_ip) == addrs.gw4 && matches!(op, ArpOp::Request | ArpOp::Reply) {
+                Verdict::Smoltcp
+            } else {
+                Verdict::Drop(Drop::Arp)
+            }
+        }
+        Class::Ndp { kind, target, .. } => match kind {
+            NdpKind::NeighborSolicit if addrs.gw6.is_some() && target == addrs.gw6 => {
+                Verdict::Smoltcp
+            }
+            NdpKind::NeighborAdvert if addrs.gw6.is_some() => Verdict::Smoltcp,
+            _ => Verdict::Drop(Drop::Ndp),
+        },
+        Class::IcmpEcho {
+            request: true,
+            src,
+            dst,
+            ident,
+            ref payload,
+            ..
+        } if addrs.is_guest(src) => {
+            if addrs.is_gateway(dst) {
+                Verdict::Smoltcp
+            } else {
+                Verdict::Echo {
+                    src,
+                    dst,
+                    ident,
+                    msg: payload.start.saturating_sub(8)..payload.end,
+                }
+            }
+        }
+        Class::Tcp {
+            src, dst, flags, ..
+        } if addrs.is_guest(src.ip()) => Verdict::Tcp { src, dst, flags },
+        Class::Udp {
+            src,
+            dst,
+            ref payload,
+        } if addrs.is_guest(src.ip()) => Verdict::Udp {
+            src,
+            dst,
+            payload: payload.clone(),
+        },
+        _ => Verdict::Drop(Drop::Unsupported),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn addrs() -> Addrs {
+        Addrs {
+            gw_mac: [2, 0x6d, 0x73, 0, 0, 1],
+            guest_mac: [2, 0x6d, 0x73, 0, 0, 2],
+            gw4: Some(Ipv4Addr::new(172, 16, 0, 1)),
+            guest4: Some(Ipv4Addr::new(172, 16, 0, 2)),
+            gw6: Some("fd42:6d73:62::1".parse().unwrap()),
+            guest6: Some("fd42:6d73:62::2".parse().unwrap()),
+            mtu: 1500,
+        }
+    }
+
+    fn arp(op: ArpOp, target: [u8; 4]) -> Class {
+        Class::Arp {
+            op,
+            sender_ip: Ipv4Addr::new(172, 16, 0, 2),
+            target_ip: Ipv4Addr::from(target),
+            sender_mac: [2, 0x6d, 0x73, 0, 0, 2],
+        }
+    }
+
+    #[test]
+    fn arp_only_for_the_gateway() {
+        let a = addrs();
+        assert_eq!(
+            verdict(&arp(ArpOp::Request, [172, 16, 0, 1]), &a),
+            Verdict::Smoltcp
+        );
+        assert_eq!(
+            verdict(&arp(ArpOp::Reply, [172, 16, 0, 1]), &a),
+            Verdict::Smoltcp
+        );
+        for other in [
+            [172, 16, 0, 2],
+            [172, 16, 0, 3],
+            [10, 0, 0, 1],
+            [198, 51, 100, 7],
+        ] {
+            assert_eq!(
+                verdict(&arp(ArpOp::Request, other), &a),
+                Verdict::Drop(Drop::Arp),
+                "{other:?}"
+            );
+        }
+        assert_eq!(
+            verdict(&arp(ArpOp::Other(3), [172, 16, 0, 1]), &a),
+            Verdict::Drop(Drop::Arp)
+        );
+        let v6_only = Addrs {
+            gw4: None,
+            guest4: None,
+            ..a
+        };
+        assert_eq!(
+            verdict(&arp(ArpOp::Request, [172, 16, 0, 1]), &v6_only),
+            Verdict::Drop(Drop::Arp)
+        );
+    }
+
+    fn ndp(kind: NdpKind, target: Option<Ipv6Addr>) -> Class {
+        Class::Ndp {
+            kind,
+            src: "fe80::1".parse().unwrap(),
+            dst: "ff02::1:ff00:1".parse().unwrap(),
+            target,
+        }
+    }
+
+    #[test]
+    fn ndp_only_for_the_gateway() {
+        let a = addrs();
+        let gw: Ipv6Addr = "fd42:6d73:62::1".parse().unwrap();
+        let guest: Ipv6Addr = "fd42:6d73:62::2".parse().unwrap();
+        assert_eq!(
+            verdict(&ndp(NdpKind::NeighborSolicit, Some(gw)), &a),
+            Verdict::Smoltcp
+        );
+        // Duplicate address detection for the guest's own address: no answer.
+        assert_eq!(
+            verdict(&ndp(NdpKind::NeighborSolicit, Some(guest)), &a),
+            Verdict::Drop(Drop::Ndp)
+        );
+        assert_eq!(
+            verdict(&ndp(NdpKind::NeighborAdvert, Some(guest)), &a),
+            Verdict::Smoltcp
+        );
+        for k in [
+            NdpKind::RouterSolicit,
+            NdpKind::RouterAdvert,
+            NdpKind::Redirect,
+        ] {
+            assert_eq!(verdict(&ndp(k, None), &a), Verdict::Drop(Drop::Ndp));
+        }
+    }
+
+    fn echo(src: &str, dst: &str) -> Class {
+        Class::IcmpEcho {
+            v6: false,
+            request: true,
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            ident: 7,
+            seq: 1,
+            payload: 42..50,
+        }
+    }
+
+    #[test]
+    fn echo_answered_only_for_gateway_and_relayed_otherwise() {
+        let a = addrs();
+        assert_eq!(
+            verdict(&echo("172.16.0.2", "172.16.0.1"), &a),
+            Verdict::Smoltcp
+        );
+        assert_eq!(
+            verdict(&echo("fd42:6d73:62::2", "fd42:6d73:62::1"), &a),
+            Verdict::Smoltcp
+        );
+        assert_eq!(
+            verdict(&echo("172.16.0.2", "198.51.100.7"), &a),
+            Verdict::Echo {
+                src: "172.16.0.2".parse().unwrap(),
+                dst: "198.51.100.7".parse().unwrap(),
+                ident: 7,
+                msg: 34..50,
+            }
+        );
+        // Spoofed source: dropped, never relayed.
+        assert_eq!(
+            verdict(&echo("172.16.0.9", "198.51.100.7"), &a),
+            Verdict::Drop(Drop::Unsupported)
+        );
+        // Echo replies from the guest are not ours to handle.
+        let mut reply = echo("172.16.0.2", "172.16.0.1");
+        if let Class::IcmpEcho { request, .. } = &mut reply {
+            *request = false;
+        }
+        assert_eq!(verdict(&reply, &a), Verdict::Drop(Drop::Unsupported));
+    }
+
+    #[test]
+    fn flows_only_from_the_guest() {
+        let a = addrs();
+        let tcp = |src: &str| Class::Tcp {
+            src: src.parse().unwrap(),
+            dst: "198.51.100.7:80".parse().unwrap(),
+            flags: TcpFlags {
+                syn: true,
+                ..TcpFlags::default()
+            },
+            ip_payload_len: 40,
+        };
+        assert!(matches!(
+            verdict(&tcp("172.16.0.2:40000"), &a),
+            Verdict::Tcp { .. }
+        ));
+        assert_eq!(
+            verdict(&tcp("172.16.0.6:40000"), &a),
+            Verdict::Drop(Drop::Unsupported)
+        );
+        let udp = Class::Udp {
+            src: "[fd42:6d73:62::2]:5353".parse().unwrap(),
+            dst: "[2001:db8::7]:53".parse().unwrap(),
+            payload: 62..70,
+        };
+        assert!(matches!(verdict(&udp, &a), Verdict::Udp { .. }));
+        let other = Class::OtherIp {
+            src: "172.16.0.2".parse().unwrap(),
+            dst: "198.51.100.7".parse().unwrap(),
+            proto: 47,
+            fragment: false,
+        };
+        assert_eq!(verdict(&other, &a), Verdict::Drop(Drop::Unsupported));
+    }
+}

@@ -1,0 +1,256 @@
+//! The embedding API end to end, without root: a VMM-side test driver sends frames through
+//! `GuestLink` and checks what the gateway answers. Only gateway addresses are contacted.
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use ringnet::config::EgressDriver;
+use ringnet::{GuestLink, HostRoutes, Network, NetworkConfig};
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+    EthernetRepr, Icmpv4Packet, Icmpv4Repr, IpProtocol, Ipv4Packet, Ipv4Repr,
+};
+
+const GUEST_MAC: [u8; 6] = [0x02, 0x6d, 0x73, 0, 0, 2];
+const GW_MAC: [u8; 6] = [0x02, 0x6d, 0x73, 0, 0, 1];
+const GUEST: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 2);
+const GW: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 1);
+
+fn network() -> Network {
+    let mut cfg = NetworkConfig::default();
+    cfg.egress.driver = EgressDriver::Epoll;
+    let mut net = Network::with_routes(
+        &cfg,
+        0,
+        HostRoutes {
+            ipv4: true,
+            ipv6: true,
+        },
+    )
+    .unwrap();
+    net.start().unwrap();
+    net
+}
+
+fn arp_request(target: Ipv4Addr) -> Vec<u8> {
+    let arp = ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Request,
+        source_hardware_addr: EthernetAddress(GUEST_MAC),
+        source_protocol_addr: GUEST,
+        target_hardware_addr: EthernetAddress([0; 6]),
+        target_protocol_addr: target,
+    };
+    let eth = EthernetRepr {
+        src_addr: EthernetAddress(GUEST_MAC),
+        dst_addr: EthernetAddress::BROADCAST,
+        ethertype: EthernetProtocol::Arp,
+    };
+    let mut buf = vec![0u8; 14 + arp.buffer_len()];
+    let mut f = EthernetFrame::new_unchecked(&mut buf);
+    eth.emit(&mut f);
+    arp.emit(&mut ArpPacket::new_unchecked(f.payload_mut()));
+    buf
+}
+
+fn echo_request(dst: Ipv4Addr, seq: u16) -> Vec<u8> {
+    let data = b"ringnet-echo";
+    let icmp = Icmpv4Repr::EchoRequest {
+        ident: 0x4242,
+        seq_no: seq,
+        data,
+    };
+    let ip = Ipv4Repr {
+        src_addr: GUEST,
+        dst_addr: dst,
+        next_header: IpProtocol::Icmp,
+        payload_len: icmp.buffer_len(),
+        hop_limit: 64,
+    };
+    let eth = EthernetRepr {
+        src_addr: EthernetAddress(GUEST_MAC),
+        dst_addr: EthernetAddress(GW_MAC),
+        ethertype: EthernetProtocol::Ipv4,
+    };
+    let mut buf = vec![0u8; 14 + ip.buffer_len() + icmp.buffer_len()];
+    let mut f = EthernetFrame::new_unchecked(&mut buf);
+    eth.emit(&mut f);
+    let mut p = Ipv4Packet::new_unchecked(f.payload_mut());
+    ip.emit(&mut p, &smoltcp::phy::ChecksumCapabilities::default());
+    icmp.emit(
+        &mut Icmpv4Packet::new_unchecked(p.payload_mut()),
+        &smoltcp::phy::ChecksumCapabilities::default(),
+    );
+    buf
+}
+
+/// Frames the gateway sends within `wait`.
+fn collect(link: &GuestLink, wait: Duration) -> Vec<Vec<u8>> {
+    let deadline = Instant::now() + wait;
+    let mut out = Vec::new();
+    while Instant::now() < deadline {
+        let mut pfd = libc::pollfd {
+            fd: link.notify_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        unsafe { libc::poll(&mut pfd, 1, 20) };
+        link.clear_notify();
+        while let Some(f) = link.recv() {
+            out.push(f.to_vec());
+        }
+    }
+    out
+}
+
+fn arp_replies(frames: &[Vec<u8>]) -> Vec<ArpRepr> {
+    frames
+        .iter()
+        .filter_map(|b| {
+            let f = EthernetFrame::new_checked(&b[..]).ok()?;
+            if f.ethertype() != EthernetProtocol::Arp {
+                return None;
+            }
+            ArpRepr::parse(&ArpPacket::new_checked(f.payload()).ok()?).ok()
+        })
+        .filter(|r| {
+            matches!(
+                r,
+                ArpRepr::EthernetIpv4 {
+                    operation: ArpOperation::Reply,
+                    ..
+                }
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn gateway_answers_arp_only_for_itself() {
+    let mut net = network();
+    let link = net.take_link().unwrap();
+    assert!(net.take_link().is_none(), "the link is handed out once");
+    for other in [
+        Ipv4Addr::new(172, 16, 0, 3),
+        Ipv4Addr::new(172, 16, 0, 2),
+        Ipv4Addr::new(198, 51, 100, 7),
+    ] {
+        assert!(link.send(None, &arp_request(other)));
+    }
+    let none = collect(&link, Duration::from_millis(300));
+    assert!(
+        arp_replies(&none).is_empty(),
+        "no ARP reply for other hosts"
+    );
+
+    assert!(link.send(None, &arp_request(GW)));
+    let frames = collect(&link, Duration::from_millis(300));
+    let replies = arp_replies(&frames);
+    assert_eq!(replies.len(), 1, "exactly one reply for the gateway");
+    let ArpRepr::EthernetIpv4 {
+        source_hardware_addr,
+        source_protocol_addr,
+        target_protocol_addr,
+        ..
+    } = replies[0]
+    else {
+        unreachable!()
+    };
+    assert_eq!(source_hardware_addr, EthernetAddress(GW_MAC));
+    assert_eq!(source_protocol_addr, GW);
+    assert_eq!(target_protocol_addr, GUEST);
+    assert_eq!(
+        net.stats()
+            .arp_filtered
+            .load(std::sync::atomic::Ordering::Relaxed),
+        3
+    );
+    let c = link.counters();
+    assert_eq!(c.from_guest_frames, 4);
+    assert!(c.to_guest_frames >= 1);
+    net.shutdown().unwrap();
+}
+
+#[test]
+fn gateway_answers_echo_to_itself() {
+    let mut net = network();
+    let link = net.take_link().unwrap();
+    // Let smoltcp learn the guest's MAC first (it answers the ARP request).
+    link.send(None, &arp_request(GW));
+    collect(&link, Duration::from_millis(100));
+    for seq in 1..=3 {
+        assert!(link.send(None, &echo_request(GW, seq)));
+    }
+    let frames = collect(&link, Duration::from_millis(500));
+    let mut seqs = Vec::new();
+    for b in &frames {
+        let f = EthernetFrame::new_checked(&b[..]).unwrap();
+        if f.ethertype() != EthernetProtocol::Ipv4 {
+            continue;
+        }
+        let p = Ipv4Packet::new_checked(f.payload()).unwrap();
+        assert_eq!(p.src_addr(), GW);
+        assert_eq!(p.dst_addr(), GUEST);
+        let icmp = Icmpv4Packet::new_checked(p.payload()).unwrap();
+        assert!(icmp.verify_checksum());
+        if let Ok(Icmpv4Repr::EchoReply {
+            ident,
+            seq_no,
+            data,
+        }) = Icmpv4Repr::parse(&icmp, &smoltcp::phy::ChecksumCapabilities::default())
+        {
+            assert_eq!(ident, 0x4242);
+            assert_eq!(data, b"ringnet-echo");
+            seqs.push(seq_no);
+        }
+    }
+    assert_eq!(seqs, vec![1, 2, 3]);
+    net.shutdown().unwrap();
+}
+
+#[test]
+fn garbage_frames_are_counted_not_fatal() {
+    let mut net = network();
+    let link = net.take_link().unwrap();
+    for len in [0usize, 1, 13, 14, 20, 42, 60, 1514] {
+        let junk: Vec<u8> = (0..len).map(|i| (i * 37 + len) as u8).collect();
+        link.send(None, &junk);
+    }
+    let mut ipv4_garbage = echo_request(GW, 1);
+    ipv4_garbage[14] = 0x4f; // IHL 15: header longer than the packet
+    link.send(None, &ipv4_garbage);
+    collect(&link, Duration::from_millis(200));
+    assert!(net.is_running(), "the poll thread survives garbage");
+    // It still answers afterwards.
+    link.send(None, &arp_request(GW));
+    let frames = collect(&link, Duration::from_millis(300));
+    assert_eq!(arp_replies(&frames).len(), 1);
+    net.shutdown().unwrap();
+}
+
+#[test]
+fn oversized_frames_are_dropped_and_counted() {
+    let mut net = network();
+    let link = net.take_link().unwrap();
+    let huge = vec![0u8; 70_000];
+    assert!(!link.send(None, &huge));
+    assert_eq!(link.counters().from_guest_drops, 1);
+    net.shutdown().unwrap();
+}
+
+#[test]
+fn guest_env_and_mac() {
+    let net = Network::with_routes(
+        &NetworkConfig::default(),
+        1,
+        HostRoutes {
+            ipv4: true,
+            ipv6: false,
+        },
+    )
+    .unwrap();
+    assert_eq!(net.guest_mac().to_string(), "02:6d:73:00:01:02");
+    let env = net.guest_env_vars();
+    assert_eq!(env.len(), 3);
+    assert_eq!(env[2].1, "addr=172.16.0.6/30,gw=172.16.0.5,dns=172.16.0.5");
+}
