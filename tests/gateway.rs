@@ -380,3 +380,60 @@ fn attach_rejects_missing_netns() {
     let out = host.ringnet(&["attach", "--netns", &missing], RUN_LIMIT);
     assert_one_line_error(&out);
 }
+
+/// A family the host cannot route is left out of the guest entirely: no address, no route,
+/// no environment variable. Explicitly configured addresses activate a family anyway.
+#[test]
+fn inactive_families_are_left_out() {
+    require_privileges!();
+    let _wd = Watchdog::new(CASE_LIMIT);
+    let script = "ip -o addr show eth0; ip route; ip -6 route; env | grep ^RINGNET_ | sort";
+    for (drop_family, present, absent) in [
+        (
+            "-6",
+            "RINGNET_NET_IPV4=addr=172.16.0.2/30",
+            "RINGNET_NET_IPV6",
+        ),
+        (
+            "-4",
+            "RINGNET_NET_IPV6=addr=fd42:6d73:62::2/64",
+            "RINGNET_NET_IPV4",
+        ),
+    ] {
+        let host = HostNs::new();
+        // The sink's documentation prefix is an on-link route too (198.51.100.0/24 does not
+        // cover the probe's 192.0.2.1, but 2001:db8::/64 covers 2001:db8::1): flush both.
+        host.ip(&[drop_family, "route", "del", "default"]);
+        host.ip(&[drop_family, "addr", "flush", "dev", SINK_DEV]);
+        let out = host.ringnet(&["run", "--", "sh", "-c", script], RUN_LIMIT);
+        assert!(out.success(), "{out}");
+        assert!(out.stdout.contains(present), "{out}");
+        assert!(!out.stdout.contains(absent), "{out}");
+        if drop_family == "-6" {
+            assert!(!out.stdout.contains("fd42:6d73:62::2"), "{out}");
+        } else {
+            assert!(!out.stdout.contains("172.16.0.2"), "{out}");
+        }
+    }
+    // Neither family routable: a clear error, exit 2.
+    let host = HostNs::new();
+    for family in ["-4", "-6"] {
+        host.ip(&[family, "route", "del", "default"]);
+        host.ip(&[family, "addr", "flush", "dev", SINK_DEV]);
+    }
+    let out = host.ringnet(&["run", "--", "true"], RUN_LIMIT);
+    assert_eq!(out.code(), Some(2), "{out}");
+    assert_eq!(out.stderr.trim().lines().count(), 1, "{out}");
+    // An explicit address activates IPv4 without a route.
+    let cfg = TempFile::with_contents("v4cfg", "[interface]\nipv4_address = \"172.16.0.2\"\n");
+    let out = host.ringnet(
+        &["run", "--config", cfg.path_str(), "--", "sh", "-c", script],
+        RUN_LIMIT,
+    );
+    assert!(out.success(), "{out}");
+    assert!(
+        out.stdout.contains("RINGNET_NET_IPV4=addr=172.16.0.2/30"),
+        "{out}"
+    );
+    assert!(!out.stdout.contains("RINGNET_NET_IPV6"), "{out}");
+}
