@@ -243,7 +243,7 @@ impl Engine {
     }
 
     fn now(&self) -> SmolInstant {
-        SmolInstant::from_micros(self.epoch.elapsed().as_micros() as i64)
+        now_since(self.epoch)
     }
 
     /// Run until the stop flag is set.
@@ -288,6 +288,10 @@ impl Engine {
                 .iface
                 .poll_delay(now, &self.sockets)
                 .map(|d| Duration::from_micros(d.total_micros()));
+            if let Some(t) = self.tcp.next_timer() {
+                let d = Duration::from_micros((t - now).total_micros());
+                timeout = Some(timeout.map_or(d, |x| x.min(d)));
+            }
             if let Some(t) = self.udp.next_deadline(self.epoch.elapsed()) {
                 timeout = Some(timeout.map_or(t, |x| x.min(t)));
             }
@@ -330,14 +334,9 @@ impl Engine {
                 }
                 // from_guest / TAP: drained at the top of the next turn.
             }
-            T_TCP => self.tcp.on_event(
-                gen,
-                idx,
-                ev,
-                &mut self.sockets,
-                &mut *self.driver,
-                &self.link.stats,
-            ),
+            T_TCP => self
+                .tcp
+                .on_event(gen, idx, ev, &mut *self.driver, &self.link.stats),
             T_UDP => {
                 let mut out = ToGuest {
                     pool: &self.link.pool,
@@ -375,15 +374,14 @@ impl Engine {
         match v {
             Verdict::Smoltcp => {}
             Verdict::Tcp { src, dst, flags } => {
-                self.tcp.on_frame(
-                    src,
-                    dst,
-                    flags,
-                    &self.addrs,
-                    &mut self.sockets,
-                    &mut *self.driver,
-                    stats,
-                );
+                let flow =
+                    self.tcp
+                        .on_frame(src, dst, flags, &self.addrs, &mut *self.driver, stats);
+                if let Some(idx) = flow {
+                    let mut port = port!(self);
+                    self.tcp.ingress(idx, frame, &mut self.iface, &mut port);
+                    return;
+                }
             }
             Verdict::Udp { src, dst, payload } => {
                 self.udp.on_datagram(
@@ -429,20 +427,14 @@ impl Engine {
         self.poll_smoltcp(Some(frame));
     }
 
-    /// One smoltcp pass: with `rx`, process exactly that frame (ingress only); without,
-    /// run timers and egress.
+    /// One smoltcp pass over the gateway's own (socketless) set: with `rx`, process exactly
+    /// that frame (ARP, NDP, echo to the gateway, or TCP without a flow, answered by RST);
+    /// without, run the interface's timers and egress.
     fn poll_smoltcp(&mut self, rx: Option<Frame>) {
-        let now = self.now();
         let ingress = rx.is_some();
-        let mut dev = GuestDevice {
-            pool: &self.link.pool,
-            to_guest: &self.link.to_guest,
-            rx,
-            caps: &self.caps,
-            sent: &mut self.sent,
-            scratch: &mut self.scratch,
-            offload: self.offload,
-        };
+        let mut port = port!(self);
+        let now = port.now;
+        let mut dev = port.device(rx);
         if ingress {
             self.iface
                 .poll_ingress_single(now, &mut dev, &mut self.sockets);
@@ -452,18 +444,19 @@ impl Engine {
         }
     }
 
-    /// smoltcp egress and timers, then move bytes for dirty flows, then egress again for
-    /// what the flows queued.
+    /// Interface egress, due flow timers, then relay bytes and egress for every flow that
+    /// was touched.
     fn egress_and_service(&mut self) {
         self.poll_smoltcp(None);
-        for _ in 0..2 {
-            self.tcp.service_dirty(&mut self.sockets, &mut *self.driver);
-            self.poll_smoltcp(None);
-            if !self.tcp.has_dirty() {
-                break;
-            }
-        }
-        self.tcp.reap(&mut self.sockets, &self.link.stats);
+        let now = self.now();
+        self.tcp.due_timers(now);
+        let mut port = port!(self);
+        self.tcp.service_dirty(
+            &mut self.iface,
+            &mut port,
+            &mut *self.driver,
+            &self.link.stats,
+        );
     }
 
     /// Hand the frames of this turn to the guest: write them to the TAP, or wake the VMM.
@@ -483,9 +476,35 @@ impl Engine {
     }
 
     fn teardown(&mut self) {
-        self.tcp.close_all(&mut self.sockets, &mut *self.driver);
+        self.tcp.close_all(&mut *self.driver);
         self.udp.close_all(&mut *self.driver);
         self.link.from_guest.clear(&self.link.pool);
+    }
+}
+
+/// The guest-facing device parts, borrowed for one stretch of smoltcp work.
+pub(crate) struct Port<'a> {
+    pub pool: &'a Pool,
+    pub to_guest: &'a Ring,
+    pub caps: &'a DeviceCapabilities,
+    pub sent: &'a mut usize,
+    pub scratch: &'a mut Vec<u8>,
+    pub offload: bool,
+    pub now: SmolInstant,
+}
+
+impl Port<'_> {
+    /// A smoltcp device offering `rx` (at most one frame) and transmitting to the guest.
+    pub fn device(&mut self, rx: Option<Frame>) -> GuestDevice<'_> {
+        GuestDevice {
+            pool: self.pool,
+            to_guest: self.to_guest,
+            rx,
+            caps: self.caps,
+            sent: self.sent,
+            scratch: self.scratch,
+            offload: self.offload,
+        }
     }
 }
 
@@ -523,6 +542,26 @@ impl ToGuest<'_> {
         }
     }
 }
+
+fn now_since(epoch: std::time::Instant) -> SmolInstant {
+    SmolInstant::from_micros(epoch.elapsed().as_micros() as i64)
+}
+
+/// Borrow the device parts of an `Engine` without borrowing the whole engine.
+macro_rules! port {
+    ($e:ident) => {
+        Port {
+            pool: &$e.link.pool,
+            to_guest: &$e.link.to_guest,
+            caps: &$e.caps,
+            sent: &mut $e.sent,
+            scratch: &mut $e.scratch,
+            offload: $e.offload,
+            now: now_since($e.epoch),
+        }
+    };
+}
+use port;
 
 fn seed() -> u64 {
     let mut b = [0u8; 8];

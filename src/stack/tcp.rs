@@ -30,20 +30,27 @@
 //!   the driver's per-socket buffers (its `Limits`).
 //! - Closed flows are reaped at once; TIME-WAIT keeps no state (the link cannot reorder).
 //!
-//! Only flows touched by a guest frame or a driver event are serviced in a turn.
+//! Demultiplexing is O(1): every flow has a socket set of its own, found by 4-tuple in a
+//! hash map, and smoltcp is polled with just that set (smoltcp walks every socket of the
+//! set it is given, for every segment). Only flows touched by a guest frame, a driver event
+//! or their own smoltcp timer (kept in a min-heap keyed by `poll_at`) are serviced in a
+//! turn, so an idle flow costs nothing.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use smoltcp::iface::{SocketHandle, SocketSet};
+use smoltcp::iface::{Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp::{self, State};
+use smoltcp::time::Instant;
 use smoltcp::wire::{IpAddress, IpListenEndpoint};
 
-use super::{token, Addrs, T_TCP};
+use super::{token, Addrs, Port, T_TCP};
 use crate::config::SlotConfig;
 use crate::egress::{Driver, Event, Recv, SockId, SockKind};
 use crate::metrics::Stats;
+use crate::pool::Frame;
 use crate::wire::classify::TcpFlags;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,10 +61,13 @@ enum Phase {
     Aborting,
 }
 
-#[derive(Debug)]
 struct Flow {
     key: (SocketAddr, SocketAddr),
+    /// This flow's own socket set, holding exactly one socket.
+    set: SocketSet<'static>,
     handle: SocketHandle,
+    /// When smoltcp next wants a poll for this flow (as queued in the timer heap).
+    timer: Option<Instant>,
     sock: Option<SockId>,
     /// Second host target to try when the first connect is refused (gateway → loopback of
     /// the other family).
@@ -78,6 +88,7 @@ pub struct Flows {
     map: HashMap<(SocketAddr, SocketAddr), u32>,
     dirty: Vec<u32>,
     reap: Vec<u32>,
+    timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
     next_gen: u32,
     active: usize,
     max: usize,
@@ -93,16 +104,13 @@ impl Flows {
             map: HashMap::new(),
             dirty: Vec::new(),
             reap: Vec::new(),
+            timers: BinaryHeap::new(),
             next_gen: 1,
             active: 0,
             max: cfg.max_connections,
             buf_bytes: cfg.egress.tcp_buffer_bytes,
             connect_timeout: Duration::from_millis(cfg.egress.connect_timeout_ms),
         }
-    }
-
-    pub fn has_dirty(&self) -> bool {
-        !self.dirty.is_empty()
     }
 
     fn mark(&mut self, idx: u32) {
@@ -114,7 +122,9 @@ impl Flows {
         }
     }
 
-    /// A guest TCP segment from `src` to `dst` is about to reach smoltcp.
+    /// A guest TCP segment from `src` to `dst` arrived: find its flow, or make one for a
+    /// SYN. Returns the flow the segment belongs to; `None` means no flow (smoltcp, with no
+    /// socket to match, answers with RST).
     #[allow(clippy::too_many_arguments)]
     pub fn on_frame(
         &mut self,
@@ -122,20 +132,19 @@ impl Flows {
         dst: SocketAddr,
         flags: TcpFlags,
         addrs: &Addrs,
-        sockets: &mut SocketSet<'static>,
         driver: &mut dyn Driver,
         stats: &Stats,
-    ) {
+    ) -> Option<u32> {
         if let Some(&idx) = self.map.get(&(src, dst)) {
             self.mark(idx);
-            return;
+            return Some(idx);
         }
         if !flags.syn || flags.ack || flags.rst {
-            return; // smoltcp answers with RST (no socket)
+            return None;
         }
         if self.active >= self.max {
             Stats::inc(&stats.tcp_refused_limit);
-            return; // no socket: smoltcp refuses the SYN with RST
+            return None;
         }
         let mut sock = tcp::Socket::new(
             tcp::SocketBuffer::new(vec![0; self.buf_bytes]),
@@ -149,9 +158,10 @@ impl Flows {
             port: dst.port(),
         };
         if sock.listen(ep).is_err() {
-            return; // port 0: smoltcp answers RST
+            return None; // port 0
         }
-        let handle = sockets.add(sock);
+        let mut set = SocketSet::new(Vec::with_capacity(1));
+        let handle = set.add(sock);
         let idx = match self.free.pop() {
             Some(i) => i,
             None => {
@@ -164,7 +174,9 @@ impl Flows {
         let (target, fallback) = addrs.host_target(dst);
         let mut flow = Flow {
             key: (src, dst),
+            set,
             handle,
+            timer: None,
             sock: None,
             fallback,
             gen,
@@ -183,16 +195,28 @@ impl Flows {
         ) {
             Ok(s) => flow.sock = Some(s),
             Err(e) => {
+                // The SYN still reaches the socket; the abort makes smoltcp answer RST.
                 tracing::debug!(%dst, error = %e, "host socket failed");
                 Stats::inc(&stats.tcp_connect_failed);
-                sockets.get_mut::<tcp::Socket>(handle).abort();
                 flow.phase = Phase::Aborting;
             }
         }
         self.slab[idx as usize] = Some(flow);
         self.map.insert((src, dst), idx);
-        if self.slab[idx as usize].as_ref().map(|f| f.phase) == Some(Phase::Aborting) {
-            self.reap.push(idx);
+        self.mark(idx);
+        Some(idx)
+    }
+
+    /// Hand the guest segment in `frame` to flow `idx`'s socket.
+    pub fn ingress(&mut self, idx: u32, frame: Frame, iface: &mut Interface, port: &mut Port<'_>) {
+        let Some(Some(flow)) = self.slab.get_mut(idx as usize) else {
+            port.pool.release(frame);
+            return;
+        };
+        let now = port.now;
+        iface.poll_ingress_single(now, &mut port.device(Some(frame)), &mut flow.set);
+        if flow.phase == Phase::Aborting {
+            flow.set.get_mut::<tcp::Socket>(flow.handle).abort();
         }
     }
 
@@ -202,7 +226,6 @@ impl Flows {
         gen: u32,
         idx: u32,
         ev: Event,
-        sockets: &mut SocketSet<'static>,
         driver: &mut dyn Driver,
         stats: &Stats,
     ) {
@@ -217,7 +240,7 @@ impl Flows {
             if flow.phase != Phase::Connecting {
                 return;
             }
-            let sock = sockets.get_mut::<tcp::Socket>(flow.handle);
+            let sock = flow.set.get_mut::<tcp::Socket>(flow.handle);
             match result {
                 Ok(()) => {
                     sock.pause_synack(false);
@@ -241,44 +264,91 @@ impl Flows {
                     }
                     sock.abort();
                     flow.phase = Phase::Aborting;
-                    self.reap.push(idx);
-                    return;
                 }
             }
         }
         self.mark(idx);
     }
 
-    /// Move bytes for every flow touched since the last call.
-    pub fn service_dirty(&mut self, sockets: &mut SocketSet<'static>, driver: &mut dyn Driver) {
-        let dirty = std::mem::take(&mut self.dirty);
+    /// Mark the flows whose smoltcp timer is due.
+    pub fn due_timers(&mut self, now: Instant) {
+        while let Some(&Reverse((t, idx, gen))) = self.timers.peek() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            let live = matches!(
+                self.slab.get(idx as usize),
+                Some(Some(f)) if f.gen == gen && f.timer == Some(t)
+            );
+            if live {
+                if let Some(Some(f)) = self.slab.get_mut(idx as usize) {
+                    f.timer = None;
+                }
+                self.mark(idx);
+            }
+        }
+    }
+
+    /// The earliest pending smoltcp timer.
+    pub fn next_timer(&mut self) -> Option<Instant> {
+        // Drop stale heap entries so the answer is exact.
+        while let Some(&Reverse((t, idx, gen))) = self.timers.peek() {
+            let live = matches!(
+                self.slab.get(idx as usize),
+                Some(Some(f)) if f.gen == gen && f.timer == Some(t)
+            );
+            if live {
+                return Some(t);
+            }
+            self.timers.pop();
+        }
+        None
+    }
+
+    /// Relay bytes and run smoltcp egress for every flow touched since the last call; reap
+    /// the flows that finished (after their RST or FIN went out).
+    pub fn service_dirty(
+        &mut self,
+        iface: &mut Interface,
+        port: &mut Port<'_>,
+        driver: &mut dyn Driver,
+        stats: &Stats,
+    ) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        let now = port.now;
         for &idx in &dirty {
             let Some(Some(flow)) = self.slab.get_mut(idx as usize) else {
                 continue;
             };
             flow.dirty = false;
-            if service(flow, sockets, driver) {
+            let done = service(flow, driver);
+            iface.poll_egress(now, &mut port.device(None), &mut flow.set);
+            if done || flow.phase == Phase::Aborting {
                 self.reap.push(idx);
+                continue;
+            }
+            let t = iface.poll_at(now, &flow.set);
+            if t != flow.timer {
+                flow.timer = t;
+                if let Some(t) = t {
+                    self.timers.push(Reverse((t, idx, flow.gen)));
+                }
             }
         }
-        let mut dirty = dirty;
         dirty.clear();
         if self.dirty.is_empty() {
             self.dirty = dirty;
         }
-    }
-
-    /// Remove flows that finished (after smoltcp has had a poll to send any RST).
-    pub fn reap(&mut self, sockets: &mut SocketSet<'static>, stats: &Stats) {
-        let reap = std::mem::take(&mut self.reap);
-        for idx in reap {
-            let Some(flow) = self.slab.get_mut(idx as usize).and_then(Option::take) else {
-                continue;
-            };
-            sockets.remove(flow.handle);
-            self.map.remove(&flow.key);
-            self.free.push(idx);
-            self.active -= 1;
+        for idx in std::mem::take(&mut self.reap) {
+            if let Some(flow) = self.slab.get_mut(idx as usize).and_then(Option::take) {
+                if let Some(s) = flow.sock {
+                    driver.close(s, true);
+                }
+                self.map.remove(&flow.key);
+                self.free.push(idx);
+                self.active -= 1;
+            }
         }
         stats
             .tcp_active
@@ -286,12 +356,11 @@ impl Flows {
     }
 
     /// Shutdown: reset every host socket.
-    pub fn close_all(&mut self, sockets: &mut SocketSet<'static>, driver: &mut dyn Driver) {
+    pub fn close_all(&mut self, driver: &mut dyn Driver) {
         for flow in self.slab.iter_mut().filter_map(Option::take) {
             if let Some(s) = flow.sock {
                 driver.close(s, true);
             }
-            sockets.remove(flow.handle);
         }
         self.map.clear();
         self.active = 0;
@@ -299,10 +368,10 @@ impl Flows {
 }
 
 /// Relay one flow; returns true when it is finished and should be reaped.
-fn service(flow: &mut Flow, sockets: &mut SocketSet<'static>, driver: &mut dyn Driver) -> bool {
-    let s = sockets.get_mut::<tcp::Socket>(flow.handle);
+fn service(flow: &mut Flow, driver: &mut dyn Driver) -> bool {
+    let s = flow.set.get_mut::<tcp::Socket>(flow.handle);
     match flow.phase {
-        Phase::Aborting => return false, // already queued for reaping
+        Phase::Aborting => return true,
         Phase::Connecting => {
             if s.state() == State::Closed {
                 // The guest gave up (RST) while we were connecting.
