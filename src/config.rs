@@ -111,10 +111,13 @@ pub enum ConfigError {
     Read { path: PathBuf, source: io::Error },
     /// The TOML is malformed, has an unknown key, or a value of the wrong type or syntax
     /// (toml's message names the key and line).
-    #[error("invalid configuration in {origin}: {source}")]
+    #[error("invalid configuration in {origin}{at}: {message}")]
     Parse {
         origin: String,
-        source: Box<toml::de::Error>,
+        /// ` line N (the line's text)`, when toml gives a position.
+        at: String,
+        /// toml's message, on one line.
+        message: String,
     },
     /// A MAC address string is not six hex octets separated by `:` or `-`.
     #[error("invalid MAC address {value:?}: expected six hex octets separated by ':' or '-'")]
@@ -534,9 +537,17 @@ impl NetworkConfig {
     }
 
     fn parse(text: &str, origin: &str) -> Result<NetworkConfig, ConfigError> {
-        let config: NetworkConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            origin: origin.to_owned(),
-            source: Box::new(e),
+        let config: NetworkConfig = toml::from_str(text).map_err(|e| {
+            let at = e.span().map_or_else(String::new, |span| {
+                let line_no = text[..span.start.min(text.len())].matches('\n').count();
+                let line = text.lines().nth(line_no).unwrap_or("").trim();
+                format!(" line {} ({line})", line_no + 1)
+            });
+            ConfigError::Parse {
+                origin: origin.to_owned(),
+                at,
+                message: e.message().split_whitespace().collect::<Vec<_>>().join(" "),
+            }
         })?;
         config.validate()?;
         Ok(config)

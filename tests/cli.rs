@@ -1,0 +1,76 @@
+//! Command-line errors: one line on stderr, exit status 2, never a panic. Needs no root for
+//! the argument errors; the configuration cases run after the privilege check, so they are
+//! checked only when the privilege check passes (root) — otherwise that one line is the
+//! privilege error, which is asserted the same way.
+
+use std::process::Command;
+
+fn ringnet(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ringnet"))
+        .args(args)
+        .output()
+        .expect("run ringnet");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn assert_one_line_error(args: &[&str], needle: &str) {
+    let (code, stderr) = ringnet(args);
+    assert_eq!(code, Some(2), "ringnet {args:?}: {stderr}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "ringnet {args:?}: {stderr}"
+    );
+    assert!(
+        stderr.starts_with("ringnet: "),
+        "ringnet {args:?}: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "ringnet {args:?}: {stderr}");
+    // SAFETY: geteuid(2) has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root || !needle.starts_with('!') {
+        let needle = needle.trim_start_matches('!');
+        assert!(
+            stderr.contains(needle),
+            "ringnet {args:?}: {stderr} lacks {needle:?}"
+        );
+    }
+}
+
+#[test]
+fn argument_errors_are_one_line() {
+    assert_one_line_error(&["run", "--bogus"], "--bogus");
+    assert_one_line_error(&["attach"], "--netns");
+    assert_one_line_error(&["run"], "COMMAND");
+    assert_one_line_error(&["run", "--egress", "fast", "--", "true"], "fast");
+    assert_one_line_error(&["frobnicate"], "frobnicate");
+}
+
+#[test]
+fn configuration_errors_are_one_line() {
+    let dir = std::env::temp_dir().join(format!("ringnet-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_string_lossy().into_owned()
+    };
+    let unknown = write("unknown.toml", "bogus = 1\n");
+    let badtype = write("badtype.toml", "[interface]\nmtu = \"x\"\n");
+    let badmtu = write("badmtu.toml", "[interface]\nmtu = 70000\n");
+    let badpool = write("badpool.toml", "[interface]\nipv4_pool = \"not-a-net\"\n");
+    assert_one_line_error(&["run", "--config", &unknown, "--", "true"], "!bogus");
+    assert_one_line_error(&["run", "--config", &badtype, "--", "true"], "!line 2");
+    assert_one_line_error(&["run", "--config", &badmtu, "--", "true"], "!70000");
+    assert_one_line_error(&["run", "--config", &badpool, "--", "true"], "!ipv4_pool");
+    assert_one_line_error(
+        &["run", "--config", "/nonexistent/x.toml", "--", "true"],
+        "!/nonexistent/x.toml",
+    );
+    assert_one_line_error(&["run", "--mtu", "70000", "--", "true"], "!70000");
+    assert_one_line_error(&["run", "--slot", "65536", "--", "true"], "!65536");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
