@@ -22,7 +22,7 @@
 //!   again if it is still readable, so an fd the caller did not drain is reported again:
 //!   level-triggered behaviour at one `epoll_ctl` per wake-up.
 //! - close: synchronous (no kernel op holds our buffers). A graceful close with unsent data
-//!   keeps flushing for up to [`super::uring::LINGER`].
+//!   keeps flushing for up to [`CLOSE_LINGER`].
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -36,8 +36,9 @@ use mio::{Interest, Poll};
 
 use super::flow::{Flow, Pools, Shut, Slab};
 use super::sys::{self, SockAddr};
-use super::uring::LINGER;
-use super::{Driver, DriverKind, EgressError, Event, Limits, Recv, SockId, SockKind, Token};
+use super::{
+    Driver, DriverKind, EgressError, Event, Limits, Recv, SockId, SockKind, Token, CLOSE_LINGER,
+};
 
 /// mio tokens of watched fds have this bit set; sockets use `generation << 32 | slot`.
 const WATCH_BIT: usize = 1 << 63;
@@ -461,7 +462,7 @@ impl Driver for EpollDriver {
         {
             s.phase = Phase::Lingering;
             self.deadlines
-                .push(Reverse((Instant::now() + LINGER, slot, gen)));
+                .push(Reverse((Instant::now() + CLOSE_LINGER, slot, gen)));
             self.mark_dirty(slot, gen);
             return;
         }
@@ -540,5 +541,57 @@ impl Driver for EpollDriver {
 
     fn open_sockets(&self) -> usize {
         self.socks.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    /// After an exchange, an idle established socket holds no data buffer, and its slab
+    /// entry is small.
+    #[test]
+    fn idle_socket_holds_no_buffer() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut d = EpollDriver::new(Limits::default()).unwrap();
+        let id = d
+            .open(
+                SockKind::Tcp,
+                l.local_addr().unwrap(),
+                Duration::from_secs(5),
+                Token(1),
+            )
+            .unwrap();
+        let mut evs = Vec::new();
+        while !evs.iter().any(|e| matches!(e, Event::Connected { .. })) {
+            d.wait(Some(Duration::from_secs(5)), &mut evs).unwrap();
+        }
+        let (mut peer, _) = l.accept().unwrap();
+        assert_eq!(d.send(id, b"hello"), 5);
+        d.wait(Some(Duration::ZERO), &mut evs).unwrap();
+        let mut buf = [0; 5];
+        peer.read_exact(&mut buf).unwrap();
+        peer.write_all(b"world").unwrap();
+        let mut got = Vec::new();
+        while got.len() < 5 {
+            d.wait(Some(Duration::from_millis(100)), &mut evs).unwrap();
+            while let Ok(n) = d.recv(id, &mut |b| {
+                got.extend_from_slice(b);
+                b.len()
+            }) {
+                assert!(n > 0);
+            }
+        }
+        assert_eq!(got, b"world");
+        d.wait(Some(Duration::from_millis(20)), &mut evs).unwrap();
+        let (slot, gen) = Slab::<Sock>::split(id);
+        let s = d.socks.get(slot, gen).unwrap();
+        assert!(!s.flow.rx.holds_memory() && !s.flow.tx.holds_memory());
+
+        let entry = std::mem::size_of::<(u32, Option<Sock>)>();
+        eprintln!("epoll slab entry: {entry} bytes");
+        assert!(entry <= 1024, "{entry}");
     }
 }

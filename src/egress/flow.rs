@@ -92,7 +92,10 @@ pub(crate) struct ByteRing {
     cap: usize,
     head: usize,
     len: usize,
-    lent: bool,
+    /// The free region is lent to a writer (an in-flight `Recv`).
+    lent_free: bool,
+    /// The head data is lent to a reader (an in-flight `Send`).
+    lent_data: bool,
 }
 
 impl ByteRing {
@@ -102,7 +105,8 @@ impl ByteRing {
             cap: cap.max(1),
             head: 0,
             len: 0,
-            lent: false,
+            lent_free: false,
+            lent_data: false,
         }
     }
 
@@ -140,14 +144,14 @@ impl ByteRing {
         let mem = self.mem(p);
         // `start < cap == mem.len()`: in bounds.
         let ptr = mem[start..].as_mut_ptr();
-        self.lent = true;
+        self.lent_free = true;
         (ptr, n)
     }
 
     /// End a [`ByteRing::lend_free`]: `n` bytes were written at the lent region.
     pub fn commit(&mut self, n: usize) {
         debug_assert!(n <= self.free_region().1);
-        self.lent = false;
+        self.lent_free = false;
         self.len += n;
     }
 
@@ -198,36 +202,43 @@ impl ByteRing {
     pub fn lend_data(&mut self) -> (*const u8, usize) {
         let d = self.data();
         let r = (d.as_ptr(), d.len());
-        self.lent = true;
+        self.lent_data = true;
         r
     }
 
     pub fn unlend(&mut self) {
-        self.lent = false;
+        self.lent_data = false;
     }
 
     /// Drop `n` bytes from the head (ends a lend of the data).
     pub fn consume(&mut self, n: usize) {
         debug_assert!(n <= self.len);
-        self.lent = false;
+        self.lent_data = false;
         self.head = (self.head + n) % self.cap;
         self.len -= n;
-        if self.len == 0 {
+        // Rewind to the start for larger contiguous regions, unless a writer holds a
+        // pointer computed from the current tail.
+        if self.len == 0 && !self.lent_free {
             self.head = 0;
         }
     }
 
     /// Drop all data (after a fatal error). Not while lent.
     fn clear(&mut self) {
-        if !self.lent {
+        if !self.lent_free && !self.lent_data {
             self.head = 0;
             self.len = 0;
         }
     }
 
+    #[cfg(test)]
+    pub fn holds_memory(&self) -> bool {
+        self.buf.is_some()
+    }
+
     /// Give the memory back when nothing is stored and nothing is lent.
     fn release(&mut self, pool: &mut Pool) {
-        if self.len == 0 && !self.lent {
+        if self.len == 0 && !self.lent_free && !self.lent_data {
             self.head = 0;
             if let Some(b) = self.buf.take() {
                 pool.give(b);
@@ -408,10 +419,9 @@ impl Flow {
         if self.err.is_none() {
             self.err = Some(e);
         }
+        // Datagram queues are left alone: their head may be lent to a send (datagram sockets
+        // never fail anyway); `free` empties them.
         self.tx.clear();
-        while !self.dtx.is_empty() && !self.tx.lent {
-            self.pop_datagram(pools);
-        }
         self.notify_readable(out);
         self.notify_writable(out, &pools.limits);
         self.release(pools);
@@ -425,8 +435,8 @@ impl Flow {
 
     /// Return everything; only once no operation can touch the buffers any more.
     pub fn free(&mut self, pools: &mut Pools) {
-        self.rx.lent = false;
-        self.tx.lent = false;
+        self.rx.lent_free = false;
+        self.tx.lent_data = false;
         self.rx.clear();
         self.tx.clear();
         self.release(pools);
@@ -528,5 +538,70 @@ impl<T> Slab<T> {
             .iter_mut()
             .enumerate()
             .filter_map(|(i, (g, v))| v.as_mut().map(|v| (i as u32, *g, v)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pools(cap: usize) -> Pools {
+        Pools::new(Limits {
+            rx_buffer: cap,
+            tx_buffer: cap,
+            ..Limits::default()
+        })
+    }
+
+    #[test]
+    fn ring_wraps_and_releases() {
+        let mut p = pools(8);
+        let mut r = ByteRing::new(8);
+        assert!(!r.holds_memory());
+        assert_eq!(r.push(b"abcdef", &mut p), 6);
+        r.consume(4);
+        assert_eq!(r.push(b"ghijklmn", &mut p), 6); // 2 left + 6 = full
+        assert_eq!(r.data(), b"efgh");
+        r.consume(4);
+        assert_eq!(r.data(), b"ijkl");
+        r.consume(4);
+        r.release(&mut p.tx);
+        assert!(!r.holds_memory());
+    }
+
+    #[test]
+    fn consume_during_lent_write_keeps_the_tail() {
+        let mut p = pools(16);
+        let mut r = ByteRing::new(16);
+        let (ptr, n) = r.lend_free(&mut p, true);
+        assert_eq!(n, 16);
+        // SAFETY: the lent region is 16 writable bytes.
+        unsafe { std::ptr::copy_nonoverlapping(b"abcd".as_ptr(), ptr, 4) };
+        r.commit(4);
+        let (ptr, n) = r.lend_free(&mut p, true);
+        assert_eq!(n, 12);
+        r.consume(4); // the caller drains while the next write is in flight
+        r.release(&mut p.rx);
+        assert!(r.holds_memory(), "memory freed while lent");
+        // SAFETY: still 12 writable bytes at the lent region.
+        unsafe { std::ptr::copy_nonoverlapping(b"ef".as_ptr(), ptr, 2) };
+        r.commit(2);
+        assert_eq!(r.data(), b"ef");
+    }
+
+    #[test]
+    fn slab_generations() {
+        let mut s = Slab::new(2);
+        let (i, g) = s.insert(1).unwrap();
+        let (j, h) = s.insert(2).unwrap();
+        assert!(s.insert(3).is_none());
+        assert_eq!(s.remove(i, g), Some(1));
+        let (k, g2) = s.insert(4).unwrap();
+        assert_eq!(k, i);
+        assert_ne!(g, g2);
+        assert_eq!(s.get(i, g), None);
+        assert_eq!(s.get(j, h), Some(&2));
+        let id = Slab::<u8>::id(k, g2);
+        assert_eq!(Slab::<u8>::split(id), (k, g2));
     }
 }

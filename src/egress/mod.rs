@@ -159,13 +159,20 @@ pub enum EgressError {
     Watch { fd: RawFd, source: io::Error },
 }
 
+/// How long a graceful [`Driver::close`] keeps flushing unsent data before closing anyway.
+pub const CLOSE_LINGER: Duration = Duration::from_secs(10);
+
 /// The egress driver contract, implemented by io_uring and by epoll.
 pub trait Driver {
     fn kind(&self) -> DriverKind;
 
-    /// Create a non-blocking socket of `kind` and connect it to `remote`. TCP connects
-    /// asynchronously (result in [`Event::Connected`], failing with `TimedOut` after
-    /// `connect_timeout`); UDP and Ping are connected before this returns.
+    /// Create a socket of `kind` and connect it to `remote`. TCP connects asynchronously
+    /// (result in [`Event::Connected`], failing with `TimedOut` after `connect_timeout`;
+    /// `Duration::ZERO` means no timeout of ours, only the kernel's SYN retries). Data may be
+    /// sent (and `shutdown_write` asked) before the connect completes: it is flushed once
+    /// connected. UDP and Ping are connected before this returns; a Ping socket refused by
+    /// `net.ipv4.ping_group_range` fails with [`EgressError::Socket`] (`EACCES`).
+    /// Host TCP sockets get `TCP_NODELAY` (the guest's stack already coalesced).
     fn open(
         &mut self,
         kind: SockKind,
@@ -177,40 +184,62 @@ pub trait Driver {
     /// Stream: copy as much of `data` as fits into the transmit buffer, return the count
     /// (0 when full: an [`Event::Writable`] follows when space frees up).
     /// Datagram: queue `data` as one datagram; returns `data.len()` or 0 when the queue is
-    /// full or the socket is unknown.
+    /// full (an [`Event::Writable`] follows), the socket is unknown, or `data` is larger than
+    /// [`Limits::max_datagram`] (it never fits: drop it).
+    /// Returns 0 after `shutdown_write`, `close` or a socket error.
     fn send(&mut self, sock: SockId, data: &[u8]) -> usize;
 
     /// Bytes (stream) or datagrams (datagram sockets) that `send` would take now.
     fn send_space(&self, sock: SockId) -> usize;
 
     /// Stream: bytes accepted by `send` and not yet written to the kernel.
+    /// Datagram: datagrams queued and not yet sent.
     fn send_pending(&self, sock: SockId) -> usize;
 
     /// Stream: consume received bytes. `f` is handed the contiguous buffered bytes and returns
     /// how many it consumed; returns that count, or the state when nothing is buffered.
-    /// Datagram: `f` is handed one datagram; it is consumed if `f` returns non-zero.
+    /// Datagram: `f` is handed one datagram; it is consumed if `f` returns non-zero (an
+    /// empty datagram is consumed whatever `f` returns); returns its length, or `Ok(0)` when
+    /// `f` refused it.
+    ///
+    /// Buffered data comes before `Eof`/`Error`. The stream buffer is a ring: a wrapped
+    /// buffer takes two calls, so consume in a loop until `f` takes less than offered or the
+    /// result is `Err`. [`Event::Readable`] is reported once, then not again until `recv` has
+    /// been called (whatever it returned): a caller that stops consuming gets no repeated
+    /// events. An unknown or closed `sock` yields `Recv::Error` (`NotFound`).
+    ///
+    /// Datagram sockets never report `Recv::Error`: errors queued by ICMP (port unreachable
+    /// → `ECONNREFUSED`, host unreachable, …) and failed datagram sends are dropped (logged
+    /// at debug), as a NAT would; the flow stays usable.
     fn recv(&mut self, sock: SockId, f: &mut dyn FnMut(&[u8]) -> usize) -> Result<usize, Recv>;
 
-    /// Stream: `shutdown(SHUT_WR)` once every buffered byte has been written.
+    /// Stream: `shutdown(SHUT_WR)` once every buffered byte has been written (further
+    /// `send`s take nothing). Datagram: no-op.
     fn shutdown_write(&mut self, sock: SockId);
 
     /// Close the socket; pending operations are cancelled, buffers freed once the kernel lets
-    /// go of them. `reset` closes with SO_LINGER 0 (the peer sees RST).
+    /// go of them. `reset` closes with SO_LINGER 0 (the peer sees RST). A graceful close
+    /// (`reset == false`) of a stream with unsent data keeps sending it in the background for
+    /// up to [`CLOSE_LINGER`] (then closes anyway); receive stops at once. No event about the
+    /// socket is reported after `close`; using the `SockId` afterwards is harmless.
     fn close(&mut self, sock: SockId, reset: bool);
 
     /// Report [`Event::Wake`] with `token` whenever `fd` is readable (level-triggered: the
-    /// caller drains the fd).
+    /// caller drains the fd; an fd left readable is reported again by the next `wait`). The
+    /// fd must stay open while the driver lives (there is no unwatch).
     fn watch(&mut self, fd: RawFd, token: Token) -> Result<(), EgressError>;
 
     /// Submit queued work, then block until at least one event or `timeout` (None: forever;
-    /// zero: don't block). Appends events to `events`.
+    /// zero: don't block). Appends events to `events`. May return with no event when the
+    /// timeout expires; spurious `Readable`/`Writable`/`Wake` are possible and harmless.
     fn wait(
         &mut self,
         timeout: Option<Duration>,
         events: &mut Vec<Event>,
     ) -> Result<(), EgressError>;
 
-    /// Open sockets now.
+    /// Sockets holding resources now: open ones, plus closed ones whose cancellation or
+    /// graceful flush has not finished (bounded by [`Limits::max_sockets`]).
     fn open_sockets(&self) -> usize;
 }
 

@@ -18,7 +18,7 @@
 //! | `from_host`, stream | idle: one-shot `PollAdd(POLLIN)` (no buffer held); when it fires, `Recv` into the rx ring (memory taken from the pool now). A `Recv` that filled all it was offered is followed by another `Recv` at once (streaming), otherwise by a poll again. Nothing is armed while the ring is full |
 //! | `from_host`, datagram | `PollAdd(POLLIN)`, then `recv(2, MSG_DONTWAIT)` into the driver's one landing buffer until `EAGAIN`, copying each datagram into the queue: no per-socket 64 KiB landing buffer |
 //! | `to_host` | one `Send(MSG_NOSIGNAL)` of the contiguous head of the tx ring (re-issued for the remainder after a short send) or of the head datagram; then `Shutdown(SHUT_WR)` when asked and drained |
-//! | close | `AsyncCancel(fd, ALL)`; the fd is closed and buffers freed when the last CQE naming the socket is reaped. A graceful close with unsent data keeps sending for up to [`LINGER`] first |
+//! | close | `AsyncCancel(fd, ALL)`; the fd is closed and buffers freed when the last CQE naming the socket is reaped. A graceful close with unsent data keeps sending for up to [`CLOSE_LINGER`] first |
 //! | watched fds | one-shot `PollAdd(POLLIN)`, re-armed at the start of the next `wait` after it fired: if the caller did not drain the fd it fires again at once, which is level-triggered behaviour (a multishot poll would be edge-triggered: it fires per wake-up, not per readiness) |
 //!
 //! Memory per idle established TCP socket: the slab entry (~250 bytes) plus the kernel's
@@ -36,12 +36,12 @@ use io_uring::{opcode, squeue, types, IoUring};
 use self::op::{cqe_result, Op, Tag};
 use super::flow::{Flow, Pools, Shut, Slab};
 use super::sys::{self, SockAddr};
-use super::{Driver, DriverKind, EgressError, Event, Limits, Recv, SockId, SockKind, Token};
+use super::{
+    Driver, DriverKind, EgressError, Event, Limits, Recv, SockId, SockKind, Token, CLOSE_LINGER,
+};
 
 /// Submission queue entries.
 const SQ_ENTRIES: u32 = 4096;
-/// How long a graceful close keeps flushing unsent data before giving up (closing anyway).
-pub const LINGER: Duration = Duration::from_secs(10);
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 enum Phase {
@@ -688,7 +688,7 @@ impl Driver for UringDriver {
                     gen,
                 );
             }
-            self.lingers.push((now + LINGER, slot, gen));
+            self.lingers.push((now + CLOSE_LINGER, slot, gen));
             return;
         }
         s.start_close(&mut cx, slot, gen);
@@ -780,5 +780,57 @@ impl Drop for UringDriver {
             );
             std::mem::forget(std::mem::replace(&mut self.socks, Slab::new(0)));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    /// After an exchange, an idle established socket holds no data buffer, and its slab
+    /// entry is small.
+    #[test]
+    fn idle_socket_holds_no_buffer() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut d = UringDriver::new(Limits::default()).unwrap();
+        let id = d
+            .open(
+                SockKind::Tcp,
+                l.local_addr().unwrap(),
+                Duration::from_secs(5),
+                Token(1),
+            )
+            .unwrap();
+        let mut evs = Vec::new();
+        while !evs.iter().any(|e| matches!(e, Event::Connected { .. })) {
+            d.wait(Some(Duration::from_secs(5)), &mut evs).unwrap();
+        }
+        let (mut peer, _) = l.accept().unwrap();
+        assert_eq!(d.send(id, b"hello"), 5);
+        d.wait(Some(Duration::ZERO), &mut evs).unwrap();
+        let mut buf = [0; 5];
+        peer.read_exact(&mut buf).unwrap();
+        peer.write_all(b"world").unwrap();
+        let mut got = Vec::new();
+        while got.len() < 5 {
+            d.wait(Some(Duration::from_millis(100)), &mut evs).unwrap();
+            while let Ok(n) = d.recv(id, &mut |b| {
+                got.extend_from_slice(b);
+                b.len()
+            }) {
+                assert!(n > 0);
+            }
+        }
+        assert_eq!(got, b"world");
+        d.wait(Some(Duration::from_millis(20)), &mut evs).unwrap();
+        let (slot, gen) = Slab::<Sock>::split(id);
+        let s = d.socks.get(slot, gen).unwrap();
+        assert!(!s.flow.rx.holds_memory() && !s.flow.tx.holds_memory());
+        assert_eq!(s.rx_op, RxOp::Poll, "idle: a poll, not a recv, is armed");
+        let entry = std::mem::size_of::<(u32, Option<Sock>)>();
+        eprintln!("uring slab entry: {entry} bytes");
+        assert!(entry <= 1024, "{entry}");
     }
 }
