@@ -292,7 +292,12 @@ fn run(opts: &Opts, command: &[String]) -> Result<ExitCode, Fail> {
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
 
-fn attach(opts: &Opts, netns: &PathBuf, tap: &str, configure: bool) -> Result<ExitCode, Fail> {
+fn attach(
+    opts: &Opts,
+    netns: &std::path::Path,
+    tap: &str,
+    configure: bool,
+) -> Result<ExitCode, Fail> {
     check_privileges()?;
     let sigs = block_signals();
     let ns = NetNs::open(netns)?;

@@ -125,6 +125,16 @@ impl Network {
         &self.link.stats
     }
 
+    /// Frame slots free in the pool now (all of them once stopped and drained).
+    pub fn pool_free(&self) -> usize {
+        self.link.pool.available()
+    }
+
+    /// Frame slots in the pool.
+    pub fn pool_capacity(&self) -> usize {
+        self.link.pool.capacity()
+    }
+
     /// Which egress driver runs and why (after `start`).
     pub fn driver_note(&self) -> &str {
         &self.driver_note

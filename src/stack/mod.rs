@@ -328,12 +328,9 @@ impl Engine {
         };
         let (kind, gen, idx) = untoken(t);
         match kind {
-            T_WAKE => {
-                if u64::from(idx) == WAKE_STOP {
-                    self.link.stop_fd.drain();
-                }
-                // from_guest / TAP: drained at the top of the next turn.
-            }
+            T_WAKE if u64::from(idx) == WAKE_STOP => self.link.stop_fd.drain(),
+            // from_guest / TAP wake-ups: drained at the top of the next turn.
+            T_WAKE => {}
             T_TCP => self
                 .tcp
                 .on_event(gen, idx, ev, &mut *self.driver, &self.link.stats),
