@@ -119,10 +119,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let verbose = match &cli.cmd {
-        Cmd::Run { opts, .. } | Cmd::Attach { opts, .. } => opts.verbose,
-    };
-    init_logging(verbose);
+    match &cli.cmd {
+        Cmd::Run { opts, .. } => init_logging(opts.verbose, false),
+        Cmd::Attach { opts, .. } => init_logging(opts.verbose, true),
+    }
     let result = match cli.cmd {
         Cmd::Run { opts, command } => run(&opts, &command),
         Cmd::Attach {
@@ -141,8 +141,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(verbose: u8) {
-    let level = match verbose {
+/// `attach` is a service: its start-up line (addresses, egress driver and why) is shown by
+/// default. `run` wraps a command and stays quiet unless asked.
+fn init_logging(verbose: u8, service: bool) {
+    let level = match verbose + u8::from(service) {
         0 => "warn",
         1 => "info",
         _ => "debug",
