@@ -248,6 +248,19 @@ impl GuestLink {
         lease.commit(frame.len())
     }
 
+    /// Frames `send`/`lease` can take right now without dropping (free ring entries, bounded
+    /// by free pool slots). A VMM that stops taking guest TX descriptors at 0 turns a
+    /// would-be drop into backpressure.
+    pub fn from_guest_room(&self) -> usize {
+        let ring = crate::network::RING_SLOTS.saturating_sub(self.link.from_guest.len());
+        ring.min(self.link.pool.available())
+    }
+
+    /// Frames waiting for the guest (without taking them).
+    pub fn to_guest_pending(&self) -> usize {
+        self.link.to_guest.len()
+    }
+
     /// Lease a slot to write a frame from the guest into without a copy.
     pub fn lease(&self) -> Option<TxLease<'_>> {
         match self.link.pool.lease() {

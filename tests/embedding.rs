@@ -254,3 +254,22 @@ fn guest_env_and_mac() {
     assert_eq!(env.len(), 3);
     assert_eq!(env[2].1, "addr=172.16.0.6/30,gw=172.16.0.5,dns=172.16.0.5");
 }
+
+#[test]
+fn room_and_pending_are_reported() {
+    let mut net = network();
+    let link = net.take_link().unwrap();
+    assert_eq!(link.from_guest_room(), ringnet::network::RING_SLOTS);
+    assert_eq!(link.to_guest_pending(), 0);
+    link.send(None, &arp_request(GW));
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while link.to_guest_pending() == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(link.to_guest_pending(), 1);
+    assert_eq!(
+        arp_replies(&collect(&link, Duration::from_millis(50))).len(),
+        1
+    );
+    net.shutdown().unwrap();
+}
