@@ -98,6 +98,12 @@ impl<E: std::fmt::Display> From<E> for Fail {
 }
 
 fn main() -> ExitCode {
+    // Per-flow socket buffers are large and zero-initialised. A fixed mmap threshold keeps
+    // them mmap-backed: zero pages on demand and returned on close. With glibc's default
+    // dynamic threshold, the first freed buffer raises the threshold and every later flow
+    // would memset its buffers from the heap.
+    // SAFETY: mallopt(3) only adjusts allocator tuning; called before any other thread runs.
+    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024) };
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
