@@ -174,15 +174,19 @@ pub fn capabilities(mtu: u32, offload: bool) -> DeviceCapabilities {
     caps.checksum.udp = Checksum::Tx;
     caps.checksum.icmpv4 = Checksum::Tx;
     caps.checksum.icmpv6 = Checksum::Tx;
-    if offload {
+    if offload && (mtu as usize + 14) < GSO_MAX_FRAME {
         caps.checksum.tcp = Checksum::None;
         let gso = std::num::NonZeroUsize::new(GSO_MAX_FRAME);
-        if (mtu as usize + 14) < GSO_MAX_FRAME {
-            // IPv6 stays unsegmented: smoltcp 0.14 drops IPv6 packets above the IP MTU
-            // before it looks at the segmentation metadata ("IPv6 fragmentation support is
-            // unimplemented"), so TCPv6 super-segments never reach the device.
-            caps.segmentation.tcpv4 = gso;
-        }
+        caps.segmentation.tcpv4 = gso;
+        caps.segmentation.tcpv6 = gso;
+        // smoltcp 0.14 drops an IPv6 packet above the device MTU before it looks at the
+        // segmentation metadata ("IPv6 fragmentation support is unimplemented"). Declare
+        // the largest MTU: smoltcp still never sends a segment above the guest's MSS except
+        // as a super-segment the guest's GSO cuts, and everything else it sends (ARP, NDP,
+        // echo replies) is no larger than what the guest sent.
+        caps.max_transmission_unit = 65_520 + 14;
+    } else if offload {
+        caps.checksum.tcp = Checksum::None;
     }
     caps
 }
