@@ -76,6 +76,7 @@ per_driver!(
     max_connections,
 );
 per_driver_mtu!(bulk_up, bulk_down, udp_echo);
+per_driver!(bulk_v6);
 
 const CASE_LIMIT: Duration = Duration::from_secs(180);
 const BULK_LIMIT: Duration = Duration::from_secs(900);
@@ -210,14 +211,27 @@ fn bulk_bytes() -> String {
 }
 
 fn bulk(driver: &'static str, mtu: u32, direction: &str) {
+    bulk_via(driver, mtu, direction, false, &bulk_bytes());
+}
+
+/// 256 MiB each way over IPv6 at MTU 1500: TCPv6 super-segments to the guest.
+fn bulk_v6(driver: &'static str, mtu: u32) {
+    for direction in ["up", "down"] {
+        bulk_via(driver, mtu, direction, true, &(256u64 << 20).to_string());
+    }
+}
+
+fn bulk_via(driver: &'static str, mtu: u32, direction: &str, v6: bool, bytes: &str) {
     require_privileges!("python3");
     let _wd = Watchdog::new(BULK_LIMIT);
     let mut tb = start(driver, mtu);
-    let gw = tb.slot().gw_v4.to_string();
-    let (mut srv, ready) = tb
-        .host
-        .spawn_helper("tcp_server.py", &["--bind", "127.0.0.1"]);
-    let bytes = bulk_bytes();
+    let (gw, bind) = if v6 {
+        (tb.slot().gw_v6.to_string(), "::1")
+    } else {
+        (tb.slot().gw_v4.to_string(), "127.0.0.1")
+    };
+    let (mut srv, ready) = tb.host.spawn_helper("tcp_server.py", &["--bind", bind]);
+    let bytes = bytes.to_string();
     let out = tcp_client_limit(
         &tb,
         "bulk",
