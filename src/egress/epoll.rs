@@ -234,10 +234,20 @@ impl Sock {
     fn read(&mut self, fd: RawFd, pools: &mut Pools, ready: &mut Vec<Event>) {
         let mut got = false;
         let mut rounds = 0;
+        let mut want = 1;
         while self.rx_ready && self.flow.rx_room(&pools.limits) {
             rounds += 1;
             let r = if self.flow.is_stream() {
-                self.flow.rx.fill(pools, |b| sys::recv(fd, b))
+                let mut filled = false;
+                let r = self.flow.rx.fill(pools, want, |b| {
+                    let r = sys::recv(fd, b);
+                    filled = matches!(r, Ok(k) if k == b.len());
+                    r
+                });
+                if filled {
+                    want = usize::MAX; // more is likely waiting: use the full ring
+                }
+                r
             } else {
                 let mut buf = std::mem::take(&mut pools.scratch);
                 let r = sys::recv(fd, &mut buf);

@@ -1,11 +1,12 @@
 //! Driver-independent socket state: buffers, buffer pools, the socket slab.
 //!
 //! # Buffers
-//! - Stream sockets hold one [`ByteRing`] per direction. A ring's memory (a `Box<[u8]>` of
-//!   `Limits::rx_buffer` / `Limits::tx_buffer` bytes) is taken from a [`Pool`] when the first
-//!   byte needs it and handed back as soon as the ring is empty and not lent to the kernel,
-//!   so an idle socket holds no data buffer. The pool keeps a few spares so the steady state
-//!   does not allocate.
+//! - Stream sockets hold one [`ByteRing`] per direction. A ring's memory is taken from the
+//!   pools when the first byte needs it — [`SMALL_BUFFER`] bytes first, regrown (data copied
+//!   to the start) to `Limits::rx_buffer` / `tx_buffer` only when more is needed and nothing
+//!   is lent — and handed back as soon as the ring is empty and not lent to the kernel, so an
+//!   idle socket holds no data buffer and 10,000 flows exchanging small messages at once hold
+//!   4 KiB each, not 256 KiB. The pools keep spares so the steady state does not allocate.
 //! - A ring region may be *lent* (to an in-flight io_uring op): while lent, the ring's memory
 //!   is never freed and the lent region is neither written (rx) nor consumed (tx) by us.
 //! - Datagram sockets queue `Vec<u8>`s (at most `rx_datagrams` / `tx_datagrams`), recycled
@@ -19,43 +20,27 @@ use super::{Event, Limits, Recv, SockId, SockKind, Token};
 
 /// Spare data buffers kept per pool (each one `rx_buffer` / `tx_buffer` bytes).
 const SPARE_BUFFERS: usize = 16;
+/// Spare small buffers kept.
+const SPARE_SMALL: usize = 256;
+/// First allocation of a ring: enough for a request or a response; a ring grows to its
+/// full size only when more is needed (and nothing is lent).
+pub(crate) const SMALL_BUFFER: usize = 4096;
 /// Spare datagram vectors kept, and the largest capacity worth keeping.
 const SPARE_VECS: usize = 256;
 const SPARE_VEC_MAX_CAP: usize = 9216;
 
 /// Fixed-size byte buffers, recycled.
-pub(crate) struct Pool {
+struct Pool {
     size: usize,
+    max_spare: usize,
     spare: Vec<Box<[u8]>>,
-}
-
-impl Pool {
-    fn new(size: usize) -> Pool {
-        Pool {
-            size,
-            spare: Vec::new(),
-        }
-    }
-
-    fn take(&mut self) -> Box<[u8]> {
-        // `vec![0; n]` is calloc: fresh large buffers are zero pages, no memset.
-        self.spare
-            .pop()
-            .unwrap_or_else(|| vec![0u8; self.size].into_boxed_slice())
-    }
-
-    fn give(&mut self, b: Box<[u8]>) {
-        if self.spare.len() < SPARE_BUFFERS && b.len() == self.size {
-            self.spare.push(b);
-        }
-    }
 }
 
 /// Every buffer source of one driver.
 pub(crate) struct Pools {
     pub limits: Limits,
-    rx: Pool,
-    tx: Pool,
+    /// By size: small, rx, tx (sizes may coincide; the first match serves).
+    pools: [Pool; 3],
     vecs: Vec<Vec<u8>>,
     /// Landing area for datagram receive (`recv(2)` is synchronous, so one is enough).
     pub scratch: Box<[u8]>,
@@ -63,12 +48,38 @@ pub(crate) struct Pools {
 
 impl Pools {
     pub fn new(limits: Limits) -> Pools {
+        let pool = |size: usize, max_spare| Pool {
+            size: size.max(1),
+            max_spare,
+            spare: Vec::new(),
+        };
         Pools {
             limits,
-            rx: Pool::new(limits.rx_buffer.max(1)),
-            tx: Pool::new(limits.tx_buffer.max(1)),
+            pools: [
+                pool(SMALL_BUFFER, SPARE_SMALL),
+                pool(limits.rx_buffer, SPARE_BUFFERS),
+                pool(limits.tx_buffer, SPARE_BUFFERS),
+            ],
             vecs: Vec::new(),
             scratch: vec![0u8; limits.max_datagram.max(1)].into_boxed_slice(),
+        }
+    }
+
+    fn take(&mut self, size: usize) -> Box<[u8]> {
+        let spare = self
+            .pools
+            .iter_mut()
+            .find(|p| p.size == size)
+            .and_then(|p| p.spare.pop());
+        // `vec![0; n]` is calloc: a fresh mmap-sized buffer is zero pages, no memset.
+        spare.unwrap_or_else(|| vec![0u8; size].into_boxed_slice())
+    }
+
+    fn give(&mut self, b: Box<[u8]>) {
+        if let Some(p) = self.pools.iter_mut().find(|p| p.size == b.len()) {
+            if p.spare.len() < p.max_spare {
+                p.spare.push(b);
+            }
         }
     }
 
@@ -86,10 +97,12 @@ impl Pools {
     }
 }
 
-/// A byte ring whose memory exists only while it holds data (or a region is lent).
+/// A byte ring whose memory exists only while it holds data (or a region is lent). Memory
+/// comes in two sizes: [`SMALL_BUFFER`] first, then `limit` when that is not enough.
 pub(crate) struct ByteRing {
     buf: Option<Box<[u8]>>,
-    cap: usize,
+    /// Most bytes the ring may hold (`Limits::rx_buffer` / `tx_buffer`).
+    limit: usize,
     head: usize,
     len: usize,
     /// The free region is lent to a writer (an in-flight `Recv`).
@@ -99,10 +112,10 @@ pub(crate) struct ByteRing {
 }
 
 impl ByteRing {
-    fn new(cap: usize) -> ByteRing {
+    fn new(limit: usize) -> ByteRing {
         ByteRing {
             buf: None,
-            cap: cap.max(1),
+            limit: limit.max(1),
             head: 0,
             len: 0,
             lent_free: false,
@@ -114,36 +127,77 @@ impl ByteRing {
         self.len
     }
 
-    pub fn room(&self) -> usize {
-        self.cap - self.len
+    fn mem_cap(&self) -> usize {
+        self.buf.as_ref().map_or(0, |b| b.len())
     }
 
-    /// Start and length of the free contiguous region after the data.
+    fn can_move(&self) -> bool {
+        !self.lent_free && !self.lent_data
+    }
+
+    /// Bytes that can be added now (the memory cannot grow while lent).
+    pub fn room(&self) -> usize {
+        if self.buf.is_some() && !self.can_move() {
+            self.mem_cap() - self.len
+        } else {
+            self.limit - self.len
+        }
+    }
+
+    /// Start and length of the free contiguous region after the data, in the memory held.
     fn free_region(&self) -> (usize, usize) {
-        let tail = (self.head + self.len) % self.cap;
-        let n = if self.len == self.cap {
+        let cap = self.mem_cap();
+        if cap == 0 {
+            return (0, 0);
+        }
+        let tail = (self.head + self.len) % cap;
+        let n = if self.len == cap {
             0
         } else if tail >= self.head {
-            self.cap - tail
+            cap - tail
         } else {
             self.head - tail
         };
         (tail, n)
     }
 
-    fn mem(&mut self, pool: &mut Pool) -> &mut [u8] {
-        self.buf.get_or_insert_with(|| pool.take())
+    /// Make `want` bytes (at most the room) free: take memory if none, grow to `limit`
+    /// (copying the data to the start) if the small buffer is too small and nothing is lent.
+    fn reserve(&mut self, want: usize, pools: &mut Pools) {
+        let want = want.min(self.limit - self.len).max(1);
+        let cap = self.mem_cap();
+        if cap == 0 {
+            let size = if want <= SMALL_BUFFER {
+                SMALL_BUFFER.min(self.limit)
+            } else {
+                self.limit
+            };
+            self.buf = Some(pools.take(size));
+            self.head = 0;
+        } else if cap - self.len < want && cap < self.limit && self.can_move() {
+            let mut new = pools.take(self.limit);
+            if let Some(old) = self.buf.take() {
+                let first = self.len.min(cap - self.head);
+                new[..first].copy_from_slice(&old[self.head..self.head + first]);
+                new[first..self.len].copy_from_slice(&old[..self.len - first]);
+                pools.give(old);
+            }
+            self.head = 0;
+            self.buf = Some(new);
+        }
     }
 
-    /// Lend the free contiguous region for writing (by the kernel or a `recv(2)`); ends with
-    /// [`ByteRing::commit`]. Returns a pointer valid until the ring memory is released, which
-    /// cannot happen while lent.
-    pub fn lend_free(&mut self, pool: &mut Pools, rx: bool) -> (*mut u8, usize) {
+    /// Lend the free contiguous region for writing (by the kernel); ends with
+    /// [`ByteRing::commit`]. `want` sizes the memory (see [`ByteRing::reserve`]). The pointer
+    /// stays valid until the memory is released or moved, neither of which happens while lent.
+    pub fn lend_free(&mut self, pools: &mut Pools, want: usize) -> (*mut u8, usize) {
+        self.reserve(want, pools);
         let (start, n) = self.free_region();
-        let p = if rx { &mut pool.rx } else { &mut pool.tx };
-        let mem = self.mem(p);
-        // `start < cap == mem.len()`: in bounds.
-        let ptr = mem[start..].as_mut_ptr();
+        let ptr = match &mut self.buf {
+            // `start < mem.len()`: in bounds.
+            Some(mem) => mem[start..].as_mut_ptr(),
+            None => std::ptr::NonNull::dangling().as_ptr(),
+        };
         self.lent_free = true;
         (ptr, n)
     }
@@ -156,15 +210,19 @@ impl ByteRing {
     }
 
     /// Let `f` write into the free contiguous region (a synchronous `recv(2)`); commits what
-    /// it reports written.
+    /// it reports written. `want` sizes the memory as for [`ByteRing::lend_free`].
     pub fn fill(
         &mut self,
         pools: &mut Pools,
+        want: usize,
         f: impl FnOnce(&mut [u8]) -> io::Result<usize>,
     ) -> io::Result<usize> {
+        self.reserve(want, pools);
         let (start, n) = self.free_region();
-        let mem = self.mem(&mut pools.rx);
-        let r = f(&mut mem[start..start + n]);
+        let r = match &mut self.buf {
+            Some(mem) => f(&mut mem[start..start + n]),
+            None => f(&mut []),
+        };
         if let Ok(k) = r {
             self.len += k.min(n);
         }
@@ -173,14 +231,15 @@ impl ByteRing {
 
     /// Copy as much of `data` in as fits; returns the count.
     pub fn push(&mut self, mut data: &[u8], pools: &mut Pools) -> usize {
+        self.reserve(data.len(), pools);
         let mut total = 0;
         while !data.is_empty() {
             let (start, n) = self.free_region();
             let n = n.min(data.len());
+            let Some(mem) = &mut self.buf else { break };
             if n == 0 {
                 break;
             }
-            let mem = self.mem(&mut pools.tx);
             mem[start..start + n].copy_from_slice(&data[..n]);
             self.len += n;
             total += n;
@@ -192,7 +251,7 @@ impl ByteRing {
     /// The contiguous data at the head.
     pub fn data(&self) -> &[u8] {
         match &self.buf {
-            Some(b) => &b[self.head..(self.head + self.len).min(self.cap)],
+            Some(b) => &b[self.head..(self.head + self.len).min(b.len())],
             None => &[],
         }
     }
@@ -214,7 +273,8 @@ impl ByteRing {
     pub fn consume(&mut self, n: usize) {
         debug_assert!(n <= self.len);
         self.lent_data = false;
-        self.head = (self.head + n) % self.cap;
+        let cap = self.mem_cap().max(1);
+        self.head = (self.head + n) % cap;
         self.len -= n;
         // Rewind to the start for larger contiguous regions, unless a writer holds a
         // pointer computed from the current tail.
@@ -225,7 +285,7 @@ impl ByteRing {
 
     /// Drop all data (after a fatal error). Not while lent.
     fn clear(&mut self) {
-        if !self.lent_free && !self.lent_data {
+        if self.can_move() {
             self.head = 0;
             self.len = 0;
         }
@@ -237,11 +297,11 @@ impl ByteRing {
     }
 
     /// Give the memory back when nothing is stored and nothing is lent.
-    fn release(&mut self, pool: &mut Pool) {
-        if self.len == 0 && !self.lent_free && !self.lent_data {
+    fn release(&mut self, pools: &mut Pools) {
+        if self.len == 0 && self.can_move() {
             self.head = 0;
             if let Some(b) = self.buf.take() {
-                pool.give(b);
+                pools.give(b);
             }
         }
     }
@@ -359,7 +419,7 @@ impl Flow {
             if !d.is_empty() {
                 let n = f(d).min(d.len());
                 self.rx.consume(n);
-                self.rx.release(&mut pools.rx);
+                self.rx.release(pools);
                 return Ok(n);
             }
         } else if let Some(d) = self.drx.front() {
@@ -429,8 +489,8 @@ impl Flow {
 
     /// Return memory that holds nothing (and is not lent).
     pub fn release(&mut self, pools: &mut Pools) {
-        self.rx.release(&mut pools.rx);
-        self.tx.release(&mut pools.tx);
+        self.rx.release(pools);
+        self.tx.release(pools);
     }
 
     /// Return everything; only once no operation can touch the buffers any more.
@@ -565,7 +625,7 @@ mod tests {
         r.consume(4);
         assert_eq!(r.data(), b"ijkl");
         r.consume(4);
-        r.release(&mut p.tx);
+        r.release(&mut p);
         assert!(!r.holds_memory());
     }
 
@@ -573,15 +633,15 @@ mod tests {
     fn consume_during_lent_write_keeps_the_tail() {
         let mut p = pools(16);
         let mut r = ByteRing::new(16);
-        let (ptr, n) = r.lend_free(&mut p, true);
+        let (ptr, n) = r.lend_free(&mut p, 16);
         assert_eq!(n, 16);
         // SAFETY: the lent region is 16 writable bytes.
         unsafe { std::ptr::copy_nonoverlapping(b"abcd".as_ptr(), ptr, 4) };
         r.commit(4);
-        let (ptr, n) = r.lend_free(&mut p, true);
+        let (ptr, n) = r.lend_free(&mut p, 16);
         assert_eq!(n, 12);
         r.consume(4); // the caller drains while the next write is in flight
-        r.release(&mut p.rx);
+        r.release(&mut p);
         assert!(r.holds_memory(), "memory freed while lent");
         // SAFETY: still 12 writable bytes at the lent region.
         unsafe { std::ptr::copy_nonoverlapping(b"ef".as_ptr(), ptr, 2) };

@@ -356,7 +356,9 @@ impl Sock {
     }
 
     fn submit_recv(&mut self, cx: &mut Cx<'_>, slot: u32, gen: u32) {
-        let (ptr, n) = self.flow.rx.lend_free(cx.pools, true);
+        // Idle-to-active: the small buffer; streaming: the full ring.
+        let want = if self.streaming { usize::MAX } else { 1 };
+        let (ptr, n) = self.flow.rx.lend_free(cx.pools, want);
         let len = u32::try_from(n).unwrap_or(u32::MAX);
         self.rx_offered = len as usize;
         let sqe = opcode::Recv::new(self.fd(), ptr, len).build();
