@@ -1,0 +1,400 @@
+#!/usr/bin/env bash
+# perf/compare.sh - compare ringnet with pasta, slirp4netns and a plain veth pair.
+#
+# One run measures every backend, each serving a fresh "guest" network namespace
+# whose traffic goes to servers in an isolated "host" namespace made by this
+# script (loopback + a dead-end ifb sink carrying the default routes; nothing
+# leaves the namespaces made here):
+#
+#   veth           kernel limit: veth pair, host end 10.0.2.2, guest 10.0.2.100
+#   pasta          pasta --config-net (guest 10.0.2.100, gw 10.0.2.2 -> host loopback)
+#   slirp4netns    slirp4netns --configure (same addressing)
+#   ringnet-uring  ringnet attach --egress uring (guest 172.16.0.2, gw 172.16.0.1 -> host loopback)
+#   ringnet-epoll  ringnet attach --egress epoll
+#
+# Tests (per backend session, cheap and fragile first, host->guest bulk last):
+#   tcp_rr udp_rr  1-byte request/response, one flow: p50/p99/p99.9 and rate
+#   tcp_crr        connect + 1-byte request/response + close, back to back
+#   tcp_up_1/4     iperf3 TCP guest->host, 1 and 4 streams
+#   udp_up         iperf3 UDP guest->host, -b 0 -l $PERF_UDP_LEN: receiver rate, loss
+#   tcp_down_1/4   iperf3 TCP host->guest (-R), 1 and 4 streams
+# plus, for every test, CPU seconds of the backend process (/proc/PID/stat
+# utime+stime, all threads) and of the machine (/proc/stat busy, all CPUs).
+#
+# Environment (defaults in brackets):
+#   PERF_SECONDS [5]      seconds per iperf3 test
+#   PERF_RR_SECONDS [min(3,PERF_SECONDS)]  seconds per rr/crr test
+#   PERF_RUNS [3]         repetitions (medians are reported)
+#   PERF_MTUS ["65520 1500"]
+#   PERF_BACKENDS ["veth pasta slirp4netns ringnet-uring ringnet-epoll"]
+#   PERF_PIN [both]       both | pinned | unpinned ("pinned": taskset -c 0 for
+#                         backend, servers and clients; ringnet also --cpu 0)
+#   PERF_TESTS            subset of the tests above, in the order given
+#   PERF_UDP_LEN [1400]   UDP payload (capped to MTU-28)
+#   PERF_CPU [0]          the CPU used when pinned
+#   RINGNET_BIN [target/release/ringnet]  (built with cargo when missing)
+#   PERF_NO_INSTALL=1     never apt-get/pip install missing tools
+#   PERF_TAG              results file stem (default YYYYMMDD-HHMM)
+#
+# Output: perf/results/<stamp>-<host>.md (tables), .jsonl (one line per
+# measurement), .csv (medians), perf/results/<stamp>.png (chart); logs and raw
+# tool output under perf/results/tmp/<stamp>/.
+#
+# Safety: every process runs under `timeout` and is stopped by PID; the
+# namespaces/links made here are deleted by their exact names on exit.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/.." && pwd)
+T=${PERF_SECONDS:-5}
+RR_T=${PERF_RR_SECONDS:-$((T < 3 ? T : 3))}
+RUNS=${PERF_RUNS:-3}
+MTUS=${PERF_MTUS:-"65520 1500"}
+BACKENDS=${PERF_BACKENDS:-"veth pasta slirp4netns ringnet-uring ringnet-epoll"}
+PIN=${PERF_PIN:-both}
+TESTS=${PERF_TESTS:-"tcp_rr udp_rr tcp_crr tcp_up_1 tcp_up_4 udp_up tcp_down_1 tcp_down_4"}
+UDP_LEN=${PERF_UDP_LEN:-1400}
+CPU=${PERF_CPU:-0}
+RINGNET_BIN=${RINGNET_BIN:-$REPO/target/release/ringnet}
+STAMP=${PERF_TAG:-$(date +%Y%m%d-%H%M)}
+HOST=$(hostname -s 2>/dev/null || echo host)
+RESDIR=$HERE/results
+WORK=$RESDIR/tmp/$STAMP
+IPORT=5201
+RPORT=7801
+
+case $PIN in
+both) PINMODES="pinned unpinned" ;;
+pinned | unpinned) PINMODES=$PIN ;;
+*) echo "PERF_PIN must be both, pinned or unpinned" >&2; exit 2 ;;
+esac
+
+[ "$(id -u)" = 0 ] || { echo "compare.sh: must run as root (namespaces, TAP)" >&2; exit 1; }
+
+# ---------------------------------------------------------------- dependencies
+need_pkgs=()
+for pair in ip:iproute2 iperf3:iperf3 pasta:passt slirp4netns:slirp4netns gcc:gcc \
+	taskset:util-linux timeout:coreutils sysctl:procps python3:python3 ss:iproute2; do
+	command -v "${pair%%:*}" >/dev/null 2>&1 || need_pkgs+=("${pair#*:}")
+done
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+	if [ -n "${PERF_NO_INSTALL:-}" ]; then
+		echo "compare.sh: missing packages: ${need_pkgs[*]}" >&2
+		exit 1
+	fi
+	echo "compare.sh: installing ${need_pkgs[*]}" >&2
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq && apt-get install -y -qq --no-install-recommends \
+		"${need_pkgs[@]}" libc6-dev >/dev/null
+fi
+[ -e /dev/net/tun ] || { echo "compare.sh: /dev/net/tun missing" >&2; exit 1; }
+case " $BACKENDS " in
+*" ringnet-"*)
+	if [ ! -x "$RINGNET_BIN" ]; then
+		echo "compare.sh: building ringnet (cargo build --release)" >&2
+		(cd "$REPO" && timeout 1200 cargo build --release) >&2
+	fi
+	;;
+esac
+
+mkdir -p "$WORK/raw"
+LOG=$WORK/compare.log
+: >"$LOG"
+RRB=$WORK/rrbench
+gcc -O2 -Wall -o "$RRB" "$HERE/rrbench.c"
+RES=$RESDIR/$STAMP-$HOST.jsonl
+: >"$RES"
+CLK=$(getconf CLK_TCK)
+
+log() { echo "[$(date +%T)] $*" | tee -a "$LOG" >&2; }
+
+# ---------------------------------------------------------------- bookkeeping
+TAG=rnp$$
+HOSTNS=${TAG}h
+MADE_NS=()   # namespaces made here (deleted by exact name)
+BG=()        # PIDs of `timeout` wrappers of everything started in background
+
+cleanup() {
+	set +e
+	local p n
+	for p in "${BG[@]}"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done
+	for p in "${BG[@]}"; do [ -n "$p" ] && wait "$p" 2>/dev/null; done
+	BG=()
+	for n in "${MADE_NS[@]}"; do [ -n "$n" ] && ip netns del "$n" 2>/dev/null; done
+	MADE_NS=()
+}
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT TERM HUP
+
+# bg LIFETIME_S LOGFILE CMD... : start CMD under timeout; sets BGPID (the
+# timeout wrapper, which forwards SIGTERM) and CHILD (the command itself:
+# taskset and `ip netns exec` exec, so it is the real server/backend PID).
+bg() {
+	local life=$1 logf=$2 i
+	shift 2
+	timeout -k 3 "$life" "$@" >>"$logf" 2>&1 &
+	BGPID=$!
+	BG+=("$BGPID")
+	CHILD=""
+	for i in $(seq 50); do
+		CHILD=$(cat "/proc/$BGPID/task/$BGPID/children" 2>/dev/null | awk '{print $1}')
+		[ -n "$CHILD" ] && break
+		sleep 0.02
+	done
+}
+stop_bg() { # stop one wrapper by PID and forget it
+	local p=$1 i
+	[ -n "$p" ] || return 0
+	kill "$p" 2>/dev/null || true
+	for i in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+	wait "$p" 2>/dev/null || true
+	for i in "${!BG[@]}"; do [ "${BG[$i]}" = "$p" ] && unset 'BG[i]'; done
+	BG=("${BG[@]}")
+}
+del_ns() {
+	local n=$1 i
+	ip netns del "$n" 2>/dev/null || true
+	for i in "${!MADE_NS[@]}"; do [ "${MADE_NS[$i]}" = "$n" ] && unset 'MADE_NS[i]'; done
+	MADE_NS=("${MADE_NS[@]}")
+}
+
+ns_sysctls() {
+	ip netns exec "$1" sysctl -qw net.ipv4.tcp_tw_reuse=1 \
+		net.ipv4.ip_local_port_range="10000 65001" >/dev/null
+}
+
+setup_host() {
+	ip netns add "$HOSTNS"
+	MADE_NS+=("$HOSTNS")
+	ip -n "$HOSTNS" link set lo up
+	# Dead-end sink with default routes for both families (pasta wants a
+	# template interface with a default route; ringnet activates a family
+	# only when the host can route it).  ifb drops what it is given.
+	ip -n "$HOSTNS" link add sink0 type ifb
+	ip -n "$HOSTNS" link set sink0 up
+	ip -n "$HOSTNS" addr add 10.254.0.1/24 dev sink0
+	ip -n "$HOSTNS" -6 addr add fd00:fe::1/64 dev sink0 nodad
+	ip -n "$HOSTNS" route add default via 10.254.0.2 dev sink0
+	ip -n "$HOSTNS" -6 route add default via fd00:fe::2 dev sink0
+	ns_sysctls "$HOSTNS"
+}
+
+# ---------------------------------------------------------------- backends
+# Each attach_* sets BPID (backend process, "" for veth), BWRAP (its timeout
+# wrapper) and SERVER (the address the guest uses for host services).
+PFX=()       # taskset prefix when pinned
+BPID="" BWRAP="" SERVER=""
+
+attach_veth() {
+	local g=$1 mtu=$2
+	ip -n "$HOSTNS" link add vh0 mtu "$mtu" type veth peer name eth0 netns "$g" mtu "$mtu"
+	ip -n "$HOSTNS" addr add 10.0.2.2/24 dev vh0
+	ip -n "$HOSTNS" link set vh0 up
+	ip -n "$g" addr add 10.0.2.100/24 dev eth0
+	ip -n "$g" link set eth0 up
+	ip -n "$g" route add default via 10.0.2.2
+	BPID="" BWRAP="" SERVER=10.0.2.2
+}
+detach_veth() { ip -n "$HOSTNS" link del vh0 2>/dev/null || true; }
+
+attach_pasta() {
+	local g=$1 mtu=$2
+	# Debian 12 pasta (0.0~git20230309): --runas 0 is needed with --netns;
+	# -d segfaults it; -t/-u/-T/-U none keep traffic on the tap path.
+	bg "$LIFE" "$WORK/pasta.log" "${PFX[@]}" ip netns exec "$HOSTNS" \
+		pasta -f -4 --runas 0 --config-net -m "$mtu" -a 10.0.2.100 -n 24 \
+		-g 10.0.2.2 -I tap0 -t none -u none -T none -U none \
+		--netns "/run/netns/$g"
+	BPID=$CHILD BWRAP=$BGPID SERVER=10.0.2.2
+}
+
+attach_slirp4netns() {
+	local g=$1 mtu=$2
+	bg "$LIFE" "$WORK/slirp4netns.log" "${PFX[@]}" ip netns exec "$HOSTNS" \
+		slirp4netns --configure --mtu="$mtu" --netns-type=path "/run/netns/$g" tap0
+	BPID=$CHILD BWRAP=$BGPID SERVER=10.0.2.2
+}
+
+attach_ringnet() { # GUEST MTU DRIVER
+	local g=$1 mtu=$2 drv=$3 cpuopt=()
+	[ "$PINMODE" = pinned ] && cpuopt=(--cpu "$CPU")
+	bg "$LIFE" "$WORK/ringnet-$drv.log" "${PFX[@]}" ip netns exec "$HOSTNS" \
+		"$RINGNET_BIN" attach --netns "/run/netns/$g" --tap tap0 --configure \
+		--mtu "$mtu" --egress "$drv" --stats "${cpuopt[@]}"
+	BPID=$CHILD BWRAP=$BGPID SERVER=172.16.0.1
+}
+attach_ringnet-uring() { attach_ringnet "$1" "$2" uring; }
+attach_ringnet-epoll() { attach_ringnet "$1" "$2" epoll; }
+
+backend_alive() { [ -z "$BWRAP" ] || kill -0 "$BPID" 2>/dev/null; }
+
+wait_ready() { # guest: until a TCP echo through the backend works (10 s)
+	local g=$1 i
+	for i in $(seq 40); do
+		backend_alive || return 1
+		if ip netns exec "$g" timeout 3 "$RRB" tcp_crr -H "$SERVER" -p $RPORT \
+			-d 0.2 2>/dev/null | grep -q '"count":[1-9]'; then
+			return 0
+		fi
+		sleep 0.25
+	done
+	return 1
+}
+
+# ---------------------------------------------------------------- measuring
+proc_cpu() { # utime+stime (jiffies) of a whole process, "-" if none
+	if [ -n "$1" ] && [ -r "/proc/$1/stat" ]; then
+		sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12+$13}'
+	else
+		echo -
+	fi
+}
+# "busy steal busy-of-CPU$CPU" in jiffies; busy = user+nice+system+irq+softirq
+sys_cpu() {
+	awk -v c="cpu$CPU" '$1=="cpu"{b=$2+$3+$4+$7+$8; s=$9} $1==c{p=$2+$3+$4+$7+$8}
+		END{print b, s, p}' /proc/stat
+}
+
+NDONE=0
+record() { # TEST BACKEND RAWFILE RC bc0 bc1 s0 s1 t0 t1
+	local alive=0
+	backend_alive && alive=1
+	python3 "$HERE/record.py" --test "$1" --backend "$2" --file "$3" --rc "$4" \
+		--bcpu0 "$5" --bcpu1 "$6" --sys0 "$7" --sys1 "$8" --t0 "$9" --t1 "${10}" \
+		--run "$RUN" --mtu "$MTU" --pin "$PINMODE" --clk "$CLK" --alive $alive \
+		--load "$(cut -d' ' -f1 /proc/loadavg)" >>"$RES"
+	NDONE=$((NDONE + 1))
+	printf '[%d/%d]' "$NDONE" "$NTOTAL" | tee -a "$LOG" >&2
+	tail -n1 "$RES" | python3 "$HERE/record.py" --line | tee -a "$LOG" >&2
+}
+
+run_test() { # BACKEND GUEST TEST
+	local b=$1 g=$2 t=$3 f rc=0 args=() bc0 bc1 s0 s1 t0 t1 srv="" ulen
+	f=$WORK/raw/$PINMODE-$MTU-run$RUN-$b-$t.json
+	: >"$f"
+	if ! backend_alive; then
+		record "$t" "$b" "$f" 99 - - "0 0 0" "0 0 0" 0 0
+		return
+	fi
+	ulen=$UDP_LEN
+	[ "$ulen" -gt $((MTU - 28)) ] && ulen=$((MTU - 28))
+	case $t in
+	tcp_up_1) args=(-t "$T") ;;
+	tcp_up_4) args=(-t "$T" -P 4) ;;
+	tcp_down_1) args=(-t "$T" -R) ;;
+	tcp_down_4) args=(-t "$T" -R -P 4) ;;
+	udp_up) args=(-t "$T" -u -b 0 -l "$ulen") ;;
+	tcp_rr | udp_rr | tcp_crr) ;;
+	*) log "unknown test $t"; return ;;
+	esac
+	if [ ${#args[@]} -gt 0 ]; then
+		# a fresh one-shot iperf3 server per test: a wedged test cannot
+		# leave a busy server behind for the next one
+		bg $((T + 40)) "$WORK/iperf3-server.log" "${PFX[@]}" \
+			ip netns exec "$HOSTNS" iperf3 -s -1 -p $IPORT
+		srv=$BGPID
+		local i
+		for i in $(seq 30); do
+			ip netns exec "$HOSTNS" ss -Hltn "sport = :$IPORT" | grep -q . && break
+			sleep 0.1
+		done
+	fi
+	bc0=$(proc_cpu "$BPID"); s0=$(sys_cpu); t0=$(date +%s.%N)
+	if [ -n "$srv" ]; then
+		"${PFX[@]}" ip netns exec "$g" timeout -k 3 $((T + 25)) iperf3 -c "$SERVER" \
+			-p $IPORT --connect-timeout 3000 -J "${args[@]}" >"$f" 2>>"$LOG" || rc=$?
+	else
+		"${PFX[@]}" ip netns exec "$g" timeout -k 3 $((RR_T + 20)) "$RRB" "$t" \
+			-H "$SERVER" -p $RPORT -d "$RR_T" >"$f" 2>>"$LOG" || rc=$?
+	fi
+	bc1=$(proc_cpu "$BPID"); s1=$(sys_cpu); t1=$(date +%s.%N)
+	if [ -n "$srv" ]; then
+		# the one-shot server exits by itself once the client is done
+		local i
+		for i in $(seq 20); do kill -0 "$srv" 2>/dev/null || break; sleep 0.1; done
+		stop_bg "$srv"
+	fi
+	record "$t" "$b" "$f" "$rc" "$bc0" "$bc1" "$s0" "$s1" "$t0" "$t1"
+	sleep 0.3
+}
+
+session() { # BACKEND: one fresh guest, all tests
+	local b=$1 g=${TAG}g t rsrv
+	bg "$LIFE" "$WORK/rrbench-server.log" "${PFX[@]}" ip netns exec "$HOSTNS" \
+		"$RRB" server -p $RPORT -L "$LIFE"
+	rsrv=$BGPID
+	ip netns add "$g"
+	MADE_NS+=("$g")
+	ip -n "$g" link set lo up
+	ns_sysctls "$g"
+	BPID="" BWRAP="" SERVER=""
+	local why=""
+	if ! "attach_$b" "$g" "$MTU" >>"$LOG" 2>&1; then
+		why="attach failed"
+	elif ! wait_ready "$g"; then
+		why="guest cannot reach $SERVER:$RPORT within 10 s$(backend_alive || echo ' (backend exited)')"
+	fi
+	if [ -n "$why" ]; then
+		log "$b: $why; recording failures for its tests"
+		[ -n "$BWRAP" ] && stop_bg "$BWRAP"
+		for t in $TESTS; do
+			: >"$WORK/raw/empty"
+			BPID="" BWRAP=dead
+			record "$t" "$b" "$WORK/raw/empty" 98 - - "0 0 0" "0 0 0" 0 0
+		done
+		BWRAP=""
+	else
+		for t in $TESTS; do run_test "$b" "$g" "$t"; done
+	fi
+	if [ -n "$BWRAP" ] && [ "$BWRAP" != dead ]; then
+		backend_alive || log "$b: backend exited during the session"
+		stop_bg "$BWRAP"
+	fi
+	[ "$b" = veth ] && detach_veth
+	del_ns "$g"
+	stop_bg "$rsrv"
+	BPID="" BWRAP=""
+}
+
+# ---------------------------------------------------------------- main
+ntests=$(wc -w <<<"$TESTS")
+NTOTAL=$(($(wc -w <<<"$PINMODES") * $(wc -w <<<"$MTUS") * RUNS * $(wc -w <<<"$BACKENDS") * ntests))
+LIFE=$(((T + 45) * ntests + 120)) # upper bound of one backend session
+{
+	echo "date: $(date -Is)  host: $HOST  kernel: $(uname -r)  cpus: $(nproc)"
+	echo "ringnet: $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null) $("$RINGNET_BIN" --version 2>/dev/null || true)"
+	echo "pasta: $(dpkg-query -W -f='${Version}' passt 2>/dev/null)  slirp4netns: $(slirp4netns --version 2>/dev/null | head -1)  iperf3: $(iperf3 --version | head -1)"
+	echo "PERF_SECONDS=$T PERF_RR_SECONDS=$RR_T PERF_RUNS=$RUNS PERF_MTUS='$MTUS' PERF_PIN=$PIN PERF_UDP_LEN=$UDP_LEN"
+	echo "backends: $BACKENDS"
+	echo "tests: $TESTS"
+	echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews machine CPU and results)"
+	echo "measurements: $NTOTAL (about $((NTOTAL / ntests * (5 * T + 3 * RR_T + 12) / 60 + 1)) min)"
+} | tee "$WORK/env.txt" >&2
+
+setup_host
+for PINMODE in $PINMODES; do
+	PFX=()
+	[ "$PINMODE" = pinned ] && PFX=(taskset -c "$CPU")
+	for MTU in $MTUS; do
+		for RUN in $(seq 1 "$RUNS"); do
+			for b in $BACKENDS; do
+				log "== $PINMODE, MTU $MTU, run $RUN/$RUNS: $b"
+				session "$b"
+			done
+		done
+	done
+done
+cleanup
+
+# the chart needs matplotlib: pip (PyPI), else Debian's python3-matplotlib
+if ! python3 -c 'import matplotlib' 2>/dev/null && [ -z "${PERF_NO_INSTALL:-}" ]; then
+	log "installing matplotlib"
+	timeout 300 python3 -m pip install -q matplotlib >>"$LOG" 2>&1 ||
+		{ apt-get install -y -qq python3-matplotlib >>"$LOG" 2>&1 || true; }
+fi
+
+python3 "$HERE/summarize.py" "$RES" \
+	--md "$RESDIR/$STAMP-$HOST.md" --csv "$RESDIR/$STAMP-$HOST.csv" \
+	--png "$RESDIR/$STAMP.png" --env "$WORK/env.txt" || log "summary failed"
+cat "$RESDIR/$STAMP-$HOST.md" 2>/dev/null || true
+log "results: $RESDIR/$STAMP-$HOST.md (.jsonl, .csv), chart $RESDIR/$STAMP.png, logs $WORK"
