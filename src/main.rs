@@ -256,6 +256,16 @@ fn start(opts: &Opts, ns: &NetNs, tap_name: &str, configure: bool) -> Result<Net
 fn finish(mut net: Network, opts: &Opts) -> Result<(), Fail> {
     let r = net.shutdown();
     if opts.stats {
+        let c = net.link_counters();
+        eprintln!(
+            "from_guest frames {} bytes {} drops {}\nto_guest frames {} bytes {} drops {}",
+            c.from_guest_frames,
+            c.from_guest_bytes,
+            c.from_guest_drops,
+            c.to_guest_frames,
+            c.to_guest_bytes,
+            c.to_guest_drops
+        );
         eprint!("{}", net.stats().render());
     }
     r.map_err(Fail::from)

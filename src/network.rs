@@ -125,6 +125,14 @@ impl Network {
         &self.link.stats
     }
 
+    /// Frame and byte counters of both directions of the link.
+    pub fn link_counters(&self) -> LinkCounters {
+        GuestLink {
+            link: self.link.clone(),
+        }
+        .counters()
+    }
+
     /// Frame slots free in the pool now (all of them once stopped and drained).
     pub fn pool_free(&self) -> usize {
         self.link.pool.available()

@@ -283,6 +283,15 @@ impl ByteRing {
         }
     }
 
+    /// Move still-queued data of a small first-tier buffer into a full-size one, once nothing
+    /// is lent. A stream socket whose `Send` is always in flight never has an unlent moment
+    /// inside `push`, so without this its transmit ring would stay at [`SMALL_BUFFER`].
+    pub fn grow(&mut self, pools: &mut Pools) {
+        if self.len > 0 && self.mem_cap() < self.limit && self.can_move() {
+            self.reserve(self.limit, pools);
+        }
+    }
+
     /// Drop all data (after a fatal error). Not while lent.
     fn clear(&mut self) {
         if self.can_move() {
@@ -627,6 +636,24 @@ mod tests {
         r.consume(4);
         r.release(&mut p);
         assert!(!r.holds_memory());
+    }
+
+    #[test]
+    fn transmit_ring_outgrows_the_first_tier_while_sends_are_in_flight() {
+        let mut p = pools(1 << 20);
+        let mut r = ByteRing::new(1 << 20);
+        assert_eq!(r.push(b"hello", &mut p), 5); // a small first write: small buffer
+        let (_, n) = r.lend_data(); // its Send is in flight
+        assert_eq!(n, 5);
+        assert!(r.room() <= SMALL_BUFFER, "cannot grow while lent");
+        let big = vec![7u8; 64 * 1024];
+        let took = r.push(&big, &mut p);
+        assert!(took < SMALL_BUFFER);
+        r.consume(5); // the Send completed; more data is queued
+        r.grow(&mut p);
+        assert_eq!(r.room(), (1 << 20) - took, "grown to the full size");
+        assert_eq!(r.data().len(), took);
+        assert!(r.data().iter().all(|&b| b == 7));
     }
 
     #[test]

@@ -61,6 +61,9 @@ use device::GuestDevice;
 /// Frames taken from `from_guest` per loop turn.
 pub const BATCH: usize = 64;
 
+/// How soon to look again when a VMM has not drained `to_guest`.
+const BACKOFF: Duration = Duration::from_micros(200);
+
 const T_WAKE: u64 = 0;
 const T_TCP: u64 = 1;
 const T_UDP: u64 = 2;
@@ -297,6 +300,9 @@ impl Engine {
             }
             if more {
                 timeout = Some(Duration::ZERO);
+            } else if self.tcp.has_dirty() {
+                // Flows wait for the VMM to drain `to_guest`; look again shortly.
+                timeout = Some(timeout.map_or(BACKOFF, |t| t.min(BACKOFF)));
             }
             let parked = timeout != Some(Duration::ZERO) && self.link.from_guest.park();
             if !parked && timeout != Some(Duration::ZERO) {
@@ -459,12 +465,7 @@ impl Engine {
     /// Hand the frames of this turn to the guest: write them to the TAP, or wake the VMM.
     fn flush_to_guest(&mut self) -> Result<(), StackError> {
         if let Some(tap) = &mut self.tap {
-            while let Some(frame) = self.link.to_guest.pop() {
-                if tap.write_frame(&self.link.pool, &frame).is_err() {
-                    Stats::inc(&self.link.stats.to_guest_dropped);
-                }
-                self.link.pool.release(frame);
-            }
+            write_to_tap(tap, &self.link.pool, &self.link.to_guest, &self.link.stats);
         } else if self.sent > 0 {
             self.link.to_guest.notify();
         }
@@ -488,9 +489,34 @@ pub(crate) struct Port<'a> {
     pub scratch: &'a mut Vec<u8>,
     pub offload: bool,
     pub now: SmolInstant,
+    /// The TAP this thread writes `to_guest` frames to, if it serves one.
+    pub tap: Option<&'a mut Tap>,
+    pub stats: &'a Stats,
 }
 
+/// `to_guest` frames at which the producer makes room before producing more.
+const TO_GUEST_HIGH: usize = crate::network::RING_SLOTS * 3 / 4;
+
 impl Port<'_> {
+    /// Make sure the `to_guest` ring can take a burst: with a TAP, write the queued frames
+    /// out now; for a VMM link, report `false` when the VMM has not drained it yet (the
+    /// caller then leaves work for the next turn instead of dropping frames).
+    pub fn room(&mut self) -> bool {
+        if self.to_guest.len() < TO_GUEST_HIGH {
+            return true;
+        }
+        match self.tap.as_deref_mut() {
+            Some(tap) => {
+                write_to_tap(tap, self.pool, self.to_guest, self.stats);
+                true
+            }
+            None => {
+                self.to_guest.notify();
+                false
+            }
+        }
+    }
+
     /// A smoltcp device offering `rx` (at most one frame) and transmitting to the guest.
     pub fn device(&mut self, rx: Option<Frame>) -> GuestDevice<'_> {
         GuestDevice {
@@ -540,6 +566,16 @@ impl ToGuest<'_> {
     }
 }
 
+/// Write every queued `to_guest` frame to the TAP.
+fn write_to_tap(tap: &mut Tap, pool: &Pool, ring: &Ring, stats: &Stats) {
+    while let Some(frame) = ring.pop() {
+        if tap.write_frame(pool, &frame).is_err() {
+            Stats::inc(&stats.to_guest_dropped);
+        }
+        pool.release(frame);
+    }
+}
+
 fn now_since(epoch: std::time::Instant) -> SmolInstant {
     SmolInstant::from_micros(epoch.elapsed().as_micros() as i64)
 }
@@ -555,6 +591,8 @@ macro_rules! port {
             scratch: &mut $e.scratch,
             offload: $e.offload,
             now: now_since($e.epoch),
+            tap: $e.tap.as_mut(),
+            stats: &$e.link.stats,
         }
     };
 }

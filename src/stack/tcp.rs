@@ -317,7 +317,12 @@ impl Flows {
     ) {
         let mut dirty = std::mem::take(&mut self.dirty);
         let now = port.now;
-        for &idx in &dirty {
+        for (i, &idx) in dirty.iter().enumerate() {
+            if !port.room() {
+                // The VMM has not drained `to_guest`: the rest wait for the next turn.
+                self.dirty.extend_from_slice(&dirty[i..]);
+                break;
+            }
             let Some(Some(flow)) = self.slab.get_mut(idx as usize) else {
                 continue;
             };
@@ -353,6 +358,11 @@ impl Flows {
         stats
             .tcp_active
             .store(self.active as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Flows left to service (a VMM has not drained `to_guest` yet).
+    pub fn has_dirty(&self) -> bool {
+        !self.dirty.is_empty()
     }
 
     /// Shutdown: reset every host socket.

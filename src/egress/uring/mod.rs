@@ -472,7 +472,10 @@ impl Sock {
                 self.tx_op = false;
                 if self.flow.is_stream() {
                     match res {
-                        Ok(n) => self.flow.tx.consume(n),
+                        Ok(n) => {
+                            self.flow.tx.consume(n);
+                            self.flow.tx.grow(cx.pools);
+                        }
                         Err(e) => {
                             self.flow.tx.unlend();
                             if matches!(self.phase, Phase::Open | Phase::Lingering) {
