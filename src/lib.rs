@@ -19,7 +19,9 @@
 //!
 //! Invariants:
 //! - Frames live in the [`pool`] and move between threads as handles through the SPSC
-//!   [`ring`]s; each direction copies a frame at most once between the guest and a socket.
+//!   [`ring`]s; a frame is never copied between the VMM side and the poll thread. Payload
+//!   bytes are copied between a frame and smoltcp's socket buffer, and between that and the
+//!   egress driver's socket buffer (the kernel copies the rest).
 //! - Only [`backend`] (TAP, namespaces) and [`egress`] (host sockets) make syscalls; the
 //!   [`wire`] classifier and emitters and the [`config`] derivation are pure.
 //! - Nothing a guest sends can make ringnet panic or grow without bound: every queue, flow

@@ -335,6 +335,7 @@ impl TxLease<'_> {
     /// The 12-byte virtio-net header (zeroed on lease).
     pub fn hdr(&mut self) -> &mut [u8] {
         let pool = &self.link.pool;
+        // Invariant: `frame` is Some until commit/abandon/drop consume the lease.
         let f = self.frame.as_mut().expect("lease holds a frame");
         pool.hdr_mut(f)
     }
@@ -343,6 +344,7 @@ impl TxLease<'_> {
     /// when the ring was full (dropped, counted).
     pub fn commit(mut self, len: usize) -> bool {
         let pool = &self.link.pool;
+        // Invariant: `frame` is Some until this (consuming) call takes it.
         let mut frame = self.frame.take().expect("lease holds a frame");
         pool.set_len(&mut frame, len);
         self.link.from_guest.push(pool, frame)
@@ -383,6 +385,7 @@ impl RxFrame<'_> {
 impl std::ops::Deref for RxFrame<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
+        // Invariant: `frame` is Some until drop.
         self.link
             .pool
             .frame(self.frame.as_ref().expect("frame present"))
