@@ -15,7 +15,8 @@ cd "$(dirname "$0")/.."
 
 cargo fmt --all --check
 cargo clippy --all-targets -- -D warnings
-# Doc tests first: `--all-targets` leaves them out, and the last summary line should be the
-# main run's.
 cargo test --release --doc
-cargo test --release --all-targets "$@"
+# Benches once each in test mode (criterion's --test), then every test target; the last
+# summary line is the main run's.
+cargo test --release --benches
+cargo test --release --lib --bins --tests "$@"

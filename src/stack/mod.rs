@@ -76,6 +76,21 @@ pub(crate) fn token(kind: u64, gen: u32, idx: u32) -> Token {
     Token(kind << 56 | (u64::from(gen) & 0xff_ffff) << 32 | u64::from(idx))
 }
 
+/// Take a free slab index (or grow the slab) and the next 24-bit generation for a new flow.
+pub(crate) fn alloc_slot<T>(
+    slab: &mut Vec<Option<T>>,
+    free: &mut Vec<u32>,
+    next_gen: &mut u32,
+) -> (u32, u32) {
+    let idx = free.pop().unwrap_or_else(|| {
+        slab.push(None);
+        (slab.len() - 1) as u32
+    });
+    let gen = *next_gen;
+    *next_gen = next_gen.wrapping_add(1) & 0xff_ffff;
+    (idx, gen)
+}
+
 fn untoken(t: Token) -> (u64, u32, u32) {
     (t.0 >> 56, ((t.0 >> 32) & 0xff_ffff) as u32, t.0 as u32)
 }

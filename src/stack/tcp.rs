@@ -46,7 +46,7 @@ use smoltcp::socket::tcp::{self, State};
 use smoltcp::time::Instant;
 use smoltcp::wire::{IpAddress, IpListenEndpoint};
 
-use super::{token, Addrs, Port, T_TCP};
+use super::{alloc_slot, token, Addrs, Port, T_TCP};
 use crate::config::SlotConfig;
 use crate::egress::{Driver, Event, Recv, SockId, SockKind};
 use crate::metrics::Stats;
@@ -162,15 +162,7 @@ impl Flows {
         }
         let mut set = SocketSet::new(Vec::with_capacity(1));
         let handle = set.add(sock);
-        let idx = match self.free.pop() {
-            Some(i) => i,
-            None => {
-                self.slab.push(None);
-                (self.slab.len() - 1) as u32
-            }
-        };
-        let gen = self.next_gen;
-        self.next_gen = self.next_gen.wrapping_add(1) & 0xff_ffff;
+        let (idx, gen) = alloc_slot(&mut self.slab, &mut self.free, &mut self.next_gen);
         let (target, fallback) = addrs.host_target(dst);
         let mut flow = Flow {
             key: (src, dst),

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use super::{token, Addrs, ToGuest, T_UDP};
+use super::{alloc_slot, token, Addrs, ToGuest, T_UDP};
 use crate::config::SlotConfig;
 use crate::egress::{Driver, Event, SockId, SockKind};
 use crate::metrics::Stats;
@@ -80,15 +80,7 @@ impl Flows {
         if self.map.len() >= self.max {
             self.evict_oldest(driver, stats);
         }
-        let idx = match self.free.pop() {
-            Some(i) => i,
-            None => {
-                self.slab.push(None);
-                (self.slab.len() - 1) as u32
-            }
-        };
-        let gen = self.next_gen;
-        self.next_gen = self.next_gen.wrapping_add(1) & 0xff_ffff;
+        let (idx, gen) = alloc_slot(&mut self.slab, &mut self.free, &mut self.next_gen);
         match driver.open(kind, target, Duration::ZERO, token(T_UDP, gen, idx)) {
             Ok(sock) => {
                 self.slab[idx as usize] = Some(Flow {
