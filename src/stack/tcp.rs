@@ -414,9 +414,11 @@ fn service(flow: &mut Flow, driver: &mut dyn Driver) -> bool {
             break;
         }
     }
+    // The guest's FIN has been received in exactly these states (Closed may also mean a
+    // reset, which must not become a FIN to the host: it is handled below).
     let guest_done = matches!(
         s.state(),
-        State::CloseWait | State::LastAck | State::Closing | State::TimeWait | State::Closed
+        State::CloseWait | State::LastAck | State::Closing | State::TimeWait
     ) && s.recv_queue() == 0;
     if guest_done && !flow.host_shut {
         driver.shutdown_write(sock);
@@ -452,9 +454,8 @@ fn service(flow: &mut Flow, driver: &mut dyn Driver) -> bool {
 
     match s.state() {
         State::Closed | State::TimeWait => {
-            let graceful = flow.host_eof && flow.host_shut;
-            if !graceful && s.state() == State::Closed && !flow.host_eof {
-                // Guest reset (or closed without our FIN exchange): reset the host side.
+            if s.state() == State::Closed && !flow.host_shut {
+                // Closed without the guest's FIN: a guest reset. Reset the host side too.
                 driver.close(sock, true);
                 flow.sock = None;
                 flow.phase = Phase::Aborting;
