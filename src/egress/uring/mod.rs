@@ -17,7 +17,7 @@
 //! | connect | `socket(2)` (blocking fd: io_uring does the waiting), `Connect` linked to `LinkTimeout`; `-ECANCELED` on the connect means the timeout fired |
 //! | `from_host`, stream | idle: one-shot `PollAdd(POLLIN)` (no buffer held); when it fires, `Recv` into the rx ring (memory taken from the pool now). A `Recv` that filled all it was offered is followed by another `Recv` at once (streaming), otherwise by a poll again. Nothing is armed while the ring is full |
 //! | `from_host`, datagram | `PollAdd(POLLIN)`, then `recv(2, MSG_DONTWAIT)` into the driver's one landing buffer until `EAGAIN`, copying each datagram into the queue: no per-socket 64 KiB landing buffer |
-//! | `to_host`, stream | one `Send(MSG_NOSIGNAL)` of the contiguous head of the tx ring (re-issued for the remainder after a short send; the ring grows past its first 4 KiB tier when a send completes with data still queued); then `Shutdown(SHUT_WR)` when asked and drained |
+//! | `to_host`, stream | with nothing queued or in flight, one `send(2, MSG_DONTWAIT)` at once for what the socket takes; the rest: one `Send(MSG_NOSIGNAL)` of the contiguous head of the tx ring (re-issued for the remainder after a short send; the ring grows past its first 4 KiB tier when a send completes with data still queued); then `Shutdown(SHUT_WR)` when asked and drained |
 //! | `to_host`, datagram | with nothing queued ahead, one `send(2, MSG_DONTWAIT)` at once (a ring round trip per datagram would cap UDP at one datagram per `wait`); on `EAGAIN` the datagram is queued and sent by `Send` |
 //! | close | `AsyncCancel(fd, ALL)`; the fd is closed and buffers freed when the last CQE naming the socket is reaped. A graceful close with unsent data keeps sending for up to [`CLOSE_LINGER`] first |
 //! | watched fds | one-shot `PollAdd(POLLIN)`, re-armed at the start of the next `wait` after it fired: if the caller did not drain the fd it fires again at once, which is level-triggered behaviour (a multishot poll would be edge-triggered: it fires per wake-up, not per readiness) |
@@ -630,8 +630,24 @@ impl Driver for UringDriver {
                 }
             }
         }
-        let n = s.flow.send(data, cx.pools);
-        if n > 0 {
+        // The same for a stream with nothing queued or in flight: write what the socket
+        // takes now, queue only the rest (pinned upload through ringnet: 10.0 -> 13.9 Gbit/s).
+        let mut direct = 0;
+        if s.flow.is_stream()
+            && s.phase == Phase::Open
+            && !s.tx_op
+            && s.flow.tx.len() == 0
+            && s.flow.send_space(&cx.pools.limits) > 0
+        {
+            match sys::send(s.fd.as_raw_fd(), data) {
+                Ok(k) if k == data.len() => return k,
+                Ok(k) => direct = k,
+                // WouldBlock, or an error the queued `Send` will report through `recv`.
+                Err(_) => {}
+            }
+        }
+        let n = direct + s.flow.send(&data[direct..], cx.pools);
+        if n > direct {
             s.arm(&mut cx, slot, gen);
         }
         n
