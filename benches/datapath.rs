@@ -38,7 +38,7 @@ use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throug
 use ringnet::config::EgressDriver;
 use ringnet::{GuestLink, HostRoutes, Network, NetworkConfig, RxFrame};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
-use smoltcp::phy::{self, Checksum, DeviceCapabilities, Medium};
+use smoltcp::phy::{self, DeviceCapabilities};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint};
@@ -292,18 +292,10 @@ impl phy::Device for LinkDevice {
     }
 }
 
-/// Plain-frame link: checksums computed on transmit, not verified on receive (the link is a
-/// memory copy). No segmentation offload (ringnet's embedding link carries no vnet header).
+/// Plain-frame link: the same capabilities ringnet gives a VMM link without offload
+/// (checksums computed on transmit, not verified on receive, no segmentation).
 fn guest_caps(mtu: u32) -> DeviceCapabilities {
-    let mut caps = DeviceCapabilities::default();
-    caps.medium = Medium::Ethernet;
-    caps.max_transmission_unit = mtu as usize + 14;
-    caps.max_burst_size = None;
-    caps.checksum.ipv4 = Checksum::Tx;
-    caps.checksum.tcp = Checksum::Tx;
-    caps.checksum.udp = Checksum::Tx;
-    caps.checksum.icmpv4 = Checksum::Tx;
-    caps
+    ringnet::stack::device::capabilities(mtu, false)
 }
 
 /// One ringnet network, its guest stack, a host server and three open connections.
