@@ -219,7 +219,13 @@ fn arp_answered(link: &GuestLink) -> bool {
     p.set_operation(ArpOperation::Request);
     p.set_target_protocol_addr(&[172, 16, 0, 1]);
     drain(link);
-    link.send(None, &req);
+    // After a storm the from_guest ring may still be full: wait for room so the request
+    // itself is not dropped (that would test the ring, not the gateway).
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !link.send(None, &req) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+        drain(link);
+    }
     let deadline = Instant::now() + Duration::from_secs(2);
     while Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
