@@ -356,21 +356,10 @@ impl Engine {
                 .tcp
                 .on_event(gen, idx, ev, &mut *self.driver, &self.link.stats),
             T_UDP => {
-                let mut out = ToGuest {
-                    pool: &self.link.pool,
-                    ring: &self.link.to_guest,
-                    addrs: &self.addrs,
-                    sent: &mut self.sent,
-                    stats: &self.link.stats,
-                };
-                self.udp.on_event(
-                    gen,
-                    idx,
-                    ev,
-                    &mut *self.driver,
-                    &mut out,
-                    self.epoch.elapsed(),
-                );
+                let now = self.epoch.elapsed();
+                let mut port = port!(self);
+                self.udp
+                    .on_event(gen, idx, ev, &mut *self.driver, &mut port, &self.addrs, now);
             }
             _ => {}
         }
@@ -513,6 +502,31 @@ pub(crate) struct Port<'a> {
 const TO_GUEST_HIGH: usize = crate::network::RING_SLOTS * 3 / 4;
 
 impl Port<'_> {
+    /// Build a frame outside smoltcp: lease a slot, let `build` write a frame of at most
+    /// `max_len` bytes into it (returning its length, or `None` to give up), and queue it to
+    /// the guest. Every failure is counted as `to_guest_dropped`.
+    pub fn emit(&mut self, max_len: usize, build: impl FnOnce(&mut [u8]) -> Option<usize>) {
+        let Some(mut frame) = self.pool.lease() else {
+            Stats::inc(&self.stats.to_guest_dropped);
+            return;
+        };
+        let buf = self.pool.frame_capacity_mut(&mut frame);
+        match build(buf) {
+            Some(len) if len <= max_len => {
+                self.pool.set_len(&mut frame, len);
+                if self.to_guest.push(self.pool, frame) {
+                    *self.sent += 1;
+                } else {
+                    Stats::inc(&self.stats.to_guest_dropped);
+                }
+            }
+            _ => {
+                Stats::inc(&self.stats.to_guest_dropped);
+                self.pool.release(frame);
+            }
+        }
+    }
+
     /// Make sure the `to_guest` ring can take a burst: with a TAP, write the queued frames
     /// out now; for a VMM link, report `false` when the VMM has not drained it yet (the
     /// caller then leaves work for the next turn instead of dropping frames).
@@ -542,41 +556,6 @@ impl Port<'_> {
             sent: self.sent,
             scratch: self.scratch,
             offload: self.offload,
-        }
-    }
-}
-
-/// Everything needed to build a frame for the guest outside smoltcp.
-pub(crate) struct ToGuest<'a> {
-    pub pool: &'a Pool,
-    pub ring: &'a Ring,
-    pub addrs: &'a Addrs,
-    pub sent: &'a mut usize,
-    pub stats: &'a Stats,
-}
-
-impl ToGuest<'_> {
-    /// Lease a slot, let `build` write a frame into it (returning its length or `None`), and
-    /// queue it to the guest.
-    pub fn emit(&mut self, build: impl FnOnce(&mut [u8]) -> Option<usize>) {
-        let Some(mut frame) = self.pool.lease() else {
-            Stats::inc(&self.stats.to_guest_dropped);
-            return;
-        };
-        let buf = self.pool.frame_capacity_mut(&mut frame);
-        match build(buf) {
-            Some(len) if len <= self.addrs.mtu + 14 => {
-                self.pool.set_len(&mut frame, len);
-                if self.ring.push(self.pool, frame) {
-                    *self.sent += 1;
-                } else {
-                    Stats::inc(&self.stats.to_guest_dropped);
-                }
-            }
-            _ => {
-                Stats::inc(&self.stats.to_guest_dropped);
-                self.pool.release(frame);
-            }
         }
     }
 }

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use super::{alloc_slot, token, Addrs, ToGuest, T_UDP};
+use super::{alloc_slot, token, Addrs, Port, T_UDP};
 use crate::config::SlotConfig;
 use crate::egress::{Driver, Event, SockId, SockKind};
 use crate::metrics::Stats;
@@ -190,13 +190,15 @@ impl Flows {
     }
 
     /// A driver event for flow `idx`: read every datagram into a frame for the guest.
+    #[allow(clippy::too_many_arguments)]
     pub fn on_event(
         &mut self,
         gen: u32,
         idx: u32,
         ev: Event,
         driver: &mut dyn Driver,
-        out: &mut ToGuest<'_>,
+        out: &mut Port<'_>,
+        addrs: &Addrs,
         now: Duration,
     ) {
         if !matches!(ev, Event::Readable { .. }) {
@@ -210,7 +212,8 @@ impl Flows {
         }
         flow.last = now;
         let (key, sock) = (flow.key, flow.sock);
-        let (gw_mac, guest_mac) = (out.addrs.gw_mac, out.addrs.guest_mac);
+        let (gw_mac, guest_mac) = (addrs.gw_mac, addrs.guest_mac);
+        let max_len = addrs.mtu + 14;
         loop {
             let mut got = false;
             let r = driver.recv(sock, &mut |d| {
@@ -218,7 +221,7 @@ impl Flows {
                 match key {
                     Key::Udp(guest, dst) => {
                         let off = udp_payload_offset(dst.is_ipv6());
-                        out.emit(|buf| {
+                        out.emit(max_len, |buf| {
                             let room = buf.len().checked_sub(off)?;
                             if d.len() > room {
                                 return None;
@@ -232,7 +235,7 @@ impl Flows {
                             let seq = u16::from_be_bytes([d[6], d[7]]);
                             let data = &d[8..];
                             let off = icmp_payload_offset(dst.is_ipv6());
-                            out.emit(|buf| {
+                            out.emit(max_len, |buf| {
                                 let room = buf.len().checked_sub(off)?;
                                 if data.len() > room {
                                     return None;
