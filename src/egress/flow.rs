@@ -321,7 +321,6 @@ impl ByteRing {
 pub(crate) enum Shut {
     No,
     Wanted,
-    InFlight,
     Done,
 }
 

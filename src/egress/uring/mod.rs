@@ -8,7 +8,7 @@
 //! [`op::Tag`] (op, slot generation, slot) in `user_data`.
 //!
 //! Per socket, at most: one receive-side op ([`Op::Poll`] or [`Op::Recv`]), one
-//! [`Op::Send`], plus connect/link-timeout, shutdown and cancel. A slot is freed only after
+//! [`Op::Send`], plus connect/link-timeout and cancel. A slot is freed only after
 //! every op that names it has completed, so a kernel op never outlives the buffers it may
 //! touch, and a CQE always finds its slot (the generation check is defence in depth).
 //!
@@ -17,7 +17,7 @@
 //! | connect | `socket(2)` (blocking fd: io_uring does the waiting), `Connect` linked to `LinkTimeout`; `-ECANCELED` on the connect means the timeout fired |
 //! | `from_host`, stream | idle: one-shot `PollAdd(POLLIN)` (no buffer held); when it fires, `Recv` into the rx ring (memory taken from the pool now). A `Recv` that filled all it was offered is followed by another `Recv` at once (streaming), otherwise by a poll again. Nothing is armed while the ring is full |
 //! | `from_host`, datagram | `PollAdd(POLLIN)`, then `recv(2, MSG_DONTWAIT)` into the driver's one landing buffer until `EAGAIN`, copying each datagram into the queue: no per-socket 64 KiB landing buffer |
-//! | `to_host`, stream | with nothing queued or in flight, one `send(2, MSG_DONTWAIT)` at once for what the socket takes; the rest: one `Send(MSG_NOSIGNAL)` of the contiguous head of the tx ring (re-issued for the remainder after a short send; the ring grows past its first 4 KiB tier when a send completes with data still queued); then `Shutdown(SHUT_WR)` when asked and drained |
+//! | `to_host`, stream | with nothing queued or in flight, one `send(2, MSG_DONTWAIT)` at once for what the socket takes; the rest: one `Send(MSG_NOSIGNAL)` of the contiguous head of the tx ring (re-issued for the remainder after a short send; the ring grows past its first 4 KiB tier when a send completes with data still queued); then `shutdown(2, SHUT_WR)` directly when asked and drained (`IORING_OP_SHUTDOWN` always goes to an io-wq worker thread) |
 //! | `to_host`, datagram | with nothing queued ahead, one `send(2, MSG_DONTWAIT)` at once (a ring round trip per datagram would cap UDP at one datagram per `wait`); on `EAGAIN` the datagram is queued and sent by `Send` |
 //! | close | `AsyncCancel(fd, ALL)`; the fd is closed and buffers freed when the last CQE naming the socket is reaped. A graceful close with unsent data keeps sending for up to [`CLOSE_LINGER`] first |
 //! | watched fds | one-shot `PollAdd(POLLIN)`, re-armed at the start of the next `wait` after it fired: if the caller did not drain the fd it fires again at once, which is level-triggered behaviour (a multishot poll would be edge-triggered: it fires per wake-up, not per readiness) |
@@ -374,9 +374,13 @@ impl Sock {
         let (ptr, len) = if self.flow.is_stream() {
             if self.flow.tx.len() == 0 {
                 if self.flow.shut == Shut::Wanted && self.phase == Phase::Open {
-                    let sqe = opcode::Shutdown::new(self.fd(), libc::SHUT_WR).build();
-                    self.push(cx, sqe, Op::Shutdown, slot, gen);
-                    self.flow.shut = Shut::InFlight;
+                    // shutdown(2) never blocks, but `IORING_OP_SHUTDOWN` is always punted
+                    // to an io-wq worker thread (a thread switch per connection): call it
+                    // directly (pinned connect/request/close rate: see the commit).
+                    if let Err(e) = sys::shutdown_write(self.fd.as_raw_fd()) {
+                        tracing::debug!(error = %e, "shutdown(SHUT_WR) failed");
+                    }
+                    self.flow.shut = Shut::Done;
                 }
                 return;
             }
@@ -435,7 +439,6 @@ impl Sock {
                 }
             }
             Op::LinkTimeout | Op::Cancel | Op::Wake => {}
-            Op::Shutdown => self.flow.shut = Shut::Done,
             Op::Poll => {
                 self.rx_op = RxOp::Idle;
                 if self.phase == Phase::Open && self.flow.rx_room(&cx.pools.limits) {

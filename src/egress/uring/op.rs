@@ -19,8 +19,6 @@ pub(super) enum Op {
     Recv = 4,
     /// `IORING_OP_SEND` from the socket's transmit ring / datagram queue.
     Send = 5,
-    /// `IORING_OP_SHUTDOWN(SHUT_WR)`.
-    Shutdown = 6,
     /// `IORING_OP_ASYNC_CANCEL` of the socket's other ops.
     Cancel = 7,
     /// One-shot `IORING_OP_POLL_ADD(POLLIN)` on a watched fd.
@@ -58,7 +56,6 @@ impl Tag {
             3 => Op::Poll,
             4 => Op::Recv,
             5 => Op::Send,
-            6 => Op::Shutdown,
             7 => Op::Cancel,
             8 => Op::Wake,
             _ => return None,
