@@ -1,6 +1,7 @@
 //! TCP edge behaviour through ringnet, per egress driver: a host RST reaches the guest as
-//! RST, a guest RST reaches the host as RST, and a SYN retransmitted while the host connect
-//! is pending opens no second host socket.
+//! RST, a guest RST reaches the host as RST, a SYN retransmitted while the host connect
+//! is pending opens no second host socket, and flows that reuse a finished flow's socket
+//! (and its dirty buffers) carry their own bytes only.
 
 #[macro_use]
 mod common;
@@ -102,4 +103,78 @@ fn tcp_edges_uring() {
 #[test]
 fn tcp_edges_epoll() {
     edges("epoll");
+}
+
+/// Sequential connections, each echoing its own random bytes (sizes around and above the
+/// 256 KiB socket buffers, so reused buffers hold an earlier flow's data), closed by the
+/// guest first or by the host first (its reply ends with EOF before the guest closes).
+const REUSE_CLIENT: &str = r#"
+import hashlib, os, socket, sys
+port = int(sys.argv[1])
+bad = 0
+for i in range(40):
+    size = [1, 1000, 70000, 300000][i % 4] + i
+    data = os.urandom(size)
+    s = socket.create_connection(("172.16.0.1", port), timeout=10)
+    s.sendall(b'{"op": "echo"}\n' + data)
+    if i % 2:
+        s.shutdown(socket.SHUT_WR)  # the server closes after echoing
+    got = b""
+    while len(got) < size:
+        chunk = s.recv(1 << 16)
+        if not chunk:
+            break
+        got += chunk
+    if got != data:
+        bad += 1
+        print("flow %d: %d of %d bytes, equal prefix %s" % (i, len(got), size, got == data[:len(got)]))
+    s.close()
+print("reuse: %d bad of 40" % bad)
+"#;
+
+fn reuse(driver: &str) {
+    require_privileges!("python3");
+    let _wd = Watchdog::new(LIMIT * 2);
+    let host = HostNs::new();
+    let (_srv, ready) = host.spawn_helper("tcp_server.py", &["--bind", "127.0.0.1"]);
+    let port = (ready.get("port").as_f64().expect("port") as u64).to_string();
+    let out = host.ringnet(
+        &[
+            "run",
+            "--stats",
+            "--egress",
+            driver,
+            "--",
+            "python3",
+            "-c",
+            REUSE_CLIENT,
+            &port,
+        ],
+        LIMIT,
+    );
+    assert!(out.success(), "{out}");
+    assert!(out.stdout.contains("reuse: 0 bad of 40"), "{out}");
+    assert!(out.stderr.contains("tcp_opened 40\n"), "{out}");
+    let reused = out
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("tcp_sockets_reused "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .expect("tcp_sockets_reused counter printed");
+    // Every flow after the first can find a finished one's socket (a flow is reaped when
+    // both sides have closed, which the client's next connect usually follows).
+    assert!(
+        reused >= 20,
+        "only {reused} of 40 flows reused a socket: {out}"
+    );
+}
+
+#[test]
+fn socket_reuse_uring() {
+    reuse("uring");
+}
+
+#[test]
+fn socket_reuse_epoll() {
+    reuse("epoll");
 }
