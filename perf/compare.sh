@@ -17,6 +17,9 @@
 #   tcp_crr        connect + 1-byte request/response + close, back to back
 #   tcp_up_1/4     iperf3 TCP guest->host, 1 and 4 streams
 #   udp_up         iperf3 UDP guest->host, -b 0 -l $PERF_UDP_LEN: receiver rate, loss
+#   udp_paced      the same, paced: the highest rate (a doubling ladder from 250
+#                  Mbit/s, then one bisection step) at which loss stays < 5 %;
+#                  reports the receiver rate and loss at that rate
 #   tcp_down_1/4   iperf3 TCP host->guest (-R), 1 and 4 streams
 # plus, for every test, CPU seconds of the backend process (/proc/PID/stat
 # utime+stime, all threads) and of the machine (/proc/stat busy, all CPUs).
@@ -31,6 +34,7 @@
 #                         backend, servers and clients; ringnet also --cpu 0)
 #   PERF_TESTS            subset of the tests above, in the order given
 #   PERF_UDP_LEN [1400]   UDP payload (capped to MTU-28)
+#   PERF_UDP_STEP_SECONDS [2]  seconds per udp_paced rate step
 #   PERF_CPU [0]          the CPU used when pinned
 #   RINGNET_BIN [target/release/ringnet]  (built with cargo when missing)
 #   PERF_NO_INSTALL=1     never apt-get/pip install missing tools
@@ -52,8 +56,9 @@ RUNS=${PERF_RUNS:-3}
 MTUS=${PERF_MTUS:-"65520 1500"}
 BACKENDS=${PERF_BACKENDS:-"veth pasta slirp4netns ringnet-uring ringnet-epoll"}
 PIN=${PERF_PIN:-both}
-TESTS=${PERF_TESTS:-"tcp_rr udp_rr tcp_crr tcp_up_1 tcp_up_4 udp_up tcp_down_1 tcp_down_4"}
+TESTS=${PERF_TESTS:-"tcp_rr udp_rr tcp_crr tcp_up_1 tcp_up_4 udp_up udp_paced tcp_down_1 tcp_down_4"}
 UDP_LEN=${PERF_UDP_LEN:-1400}
+UDP_STEP=${PERF_UDP_STEP_SECONDS:-2}
 CPU=${PERF_CPU:-0}
 RINGNET_BIN=${RINGNET_BIN:-$REPO/target/release/ringnet}
 STAMP=${PERF_TAG:-$(date +%Y%m%d-%H%M)}
@@ -268,6 +273,60 @@ record() { # TEST BACKEND RAWFILE RC bc0 bc1 s0 s1 t0 t1
 	tail -n1 "$RES" | python3 "$HERE/record.py" --line | tee -a "$LOG" >&2
 }
 
+udp_loss() { # iperf3 -J file: loss % ("" when unparsable)
+	python3 -c 'import json,sys
+try:
+    e = json.load(open(sys.argv[1]))["end"]
+    print((e.get("sum_received") or e.get("sum"))["lost_percent"])
+except Exception:
+    pass' "$1"
+}
+
+# udp_paced: one iperf3 client per rate; the server runs with -1 per client, so it is
+# restarted between steps. Leaves the last rate with loss < 5 % in FILE (or the
+# first step's result when even that lost more).
+udp_sweep() { # GUEST FILE IPERF-ARGS...
+	local g=$1 f=$2 rate=250 good=0 bad=0 step=$WORK/raw/udp-step.json loss rc=0
+	shift 2
+	while :; do
+		if [ "$good" -gt 0 ] || [ "$bad" -gt 0 ]; then
+			# the first server was started by run_test; later steps need their own
+			bg $((UDP_STEP + 30)) "$WORK/iperf3-server.log" "${PFX[@]}" \
+				ip netns exec "$HOSTNS" iperf3 -s -1 -p $IPORT
+			srv=$BGPID
+			local i
+			for i in $(seq 30); do
+				ip netns exec "$HOSTNS" ss -Hltn "sport = :$IPORT" | grep -q . && break
+				sleep 0.1
+			done
+		fi
+		: >"$step"
+		"${PFX[@]}" ip netns exec "$g" timeout -k 3 $((UDP_STEP + 25)) iperf3 -c "$SERVER" \
+			-p $IPORT --connect-timeout 3000 -J "$@" -b "${rate}M" >"$step" 2>>"$LOG" || rc=$?
+		for i in $(seq 20); do kill -0 "$srv" 2>/dev/null || break; sleep 0.1; done
+		stop_bg "$srv"
+		loss=$(udp_loss "$step")
+		log "  udp_paced $rate Mbit/s: loss ${loss:-?} %"
+		if [ -n "$loss" ] && awk -v l="$loss" 'BEGIN{exit !(l < 5)}'; then
+			good=$rate
+			cp "$step" "$f"
+		else
+			[ "$good" -eq 0 ] && [ "$bad" -eq 0 ] && cp "$step" "$f"
+			bad=$rate
+		fi
+		if [ "$bad" -eq 0 ]; then
+			[ "$rate" -ge 64000 ] && break
+			rate=$((rate * 2))
+		elif [ "$good" -gt 0 ] && [ $((bad - good)) -gt $((good / 3)) ]; then
+			rate=$(((good + bad) / 2))
+		else
+			break
+		fi
+	done
+	srv=""
+	return $rc
+}
+
 run_test() { # BACKEND GUEST TEST
 	local b=$1 g=$2 t=$3 f rc=0 args=() bc0 bc1 s0 s1 t0 t1 srv="" ulen
 	f=$WORK/raw/$PINMODE-$MTU-run$RUN-$b-$t.json
@@ -284,6 +343,7 @@ run_test() { # BACKEND GUEST TEST
 	tcp_down_1) args=(-t "$T" -R) ;;
 	tcp_down_4) args=(-t "$T" -R -P 4) ;;
 	udp_up) args=(-t "$T" -u -b 0 -l "$ulen") ;;
+	udp_paced) args=(-t "$UDP_STEP" -u -l "$ulen") ;;
 	tcp_rr | udp_rr | tcp_crr) ;;
 	*) log "unknown test $t"; return ;;
 	esac
@@ -300,7 +360,9 @@ run_test() { # BACKEND GUEST TEST
 		done
 	fi
 	bc0=$(proc_cpu "$BPID"); s0=$(sys_cpu); t0=$(date +%s.%N)
-	if [ -n "$srv" ]; then
+	if [ "$t" = udp_paced ]; then
+		udp_sweep "$g" "$f" "${args[@]}" || rc=$?
+	elif [ -n "$srv" ]; then
 		"${PFX[@]}" ip netns exec "$g" timeout -k 3 $((T + 25)) iperf3 -c "$SERVER" \
 			-p $IPORT --connect-timeout 3000 -J "${args[@]}" >"$f" 2>>"$LOG" || rc=$?
 	else

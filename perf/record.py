@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 
-IPERF_TESTS = ("tcp_up_1", "tcp_up_4", "tcp_down_1", "tcp_down_4", "udp_up")
+IPERF_TESTS = ("tcp_up_1", "tcp_up_4", "tcp_down_1", "tcp_down_4", "udp_up", "udp_paced")
 
 
 def progress():
@@ -87,7 +87,7 @@ def main():
         end = d.get("end", {})
         if d.get("error"):
             r["error"] = d["error"]
-        if a.test == "udp_up":
+        if a.test in ("udp_up", "udp_paced"):
             rcv = end.get("sum_received")
             snt = end.get("sum_sent") or end.get("sum") or {}
             if rcv:

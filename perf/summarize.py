@@ -24,6 +24,9 @@ METRICS = [
     ("TCP host→guest, 4 streams, Gbit/s", "tcp_down_4", "gbps", "{:.2f}", True),
     ("UDP guest→host, received Gbit/s", "udp_up", "gbps", "{:.2f}", True),
     ("UDP guest→host, loss %", "udp_up", "lost_pct", "{:.1f}", False),
+    ("UDP guest→host paced: received Gbit/s at the highest rate with < 5 % loss",
+     "udp_paced", "gbps", "{:.2f}", True),
+    ("UDP guest→host paced: loss % at that rate", "udp_paced", "lost_pct", "{:.1f}", False),
     ("TCP RR p50 µs", "tcp_rr", "p50_us", "{:.1f}", False),
     ("TCP RR p99 µs", "tcp_rr", "p99_us", "{:.1f}", False),
     ("TCP RR p99.9 µs", "tcp_rr", "p999_us", "{:.1f}", False),
@@ -42,7 +45,7 @@ METRICS = [
     ("backend CPU µs/connection, TCP CRR", "tcp_crr", "backend_cpu_us_per_op", "{:.1f}", False),
     ("machine CPU µs/connection, TCP CRR", "tcp_crr", "machine_cpu_us_per_op", "{:.1f}", False),
 ]
-TEST_ORDER = ["tcp_up_1", "tcp_up_4", "tcp_down_1", "tcp_down_4", "udp_up",
+TEST_ORDER = ["tcp_up_1", "tcp_up_4", "tcp_down_1", "tcp_down_4", "udp_up", "udp_paced",
               "tcp_rr", "udp_rr", "tcp_crr"]
 
 
@@ -234,7 +237,7 @@ def chart(d, path):
         return
     colors = {"veth": "#888888", "pasta": "#4c72b0", "slirp4netns": "#55a868",
               "ringnet-uring": "#c44e52", "ringnet-epoll": "#dd8452"}
-    tput = ["tcp_up_1", "tcp_up_4", "tcp_down_1", "tcp_down_4", "udp_up"]
+    tput = ["tcp_up_1", "tcp_up_4", "tcp_down_1", "tcp_down_4", "udp_up", "udp_paced"]
     lat = [("tcp_rr", "p50_us"), ("tcp_rr", "p99_us"), ("udp_rr", "p50_us"),
            ("udp_rr", "p99_us"), ("tcp_crr", "p50_us")]
     n = len(d.configs)
