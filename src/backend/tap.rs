@@ -143,7 +143,7 @@ impl Tap {
     }
 
     /// Read up to `budget` frames from the guest onto `ring`. Returns the number read;
-    /// stops early at `EAGAIN`. A frame that finds the pool empty is read into a scratch
+    /// fewer than `budget` only when a read hit `EAGAIN` (the device is drained). A frame that finds the pool empty is read into a scratch
     /// buffer and dropped (counted on the ring) so the device does not stay readable forever.
     pub fn read_frames(&mut self, pool: &Pool, ring: &Ring, budget: usize) -> io::Result<usize> {
         let mut n = 0;
@@ -155,7 +155,10 @@ impl Tap {
                 let r =
                     unsafe { libc::read(self.fd(), scratch.as_mut_ptr().cast(), scratch.len()) };
                 if r < 0 {
-                    return self.read_error(n);
+                    match self.read_error(n)? {
+                        Some(n) => return Ok(n),
+                        None => continue,
+                    }
                 }
                 ring.count_drop();
                 n += 1;
@@ -166,7 +169,10 @@ impl Tap {
             let r = unsafe { libc::read(self.fd(), slot.as_mut_ptr().cast(), SLOT_BYTES) };
             if r < 0 {
                 pool.release(frame);
-                return self.read_error(n);
+                match self.read_error(n)? {
+                    Some(n) => return Ok(n),
+                    None => continue,
+                }
             }
             let r = r as usize;
             if r <= HDR_BYTES {
@@ -180,10 +186,13 @@ impl Tap {
         Ok(n)
     }
 
-    fn read_error(&self, n: usize) -> io::Result<usize> {
+    /// After a failed `read(2)`: `Some(n)` at `EAGAIN` (done: fewer than the budget tells
+    /// the caller the device is drained), `None` at `EINTR` (read again).
+    fn read_error(&self, n: usize) -> io::Result<Option<usize>> {
         let e = io::Error::last_os_error();
         match e.raw_os_error() {
-            Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(n),
+            Some(libc::EAGAIN) => Ok(Some(n)),
+            Some(libc::EINTR) => Ok(None),
             _ => Err(e),
         }
     }

@@ -169,6 +169,10 @@ pub struct Engine {
     caps: DeviceCapabilities,
     driver: Box<dyn Driver + Send>,
     tap: Option<Tap>,
+    /// The TAP may have frames: set by its readiness event, cleared by a read that hit
+    /// `EAGAIN`. Saves the empty `read(2)` in turns woken by host sockets (two per TCP
+    /// request/response).
+    tap_ready: bool,
     tcp: tcp::Flows,
     udp: udp::Flows,
     events: Vec<Event>,
@@ -251,6 +255,7 @@ impl Engine {
             caps,
             driver,
             tap,
+            tap_ready: true,
             events: Vec::with_capacity(256),
             scratch,
             epoch,
@@ -283,10 +288,12 @@ impl Engine {
             }
             Stats::inc(&self.link.stats.polls);
             let mut more = false;
-            if let Some(tap) = &mut self.tap {
+            if let Some(tap) = self.tap.as_mut().filter(|_| self.tap_ready) {
                 let n = tap
                     .read_frames(&self.link.pool, &self.link.from_guest, BATCH)
                     .map_err(StackError::Tap)?;
+                // Fewer than asked: the read hit EAGAIN. The readiness event sets it again.
+                self.tap_ready = n == BATCH;
                 more |= n == BATCH;
             }
             let mut taken = 0;
@@ -350,6 +357,7 @@ impl Engine {
         let (kind, gen, idx) = untoken(t);
         match kind {
             T_WAKE if u64::from(idx) == WAKE_STOP => self.link.stop_fd.drain(),
+            T_WAKE if u64::from(idx) == WAKE_TAP => self.tap_ready = true,
             // from_guest / TAP wake-ups: drained at the top of the next turn.
             T_WAKE => {}
             T_TCP => self
