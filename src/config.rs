@@ -85,6 +85,10 @@ pub const MTU_RANGE: std::ops::RangeInclusive<u32> = 576..=65520;
 /// Smallest MTU with IPv6 active (RFC 8200 §5).
 pub const IPV6_MIN_MTU: u32 = 1280;
 
+/// Largest TCP buffer per flow and direction (64 MiB): windows beyond this gain nothing on
+/// a local link, and a typo must not make every flow reserve gigabytes.
+pub const MAX_TCP_BUFFER: usize = 64 << 20;
+
 /// Prefix length of the per-slot IPv4 subnet.
 pub const IPV4_SLOT_PREFIX: u8 = 30;
 
@@ -136,6 +140,13 @@ pub enum ConfigError {
     /// A count or timeout that must be positive is zero.
     #[error("{field} = 0 is invalid: it must be at least 1")]
     ZeroLimit { field: &'static str },
+    /// A size is above its maximum.
+    #[error("{field} = {value} is too large: at most {max}")]
+    TooLarge {
+        field: &'static str,
+        value: u64,
+        max: u64,
+    },
     /// The explicit `interface.mac` cannot be a guest's MAC.
     #[error("interface.mac = {value} is not usable as a guest MAC: {reason}")]
     GuestMac {
@@ -364,8 +375,13 @@ pub struct EgressConfig {
     pub udp_idle_timeout_ms: u64,
     /// UDP flows open at once, at most.
     pub max_udp_flows: usize,
-    /// Buffer per direction per TCP flow, in bytes.
+    /// Guest→host buffering per TCP flow, in bytes: the receive window the guest sees
+    /// (smoltcp's receive buffer) and the egress transmit ring, each this size.
     pub tcp_buffer_bytes: usize,
+    /// Host→guest buffering per TCP flow, in bytes: smoltcp's send buffer (host bytes not
+    /// yet acknowledged by the guest). Bigger than the other direction because host data
+    /// lands in it straight from the host socket: it is all there is.
+    pub tcp_to_guest_buffer_bytes: usize,
     /// CPU to pin the poll thread to; unpinned when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu: Option<usize>,
@@ -379,6 +395,7 @@ impl Default for EgressConfig {
             udp_idle_timeout_ms: 60_000,
             max_udp_flows: 1024,
             tcp_buffer_bytes: 256 * 1024,
+            tcp_to_guest_buffer_bytes: 1024 * 1024,
             cpu: None,
         }
     }
@@ -574,9 +591,28 @@ impl NetworkConfig {
             ),
             ("egress.max_udp_flows", egress.max_udp_flows == 0),
             ("egress.tcp_buffer_bytes", egress.tcp_buffer_bytes == 0),
+            (
+                "egress.tcp_to_guest_buffer_bytes",
+                egress.tcp_to_guest_buffer_bytes == 0,
+            ),
         ];
         if let Some(&(field, _)) = zero.iter().find(|(_, is_zero)| *is_zero) {
             return Err(ConfigError::ZeroLimit { field });
+        }
+        for (field, value) in [
+            ("egress.tcp_buffer_bytes", egress.tcp_buffer_bytes),
+            (
+                "egress.tcp_to_guest_buffer_bytes",
+                egress.tcp_to_guest_buffer_bytes,
+            ),
+        ] {
+            if value > MAX_TCP_BUFFER {
+                return Err(ConfigError::TooLarge {
+                    field,
+                    value: value as u64,
+                    max: MAX_TCP_BUFFER as u64,
+                });
+            }
         }
         if let Some(mac) = iface.mac {
             if mac.is_multicast() {

@@ -248,19 +248,27 @@ fn rx_backpressure<D: Driver>(mut d: D) {
         written.load(Ordering::SeqCst) < N,
         "the server could write everything: the driver did not push back"
     );
-    // Everything the driver buffered, without waiting: at most rx_buffer.
-    let mut buffered = 0;
+    // Streams are read on demand: while the caller does not consume, the bytes wait in the
+    // kernel, and one call hands over at most one ring (rx_buffer) of them.
     let mut off = 0;
-    while let Ok(n) = d.recv(id, &mut |b| {
-        assert_eq!(b, &data[off..off + b.len()]);
-        off += b.len();
-        b.len()
-    }) {
-        buffered += n;
-    }
-    assert!(buffered <= limits().rx_buffer, "buffered {buffered}");
-    let rest = read_all(&mut d, id, &data[buffered..], |_| {}).unwrap();
-    assert_eq!(buffered + rest, N);
+    let n = d
+        .recv(id, &mut |b| {
+            assert_eq!(b, &data[off..off + b.len()]);
+            off += b.len();
+            b.len()
+        })
+        .expect("data is waiting");
+    assert!(
+        n > 0 && n <= limits().rx_buffer,
+        "one recv handed {n} bytes"
+    );
+    // Into the caller's memory: at most what it offers, in order.
+    let mut buf = vec![0u8; 1000];
+    let k = d.recv_into(id, &mut buf).expect("data is waiting");
+    assert!(k > 0 && k <= buf.len());
+    assert_eq!(&buf[..k], &data[n..n + k]);
+    let rest = read_all(&mut d, id, &data[n + k..], |_| {}).unwrap();
+    assert_eq!(n + k + rest, N);
 }
 
 fn tx_backpressure<D: Driver>(mut d: D) {
@@ -401,6 +409,98 @@ fn watch_eventfd<D: Driver>(mut d: D) {
     wait_event(&mut d, |e| matches!(e, Event::Wake { token: Token(42) }));
     // SAFETY: closing our own eventfd.
     unsafe { libc::close(efd) };
+}
+
+/// Like `read_all`, through `recv_into` with buffer sizes from `sizes` in turn; waits for
+/// a `Readable` event whenever it gets `Empty` (the event rules hold for `recv_into` too).
+fn read_all_into<D: Driver>(
+    d: &mut D,
+    id: SockId,
+    expect: &[u8],
+    sizes: &[usize],
+) -> Result<usize, io::Error> {
+    let end = Instant::now() + Duration::from_secs(60);
+    let mut got = 0;
+    let mut buf = vec![0u8; sizes.iter().copied().max().unwrap_or(1)];
+    let mut i = 0;
+    loop {
+        let want = sizes[i % sizes.len()];
+        i += 1;
+        match d.recv_into(id, &mut buf[..want]) {
+            Ok(n) => {
+                assert!(n > 0 && n <= want, "recv_into gave {n} of {want}");
+                assert!(got + n <= expect.len(), "more data than expected");
+                assert_eq!(
+                    &buf[..n],
+                    &expect[got..got + n],
+                    "content mismatch at {got}"
+                );
+                got += n;
+            }
+            Err(Recv::Empty) => {
+                let ev = wait_event(d, |e| matches!(e, Event::Readable { .. }));
+                assert!(matches!(ev, Event::Readable { .. }));
+            }
+            Err(Recv::Eof) => return Ok(got),
+            Err(Recv::Error(e)) => return Err(e),
+        }
+        assert!(
+            Instant::now() < end,
+            "read_all_into timed out at {got} bytes"
+        );
+    }
+}
+
+fn recv_into_stream<D: Driver>(mut d: D) {
+    const N: usize = 8 << 20;
+    let data = Arc::new(pattern(N, 3));
+    let l = TcpListener::bind(v4()).unwrap();
+    let addr = l.local_addr().unwrap();
+    let data2 = data.clone();
+    let srv = thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        for c in data2.chunks(100_000) {
+            s.write_all(c).unwrap();
+            thread::sleep(Duration::from_micros(200)); // let the reader run dry now and then
+        }
+        // dropped: FIN after the data
+    });
+    let id = connect(&mut d, addr, 1);
+    let sizes = [1, 1000, 65536, 300_000, 7];
+    assert_eq!(read_all_into(&mut d, id, &data, &sizes).unwrap(), N);
+    srv.join().unwrap();
+    // After EOF it stays EOF; an empty buffer takes nothing.
+    assert!(matches!(d.recv_into(id, &mut [0u8; 16]), Err(Recv::Eof)));
+    d.close(id, false);
+
+    // A reset reaches recv_into as ECONNRESET.
+    let l = TcpListener::bind(v4()).unwrap();
+    let id = connect(&mut d, l.local_addr().unwrap(), 2);
+    let (s, _) = l.accept().unwrap();
+    let lg = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: `lg` is a live linger struct and the length is its size.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const lg).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0);
+    drop(s);
+    let e = read_all_into(&mut d, id, b"", &[4096]).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::ConnectionReset);
+    d.close(id, false);
+    // A closed socket's id: NotFound.
+    assert!(matches!(
+        d.recv_into(id, &mut [0u8; 16]),
+        Err(Recv::Error(e)) if e.kind() == io::ErrorKind::NotFound
+    ));
 }
 
 fn stale_sockid<D: Driver>(mut d: D) {
@@ -603,6 +703,10 @@ macro_rules! suite {
             #[test]
             fn echo_8mib() {
                 super::echo_8mib(make(limits()))
+            }
+            #[test]
+            fn recv_into_stream() {
+                super::recv_into_stream(make(limits()))
             }
             #[test]
             fn rx_backpressure() {

@@ -73,6 +73,7 @@ fn empty_file_gives_defaults() {
     assert_eq!(config.egress.udp_idle_timeout_ms, 60_000);
     assert_eq!(config.egress.max_udp_flows, 1024);
     assert_eq!(config.egress.tcp_buffer_bytes, 262_144);
+    assert_eq!(config.egress.tcp_to_guest_buffer_bytes, 1_048_576);
     assert_eq!(config.egress.cpu, None);
 }
 
@@ -94,6 +95,7 @@ connect_timeout_ms = 500
 udp_idle_timeout_ms = 2000
 max_udp_flows = 7
 tcp_buffer_bytes = 65536
+tcp_to_guest_buffer_bytes = 131072
 cpu = 3
 "#;
 
@@ -113,6 +115,7 @@ fn full_file_parses_and_round_trips() {
     assert_eq!(config.egress.udp_idle_timeout_ms, 2000);
     assert_eq!(config.egress.max_udp_flows, 7);
     assert_eq!(config.egress.tcp_buffer_bytes, 65536);
+    assert_eq!(config.egress.tcp_to_guest_buffer_bytes, 131072);
     assert_eq!(config.egress.cpu, Some(3));
 
     let text = toml::to_string(&config).unwrap();
@@ -265,6 +268,10 @@ fn zero_limits_are_rejected() {
         ),
         ("[egress]\nmax_udp_flows = 0", "egress.max_udp_flows"),
         ("[egress]\ntcp_buffer_bytes = 0", "egress.tcp_buffer_bytes"),
+        (
+            "[egress]\ntcp_to_guest_buffer_bytes = 0",
+            "egress.tcp_to_guest_buffer_bytes",
+        ),
     ] {
         let msg = parse_err(text);
         assert_eq!(
@@ -703,4 +710,18 @@ proptest! {
         prop_assert_eq!(m.to_string().parse::<MacAddr>().unwrap(), m);
         prop_assert_eq!(m.to_string().replace(':', "-").parse::<MacAddr>().unwrap(), m);
     }
+}
+
+#[test]
+fn huge_tcp_buffers_are_rejected() {
+    assert_eq!(
+        parse_err("[egress]\ntcp_to_guest_buffer_bytes = 1099511627776"),
+        "egress.tcp_to_guest_buffer_bytes = 1099511627776 is too large: at most 67108864"
+    );
+    assert_eq!(
+        parse_err("[egress]\ntcp_buffer_bytes = 67108865"),
+        "egress.tcp_buffer_bytes = 67108865 is too large: at most 67108864"
+    );
+    let ok = NetworkConfig::from_toml_str("[egress]\ntcp_buffer_bytes = 67108864").unwrap();
+    assert_eq!(ok.egress.tcp_buffer_bytes, 64 << 20);
 }

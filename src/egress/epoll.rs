@@ -13,9 +13,12 @@
 //! - connect: `connect(2)` returns `EINPROGRESS`; the first event reads `SO_ERROR`: an error
 //!   fails the connect, writability completes it. Timeouts sit in a deadline heap that `wait`
 //!   checks (it never sleeps past the next deadline).
-//! - `from_host`: `recv(2)` into the rx ring while `rx_ready` and the ring has room; a full
-//!   ring leaves `rx_ready` set and the kernel buffer filling (backpressure). Datagrams go
-//!   through the driver's one landing buffer into the queue.
+//! - `from_host`, stream: readiness becomes a `Readable` event; the bytes are read on
+//!   demand by `recv_into` (one `recv(2)` straight into the caller's memory, e.g. smoltcp's
+//!   transmit buffer) or `recv` (through the rx ring). A caller that stops taking leaves
+//!   the kernel buffer filling (backpressure).
+//! - `from_host`, datagram: `recv(2)` while `rx_ready` and the queue has room, through the
+//!   driver's one landing buffer into the queue.
 //! - `to_host`: `send(2)` of the ring head while `tx_ready`.
 //! - watched fds: registered edge-triggered, and re-registered (`EPOLL_CTL_MOD`) at the start
 //!   of the `wait` after they fired. `EPOLL_CTL_MOD` re-checks readiness and queues the fd
@@ -232,48 +235,33 @@ impl Sock {
     }
 
     fn read(&mut self, fd: RawFd, pools: &mut Pools, ready: &mut Vec<Event>) {
+        if self.flow.is_stream() {
+            // Streams are read on demand by `recv` / `recv_into` (straight into the
+            // caller's memory); here readiness only becomes an event.
+            if self.rx_ready && !self.flow.eof && self.flow.err.is_none() {
+                self.flow.notify_readable(ready);
+            }
+            return;
+        }
         let mut got = false;
         let mut rounds = 0;
-        let mut want = 1;
         while self.rx_ready && self.flow.rx_room(&pools.limits) {
             rounds += 1;
-            let r = if self.flow.is_stream() {
-                let mut filled = false;
-                let r = self.flow.rx.fill(pools, want, |b| {
-                    let r = sys::recv(fd, b);
-                    filled = matches!(r, Ok(k) if k == b.len());
-                    r
-                });
-                if filled {
-                    want = usize::MAX; // more is likely waiting: use the full ring
-                }
-                r
-            } else {
-                let mut buf = std::mem::take(&mut pools.scratch);
-                let r = sys::recv(fd, &mut buf);
-                if let Ok(n) = r {
-                    self.flow.push_datagram(&buf[..n.min(buf.len())], pools);
-                }
-                pools.scratch = buf;
-                r
-            };
+            let mut buf = std::mem::take(&mut pools.scratch);
+            let r = sys::recv(fd, &mut buf);
+            if let Ok(n) = r {
+                self.flow.push_datagram(&buf[..n.min(buf.len())], pools);
+            }
+            pools.scratch = buf;
             match r {
-                Ok(0) if self.flow.is_stream() => {
-                    self.flow.eof = true;
-                    got = true;
-                }
                 Ok(_) => got = true,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.rx_ready = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if !self.flow.is_stream() => {
+                Err(e) => {
                     tracing::debug!(error = %e, "datagram socket error ignored");
                     if rounds > pools.limits.rx_datagrams + 8 {
                         break;
                     }
-                }
-                Err(e) => {
-                    self.flow.fail(e, pools, ready);
-                    return;
                 }
             }
         }
@@ -435,11 +423,37 @@ impl Driver for EpollDriver {
         if s.flow.quiet {
             return Err(unknown());
         }
-        let r = s.flow.recv(f, &mut self.pools);
-        if s.rx_ready {
-            self.mark_dirty(slot, gen);
+        if s.flow.is_stream() && s.phase == Phase::Open {
+            s.flow
+                .fill_stream(s.fd.as_raw_fd(), &mut s.rx_ready, &mut self.pools);
         }
-        r
+        s.flow.recv(f, &mut self.pools)
+    }
+
+    fn recv_into(&mut self, sock: SockId, buf: &mut [u8]) -> Result<usize, Recv> {
+        let (slot, gen) = Slab::<Sock>::split(sock);
+        let Some(s) = self.socks.get_mut(slot, gen) else {
+            return Err(unknown());
+        };
+        if s.flow.quiet {
+            return Err(unknown());
+        }
+        if s.flow.is_stream() && s.phase == Phase::Open {
+            return s.flow.recv_stream_into(
+                s.fd.as_raw_fd(),
+                &mut s.rx_ready,
+                buf,
+                &mut self.pools,
+            );
+        }
+        s.flow.recv(
+            &mut |d| {
+                let n = d.len().min(buf.len());
+                buf[..n].copy_from_slice(&d[..n]);
+                n.max(usize::from(d.is_empty()))
+            },
+            &mut self.pools,
+        )
     }
 
     fn shutdown_write(&mut self, sock: SockId) {

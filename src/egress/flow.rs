@@ -7,15 +7,19 @@
 //!   is lent — and handed back as soon as the ring is empty and not lent to the kernel, so an
 //!   idle socket holds no data buffer and 10,000 flows exchanging small messages at once hold
 //!   4 KiB each, not 256 KiB. The pools keep spares so the steady state does not allocate.
-//! - A ring region may be *lent* (to an in-flight io_uring op): while lent, the ring's memory
-//!   is never freed and the lent region is neither written (rx) nor consumed (tx) by us.
+//! - A transmit ring's head data may be *lent* (to an in-flight io_uring `Send`): while lent,
+//!   the ring's memory is never freed or moved and the lent bytes are not consumed by us.
+//! - Stream receive rings serve only [`Flow::recv`] callers: the stack receives with
+//!   [`Flow::recv_stream_into`], straight from the socket into its own memory.
 //! - Datagram sockets queue `Vec<u8>`s (at most `rx_datagrams` / `tx_datagrams`), recycled
 //!   through [`Pools::vecs`].
 
 use std::collections::VecDeque;
 use std::io;
 
-use super::sys::clone_error;
+use std::os::fd::RawFd;
+
+use super::sys::{self, clone_error};
 use super::{Event, Limits, Recv, SockId, SockKind, Token};
 
 /// Spare data buffers kept per pool (each one `rx_buffer` / `tx_buffer` bytes).
@@ -105,8 +109,6 @@ pub(crate) struct ByteRing {
     limit: usize,
     head: usize,
     len: usize,
-    /// The free region is lent to a writer (an in-flight `Recv`).
-    lent_free: bool,
     /// The head data is lent to a reader (an in-flight `Send`).
     lent_data: bool,
 }
@@ -118,7 +120,6 @@ impl ByteRing {
             limit: limit.max(1),
             head: 0,
             len: 0,
-            lent_free: false,
             lent_data: false,
         }
     }
@@ -132,7 +133,7 @@ impl ByteRing {
     }
 
     fn can_move(&self) -> bool {
-        !self.lent_free && !self.lent_data
+        !self.lent_data
     }
 
     /// Bytes that can be added now (the memory cannot grow while lent).
@@ -187,30 +188,8 @@ impl ByteRing {
         }
     }
 
-    /// Lend the free contiguous region for writing (by the kernel); ends with
-    /// [`ByteRing::commit`]. `want` sizes the memory (see [`ByteRing::reserve`]). The pointer
-    /// stays valid until the memory is released or moved, neither of which happens while lent.
-    pub fn lend_free(&mut self, pools: &mut Pools, want: usize) -> (*mut u8, usize) {
-        self.reserve(want, pools);
-        let (start, n) = self.free_region();
-        let ptr = match &mut self.buf {
-            // `start < mem.len()`: in bounds.
-            Some(mem) => mem[start..].as_mut_ptr(),
-            None => std::ptr::NonNull::dangling().as_ptr(),
-        };
-        self.lent_free = true;
-        (ptr, n)
-    }
-
-    /// End a [`ByteRing::lend_free`]: `n` bytes were written at the lent region.
-    pub fn commit(&mut self, n: usize) {
-        debug_assert!(n <= self.free_region().1);
-        self.lent_free = false;
-        self.len += n;
-    }
-
     /// Let `f` write into the free contiguous region (a synchronous `recv(2)`); commits what
-    /// it reports written. `want` sizes the memory as for [`ByteRing::lend_free`].
+    /// it reports written. `want` sizes the memory (see [`ByteRing::reserve`]).
     pub fn fill(
         &mut self,
         pools: &mut Pools,
@@ -276,9 +255,8 @@ impl ByteRing {
         let cap = self.mem_cap().max(1);
         self.head = (self.head + n) % cap;
         self.len -= n;
-        // Rewind to the start for larger contiguous regions, unless a writer holds a
-        // pointer computed from the current tail.
-        if self.len == 0 && !self.lent_free {
+        // Rewind to the start for larger contiguous regions.
+        if self.len == 0 {
             self.head = 0;
         }
     }
@@ -449,6 +427,79 @@ impl Flow {
         Err(Recv::Empty)
     }
 
+    /// Streams, receive on demand: bytes already held go first; else, when the socket may
+    /// be readable (`*ready`), one `recv(2)` on `fd` straight into `out` (no copy through
+    /// the ring). `EAGAIN` clears `*ready`: the driver's readiness event sets it again.
+    /// Results as for [`Flow::recv`].
+    pub fn recv_stream_into(
+        &mut self,
+        fd: RawFd,
+        ready: &mut bool,
+        out: &mut [u8],
+        pools: &mut Pools,
+    ) -> Result<usize, Recv> {
+        if self.rx.len() > 0 || !*ready || out.is_empty() {
+            return self.recv(
+                &mut |d| {
+                    let n = d.len().min(out.len());
+                    out[..n].copy_from_slice(&d[..n]);
+                    n
+                },
+                pools,
+            );
+        }
+        self.readable_told = false;
+        if let Some(e) = &self.err {
+            return Err(Recv::Error(clone_error(e)));
+        }
+        if self.eof {
+            return Err(Recv::Eof);
+        }
+        loop {
+            match sys::recv(fd, out) {
+                Ok(0) => {
+                    self.eof = true;
+                    return Err(Recv::Eof);
+                }
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    *ready = false;
+                    return Err(Recv::Empty);
+                }
+                Err(e) => {
+                    let r = Recv::Error(clone_error(&e));
+                    self.err = Some(e);
+                    self.tx.clear();
+                    self.release(pools);
+                    return Err(r);
+                }
+            }
+        }
+    }
+
+    /// Streams, for [`Flow::recv`] callers: when nothing is held and the socket may be
+    /// readable, one `recv(2)` into the ring first.
+    pub fn fill_stream(&mut self, fd: RawFd, ready: &mut bool, pools: &mut Pools) {
+        if self.rx.len() > 0 || !*ready || self.eof || self.err.is_some() {
+            return;
+        }
+        loop {
+            match self.rx.fill(pools, usize::MAX, |b| sys::recv(fd, b)) {
+                Ok(0) => self.eof = true,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => *ready = false,
+                Err(e) => {
+                    self.err = Some(e);
+                    self.tx.clear();
+                }
+            }
+            break;
+        }
+        self.release(pools);
+    }
+
     /// A datagram arrived.
     pub fn push_datagram(&mut self, data: &[u8], pools: &mut Pools) {
         let v = pools.vec_from(data);
@@ -503,7 +554,6 @@ impl Flow {
 
     /// Return everything; only once no operation can touch the buffers any more.
     pub fn free(&mut self, pools: &mut Pools) {
-        self.rx.lent_free = false;
         self.tx.lent_data = false;
         self.rx.clear();
         self.tx.clear();
@@ -653,26 +703,6 @@ mod tests {
         assert_eq!(r.room(), (1 << 20) - took, "grown to the full size");
         assert_eq!(r.data().len(), took);
         assert!(r.data().iter().all(|&b| b == 7));
-    }
-
-    #[test]
-    fn consume_during_lent_write_keeps_the_tail() {
-        let mut p = pools(16);
-        let mut r = ByteRing::new(16);
-        let (ptr, n) = r.lend_free(&mut p, 16);
-        assert_eq!(n, 16);
-        // SAFETY: the lent region is 16 writable bytes.
-        unsafe { std::ptr::copy_nonoverlapping(b"abcd".as_ptr(), ptr, 4) };
-        r.commit(4);
-        let (ptr, n) = r.lend_free(&mut p, 16);
-        assert_eq!(n, 12);
-        r.consume(4); // the caller drains while the next write is in flight
-        r.release(&mut p);
-        assert!(r.holds_memory(), "memory freed while lent");
-        // SAFETY: still 12 writable bytes at the lent region.
-        unsafe { std::ptr::copy_nonoverlapping(b"ef".as_ptr(), ptr, 2) };
-        r.commit(2);
-        assert_eq!(r.data(), b"ef");
     }
 
     #[test]

@@ -213,6 +213,13 @@ pub trait Driver {
     /// at debug), as a NAT would; the flow stays usable.
     fn recv(&mut self, sock: SockId, f: &mut dyn FnMut(&[u8]) -> usize) -> Result<usize, Recv>;
 
+    /// Stream: receive into `buf` (the caller's memory, such as smoltcp's transmit buffer):
+    /// bytes the driver already holds first, else one `recv(2)` straight into `buf`, so
+    /// received bytes are copied once (kernel → `buf`), not twice. Results, event rules
+    /// and errors as for [`Driver::recv`]; `Ok(0)` only for an empty `buf`.
+    /// Datagram: as `recv`, copying the datagram's head into `buf` (the rest is lost).
+    fn recv_into(&mut self, sock: SockId, buf: &mut [u8]) -> Result<usize, Recv>;
+
     /// Stream: `shutdown(SHUT_WR)` once every buffered byte has been written (further
     /// `send`s take nothing). Datagram: no-op.
     fn shutdown_write(&mut self, sock: SockId);

@@ -21,13 +21,14 @@
 //!   driver's transmit buffer takes them; the rest stays in smoltcp and closes the window
 //!   the guest sees. Guest FIN → `shutdown(SHUT_WR)` once everything before it was handed
 //!   to the driver.
-//! - `from_host` → `to_guest`: host bytes leave the driver's receive buffer only as fast as
-//!   the smoltcp send buffer takes them; a full buffer stops the driver reading the host
-//!   socket. Host EOF → `close()` of the smoltcp socket (FIN after the data).
+//! - `from_host` → `to_guest`: host bytes are received straight into the smoltcp send
+//!   buffer (`Driver::recv_into`) only as fast as it has room; a full buffer stops reading
+//!   the host socket. Host EOF → `close()` of the smoltcp socket (FIN after the data).
 //! - Resets: a guest RST closes the host socket with SO_LINGER 0 (the peer sees RST); a
 //!   host error aborts the smoltcp socket (the guest sees RST).
-//! - Per-flow memory is bounded by the smoltcp buffers (`tcp_buffer_bytes` each way) plus
-//!   the driver's per-socket buffers (its `Limits`).
+//! - Per-flow memory is bounded by the smoltcp buffers (`tcp_buffer_bytes` receive,
+//!   `tcp_to_guest_buffer_bytes` send) plus the driver's transmit ring (`Limits`); the
+//!   driver's receive ring is not used (`recv_into`).
 //! - Closed flows are reaped at once; TIME-WAIT keeps no state (the link cannot reorder).
 //!
 //! Demultiplexing is O(1): every flow has a socket set of its own, found by 4-tuple in a
@@ -92,7 +93,10 @@ pub struct Flows {
     next_gen: u32,
     active: usize,
     max: usize,
+    /// smoltcp receive buffer (guest→host window) per flow.
     buf_bytes: usize,
+    /// smoltcp send buffer (host→guest) per flow.
+    to_guest_bytes: usize,
     connect_timeout: Duration,
     /// Socket sets of reaped flows, kept for the next SYN (at most [`SPARE_SOCKETS`]).
     spare: Vec<(SocketSet<'static>, SocketHandle)>,
@@ -101,21 +105,22 @@ pub struct Flows {
 /// Segments one flow may send to the guest per turn (fairness between flows).
 const EGRESS_BURST: usize = 16;
 
-/// Reaped flows' sockets kept for reuse. A fresh socket costs two `tcp_buffer_bytes`
-/// allocations, which are above the mmap threshold: mmap, page faults and munmap for every
-/// connection (about 9 % of the poll thread in a connect/request/close loop). Reuse keeps
-/// the touched pages, so the cost is at most `SPARE_SOCKETS × 2 × tcp_buffer_bytes` of
-/// resident memory (4 MiB at the default).
-const SPARE_SOCKETS: usize = 8;
+/// Reaped flows' sockets kept for reuse. A fresh socket costs two buffer allocations
+/// above the mmap threshold: mmap, page faults and munmap for every connection (about 9 %
+/// of the poll thread in a connect/request/close loop). Reuse keeps the touched pages, so
+/// the cost is at most `SPARE_SOCKETS × (tcp_buffer_bytes + tcp_to_guest_buffer_bytes)` of
+/// resident memory (5 MiB at the defaults).
+const SPARE_SOCKETS: usize = 4;
 
-/// One flow's socket set holding one fresh TCP socket with buffers of `buf_bytes`.
+/// One flow's socket set holding one fresh TCP socket: a receive buffer (guest→host
+/// window) of `to_host` bytes and a send buffer of `to_guest` bytes.
 ///
 /// `vec![0; n]` is `calloc`: above the mmap threshold its pages stay untouched (not
 /// resident) until data passes through them, which keeps idle flows small.
-fn new_socket_set(buf_bytes: usize) -> (SocketSet<'static>, SocketHandle) {
+fn new_socket_set(to_host: usize, to_guest: usize) -> (SocketSet<'static>, SocketHandle) {
     let mut sock = tcp::Socket::new(
-        tcp::SocketBuffer::new(vec![0; buf_bytes]),
-        tcp::SocketBuffer::new(vec![0; buf_bytes]),
+        tcp::SocketBuffer::new(vec![0; to_host]),
+        tcp::SocketBuffer::new(vec![0; to_guest]),
     );
     sock.set_nagle_enabled(false);
     sock.set_ack_delay(None);
@@ -137,6 +142,7 @@ impl Flows {
             active: 0,
             max: cfg.max_connections,
             buf_bytes: cfg.egress.tcp_buffer_bytes,
+            to_guest_bytes: cfg.egress.tcp_to_guest_buffer_bytes,
             connect_timeout: Duration::from_millis(cfg.egress.connect_timeout_ms),
             spare: Vec::new(),
         }
@@ -180,7 +186,7 @@ impl Flows {
                 Stats::inc(&stats.tcp_sockets_reused);
                 spare
             }
-            None => new_socket_set(self.buf_bytes),
+            None => new_socket_set(self.buf_bytes, self.to_guest_bytes),
         };
         let sock = set.get_mut::<tcp::Socket>(handle);
         // A recycled socket may still be in TIME-WAIT; `listen` resets it completely.
@@ -474,7 +480,13 @@ fn service(flow: &mut Flow, driver: &mut dyn Driver) -> bool {
             if !s.can_send() {
                 break;
             }
-            match driver.recv(sock, &mut |d| s.send_slice(d).unwrap_or(0)) {
+            // Straight from the host socket into smoltcp's transmit buffer (one copy).
+            let r = s.send(|free| match driver.recv_into(sock, free) {
+                Ok(n) => (n, Ok(n)),
+                Err(e) => (0, Err(e)),
+            });
+            let Ok(r) = r else { break }; // not in a sending state
+            match r {
                 Ok(0) => break,
                 Ok(_) => {}
                 Err(Recv::Empty) => break,

@@ -7,7 +7,7 @@
 //! queued SQEs and waits for a completion, then drains the CQ. Every SQE carries a
 //! [`op::Tag`] (op, slot generation, slot) in `user_data`.
 //!
-//! Per socket, at most: one receive-side op ([`Op::Poll`] or [`Op::Recv`]), one
+//! Per socket, at most: one receive-side op ([`Op::Poll`]), one
 //! [`Op::Send`], plus connect/link-timeout and cancel. A slot is freed only after
 //! every op that names it has completed, so a kernel op never outlives the buffers it may
 //! touch, and a CQE always finds its slot (the generation check is defence in depth).
@@ -15,7 +15,7 @@
 //! | direction | ops |
 //! |---|---|
 //! | connect | `socket(2)` (blocking fd: io_uring does the waiting), `Connect` linked to `LinkTimeout`; `-ECANCELED` on the connect means the timeout fired |
-//! | `from_host`, stream | idle: one-shot `PollAdd(POLLIN)` (no buffer held); when it fires, `Recv` into the rx ring (memory taken from the pool now). A `Recv` that filled all it was offered is followed by another `Recv` at once (streaming), otherwise by a poll again. Nothing is armed while the ring is full |
+//! | `from_host`, stream | one-shot `PollAdd(POLLIN)` (no buffer held); when it fires, a `Readable` event, and the caller's `recv_into` does `recv(2, MSG_DONTWAIT)` straight into its own memory (smoltcp's transmit buffer): one copy, where an io_uring `Recv` needs a buffer of ours that must stay put until the CQE, and a second copy out of it. The poll is re-armed only after a `recv(2)` hit `EAGAIN`, so a stream that keeps data waiting costs no ring round trips (host→guest, pinned, MTU 65520: see the commit) |
 //! | `from_host`, datagram | `PollAdd(POLLIN)`, then `recv(2, MSG_DONTWAIT)` into the driver's one landing buffer until `EAGAIN`, copying each datagram into the queue: no per-socket 64 KiB landing buffer |
 //! | `to_host`, stream | with nothing queued or in flight, one `send(2, MSG_DONTWAIT)` at once for what the socket takes; the rest: one `Send(MSG_NOSIGNAL)` of the contiguous head of the tx ring (re-issued for the remainder after a short send; the ring grows past its first 4 KiB tier when a send completes with data still queued); then `shutdown(2, SHUT_WR)` directly when asked and drained (`IORING_OP_SHUTDOWN` always goes to an io-wq worker thread) |
 //! | `to_host`, datagram | with nothing queued ahead, one `send(2, MSG_DONTWAIT)` at once (a ring round trip per datagram would cap UDP at one datagram per `wait`); on `EAGAIN` the datagram is queued and sent by `Send` |
@@ -60,7 +60,6 @@ enum Phase {
 enum RxOp {
     Idle,
     Poll,
-    Recv,
 }
 
 struct Sock {
@@ -73,10 +72,8 @@ struct Sock {
     addr: SockAddr,
     timeout: types::Timespec,
     rx_op: RxOp,
-    /// Length offered to the in-flight `Recv`.
-    rx_offered: usize,
-    /// The last `Recv` filled all it was offered: more is likely waiting.
-    streaming: bool,
+    /// Stream: the last poll said readable and no `recv(2)` has hit `EAGAIN` since.
+    rx_ready: bool,
     tx_op: bool,
 }
 
@@ -344,27 +341,13 @@ impl Sock {
     }
 
     fn arm_rx(&mut self, cx: &mut Cx<'_>, slot: u32, gen: u32) {
-        if self.rx_op != RxOp::Idle || !self.flow.rx_room(&cx.pools.limits) {
+        // A stream known readable needs no poll until a recv(2) hits EAGAIN.
+        if self.rx_op != RxOp::Idle || self.rx_ready || !self.flow.rx_room(&cx.pools.limits) {
             return;
         }
-        if self.flow.is_stream() && self.streaming {
-            self.submit_recv(cx, slot, gen);
-        } else {
-            let sqe = opcode::PollAdd::new(self.fd(), libc::POLLIN as u32).build();
-            self.push(cx, sqe, Op::Poll, slot, gen);
-            self.rx_op = RxOp::Poll;
-        }
-    }
-
-    fn submit_recv(&mut self, cx: &mut Cx<'_>, slot: u32, gen: u32) {
-        // Idle-to-active: the small buffer; streaming: the full ring.
-        let want = if self.streaming { usize::MAX } else { 1 };
-        let (ptr, n) = self.flow.rx.lend_free(cx.pools, want);
-        let len = u32::try_from(n).unwrap_or(u32::MAX);
-        self.rx_offered = len as usize;
-        let sqe = opcode::Recv::new(self.fd(), ptr, len).build();
-        self.push(cx, sqe, Op::Recv, slot, gen);
-        self.rx_op = RxOp::Recv;
+        let sqe = opcode::PollAdd::new(self.fd(), libc::POLLIN as u32).build();
+        self.push(cx, sqe, Op::Poll, slot, gen);
+        self.rx_op = RxOp::Poll;
     }
 
     fn arm_tx(&mut self, cx: &mut Cx<'_>, slot: u32, gen: u32) {
@@ -443,34 +426,15 @@ impl Sock {
                 self.rx_op = RxOp::Idle;
                 if self.phase == Phase::Open && self.flow.rx_room(&cx.pools.limits) {
                     if self.flow.is_stream() {
-                        self.submit_recv(cx, slot, gen);
+                        // Read on demand by `recv_into` / `recv`, straight into the
+                        // caller's memory (an io_uring `Recv` would need a buffer of ours
+                        // and a second copy).
+                        self.rx_ready = true;
+                        self.flow.notify_readable(cx.ready);
                     } else {
                         self.drain_datagrams(cx);
                     }
                 }
-            }
-            Op::Recv => {
-                self.rx_op = RxOp::Idle;
-                match res {
-                    Ok(0) => {
-                        self.flow.rx.commit(0);
-                        self.flow.eof = true;
-                        self.flow.notify_readable(cx.ready);
-                    }
-                    Ok(n) => {
-                        self.flow.rx.commit(n);
-                        self.streaming = n >= self.rx_offered;
-                        self.flow.notify_readable(cx.ready);
-                    }
-                    Err(e) => {
-                        self.flow.rx.commit(0);
-                        self.streaming = false;
-                        if self.phase == Phase::Open {
-                            self.flow.fail(e, cx.pools, cx.ready);
-                        }
-                    }
-                }
-                self.flow.release(cx.pools);
             }
             Op::Send => {
                 self.tx_op = false;
@@ -577,8 +541,7 @@ impl Driver for UringDriver {
             addr,
             timeout: types::Timespec::from(connect_timeout),
             rx_op: RxOp::Idle,
-            rx_offered: 0,
-            streaming: false,
+            rx_ready: false,
             tx_op: false,
         };
         let (slot, gen) = self
@@ -683,7 +646,37 @@ impl Driver for UringDriver {
         if s.flow.quiet {
             return Err(unknown());
         }
+        if s.flow.is_stream() && s.phase == Phase::Open {
+            s.flow
+                .fill_stream(s.fd.as_raw_fd(), &mut s.rx_ready, cx.pools);
+        }
         let r = s.flow.recv(f, cx.pools);
+        s.arm(&mut cx, slot, gen);
+        r
+    }
+
+    fn recv_into(&mut self, sock: SockId, buf: &mut [u8]) -> Result<usize, Recv> {
+        let (slot, gen) = Slab::<Sock>::split(sock);
+        let (mut cx, socks) = self.cx();
+        let Some(s) = socks.get_mut(slot, gen) else {
+            return Err(unknown());
+        };
+        if s.flow.quiet {
+            return Err(unknown());
+        }
+        let r = if s.flow.is_stream() && s.phase == Phase::Open {
+            s.flow
+                .recv_stream_into(s.fd.as_raw_fd(), &mut s.rx_ready, buf, cx.pools)
+        } else {
+            s.flow.recv(
+                &mut |d| {
+                    let n = d.len().min(buf.len());
+                    buf[..n].copy_from_slice(&d[..n]);
+                    n.max(usize::from(d.is_empty()))
+                },
+                cx.pools,
+            )
+        };
         s.arm(&mut cx, slot, gen);
         r
     }
@@ -718,13 +711,8 @@ impl Driver for UringDriver {
         let flush = !reset && s.phase == Phase::Open && s.flow.is_stream() && s.flow.tx_pending();
         if flush {
             s.phase = Phase::Lingering;
-            if s.rx_op != RxOp::Idle {
-                let op = if s.rx_op == RxOp::Poll {
-                    Op::Poll
-                } else {
-                    Op::Recv
-                };
-                let b = types::CancelBuilder::user_data(Tag::new(op, slot, gen).pack());
+            if s.rx_op == RxOp::Poll {
+                let b = types::CancelBuilder::user_data(Tag::new(Op::Poll, slot, gen).pack());
                 s.push(
                     &mut cx,
                     opcode::AsyncCancel2::new(b).build(),

@@ -15,8 +15,6 @@ pub(super) enum Op {
     LinkTimeout = 2,
     /// One-shot `IORING_OP_POLL_ADD(POLLIN)` on a socket: data may be read now.
     Poll = 3,
-    /// `IORING_OP_RECV` into the socket's receive ring.
-    Recv = 4,
     /// `IORING_OP_SEND` from the socket's transmit ring / datagram queue.
     Send = 5,
     /// `IORING_OP_ASYNC_CANCEL` of the socket's other ops.
@@ -54,7 +52,6 @@ impl Tag {
             1 => Op::Connect,
             2 => Op::LinkTimeout,
             3 => Op::Poll,
-            4 => Op::Recv,
             5 => Op::Send,
             7 => Op::Cancel,
             8 => Op::Wake,
@@ -82,7 +79,7 @@ mod tests {
 
     #[test]
     fn tag_round_trip() {
-        for op in [Op::Connect, Op::Recv, Op::Wake, Op::Cancel] {
+        for op in [Op::Connect, Op::Poll, Op::Wake, Op::Cancel] {
             let t = Tag::new(op, 0xdead_beef, 0x0123_4567);
             let u = Tag::unpack(t.pack()).expect("packed by us");
             assert_eq!(u, Tag::new(op, 0xdead_beef, 0x0023_4567));
