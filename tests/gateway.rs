@@ -62,6 +62,8 @@ fn guest_configured(mtu: u32) {
     let link = tb.guest.ip(&["-o", "link", "show", "dev", "eth0"]);
     assert!(link.contains(&format!("mtu {mtu} ")), "{link}");
     assert!(link.to_lowercase().contains(GUEST_MAC), "{link}");
+    // Transmit queue: one slot per allowed flow (1,024 by default) plus 1,024.
+    assert!(link.contains("qlen 2048"), "{link}");
     let addr = tb.guest.ip(&["-o", "addr", "show", "dev", "eth0"]);
     assert!(addr.contains(&format!("inet {}/30 ", s.guest_v4)), "{addr}");
     assert!(
@@ -294,6 +296,7 @@ fn run_configures_guest(mtu: u32) {
     assert!(out.stdout.contains("172.16.0.2/30"), "{out}");
     assert!(out.stdout.contains(&format!("{}/64", s.guest_v6)), "{out}");
     assert!(out.stdout.contains(&format!("mtu {mtu} ")), "{out}");
+    assert!(out.stdout.contains("qlen 2048"), "{out}");
     assert!(
         out.stdout.contains(&format!("default via {}", s.gw_v4)),
         "{out}"
