@@ -273,6 +273,17 @@ record() { # TEST BACKEND RAWFILE RC bc0 bc1 s0 s1 t0 t1
 	tail -n1 "$RES" | python3 "$HERE/record.py" --line | tee -a "$LOG" >&2
 }
 
+# A fresh one-shot iperf3 server (sets srv, the caller's local); returns once it listens.
+iperf_server() { # LIFETIME
+	bg "$1" "$WORK/iperf3-server.log" "${PFX[@]}" ip netns exec "$HOSTNS" iperf3 -s -1 -p $IPORT
+	srv=$BGPID
+	local i
+	for i in $(seq 30); do
+		ip netns exec "$HOSTNS" ss -Hltn "sport = :$IPORT" | grep -q . && break
+		sleep 0.1
+	done
+}
+
 udp_loss() { # iperf3 -J file: loss % ("" when unparsable)
 	python3 -c 'import json,sys
 try:
@@ -286,19 +297,12 @@ except Exception:
 # restarted between steps. Leaves the last rate with loss < 5 % in FILE (or the
 # first step's result when even that lost more).
 udp_sweep() { # GUEST FILE IPERF-ARGS...
-	local g=$1 f=$2 rate=250 good=0 bad=0 step=$WORK/raw/udp-step.json loss rc=0
+	local g=$1 f=$2 rate=250 good=0 bad=0 step=$WORK/raw/udp-step.json loss rc=0 i
 	shift 2
 	while :; do
 		if [ "$good" -gt 0 ] || [ "$bad" -gt 0 ]; then
 			# the first server was started by run_test; later steps need their own
-			bg $((UDP_STEP + 30)) "$WORK/iperf3-server.log" "${PFX[@]}" \
-				ip netns exec "$HOSTNS" iperf3 -s -1 -p $IPORT
-			srv=$BGPID
-			local i
-			for i in $(seq 30); do
-				ip netns exec "$HOSTNS" ss -Hltn "sport = :$IPORT" | grep -q . && break
-				sleep 0.1
-			done
+			iperf_server $((UDP_STEP + 30))
 		fi
 		: >"$step"
 		"${PFX[@]}" ip netns exec "$g" timeout -k 3 $((UDP_STEP + 25)) iperf3 -c "$SERVER" \
@@ -350,14 +354,7 @@ run_test() { # BACKEND GUEST TEST
 	if [ ${#args[@]} -gt 0 ]; then
 		# a fresh one-shot iperf3 server per test: a wedged test cannot
 		# leave a busy server behind for the next one
-		bg $((T + 40)) "$WORK/iperf3-server.log" "${PFX[@]}" \
-			ip netns exec "$HOSTNS" iperf3 -s -1 -p $IPORT
-		srv=$BGPID
-		local i
-		for i in $(seq 30); do
-			ip netns exec "$HOSTNS" ss -Hltn "sport = :$IPORT" | grep -q . && break
-			sleep 0.1
-		done
+		iperf_server $((T + 40))
 	fi
 	bc0=$(proc_cpu "$BPID"); s0=$(sys_cpu); t0=$(date +%s.%N)
 	if [ "$t" = udp_paced ]; then

@@ -249,6 +249,7 @@ def chart(d, path):
                  "throughput"),
                 (lat, "µs (median, whiskers min–max)", "latency, lower is better")]):
             ax = axes[i][j]
+            plotted = False
             for bi, b in enumerate(d.backends):
                 xs, ys, lo, hi = [], [], [], []
                 for xi, (t, k) in enumerate(items):
@@ -260,6 +261,7 @@ def chart(d, path):
                     ys.append(m)
                     lo.append(m - min(v))
                     hi.append(max(v) - m)
+                plotted |= any(y > 0 for y in ys)
                 ax.bar(xs, ys, w, yerr=[lo, hi], capsize=2, label=b,
                        color=colors.get(b), error_kw={"elinewidth": 0.8})
             ax.set_xticks(range(len(items)))
@@ -268,7 +270,7 @@ def chart(d, path):
             ax.set_ylabel(ylabel, fontsize=8)
             ax.set_title(f"{c[0]}, MTU {c[1]}: {title}", fontsize=10)
             ax.grid(axis="y", alpha=0.3)
-            if j == 1:
+            if j == 1 and plotted:  # a run without rr/crr tests has nothing to log-scale
                 ax.set_yscale("log")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", ncol=len(d.backends), fontsize=9)

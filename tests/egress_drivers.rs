@@ -318,10 +318,8 @@ fn half_close<D: Driver>(mut d: D) {
     d.close(id, false);
 }
 
-fn peer_reset<D: Driver>(mut d: D) {
-    let l = TcpListener::bind(v4()).unwrap();
-    let id = connect(&mut d, l.local_addr().unwrap(), 1);
-    let (s, _) = l.accept().unwrap();
+/// SO_LINGER 0: dropping `s` sends RST.
+fn reset_when_dropped(s: &std::net::TcpStream) {
     let lg = libc::linger {
         l_onoff: 1,
         l_linger: 0,
@@ -337,6 +335,13 @@ fn peer_reset<D: Driver>(mut d: D) {
         )
     };
     assert_eq!(r, 0);
+}
+
+fn peer_reset<D: Driver>(mut d: D) {
+    let l = TcpListener::bind(v4()).unwrap();
+    let id = connect(&mut d, l.local_addr().unwrap(), 1);
+    let (s, _) = l.accept().unwrap();
+    reset_when_dropped(&s);
     drop(s); // RST
     let e = read_all(&mut d, id, b"", |_| {}).unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::ConnectionReset);
@@ -477,21 +482,7 @@ fn recv_into_stream<D: Driver>(mut d: D) {
     let l = TcpListener::bind(v4()).unwrap();
     let id = connect(&mut d, l.local_addr().unwrap(), 2);
     let (s, _) = l.accept().unwrap();
-    let lg = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: `lg` is a live linger struct and the length is its size.
-    let r = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&raw const lg).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(r, 0);
+    reset_when_dropped(&s);
     drop(s);
     let e = read_all_into(&mut d, id, b"", &[4096]).unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::ConnectionReset);

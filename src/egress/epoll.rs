@@ -88,6 +88,15 @@ fn mio_token(slot: u32, gen: u32) -> mio::Token {
     mio::Token(Slab::<Sock>::id(slot, gen).0 as usize)
 }
 
+/// The socket `sock` names, unless it is unknown or closed by the caller.
+fn live(socks: &mut Slab<Sock>, sock: SockId) -> Result<&mut Sock, Recv> {
+    let (slot, gen) = Slab::<Sock>::split(sock);
+    match socks.get_mut(slot, gen) {
+        Some(s) if !s.flow.quiet => Ok(s),
+        _ => Err(unknown()),
+    }
+}
+
 fn unknown() -> Recv {
     Recv::Error(io::Error::new(io::ErrorKind::NotFound, "unknown socket"))
 }
@@ -416,13 +425,7 @@ impl Driver for EpollDriver {
     }
 
     fn recv(&mut self, sock: SockId, f: &mut dyn FnMut(&[u8]) -> usize) -> Result<usize, Recv> {
-        let (slot, gen) = Slab::<Sock>::split(sock);
-        let Some(s) = self.socks.get_mut(slot, gen) else {
-            return Err(unknown());
-        };
-        if s.flow.quiet {
-            return Err(unknown());
-        }
+        let s = live(&mut self.socks, sock)?;
         if s.flow.is_stream() && s.phase == Phase::Open {
             s.flow
                 .fill_stream(s.fd.as_raw_fd(), &mut s.rx_ready, &mut self.pools);
@@ -431,29 +434,14 @@ impl Driver for EpollDriver {
     }
 
     fn recv_into(&mut self, sock: SockId, buf: &mut [u8]) -> Result<usize, Recv> {
-        let (slot, gen) = Slab::<Sock>::split(sock);
-        let Some(s) = self.socks.get_mut(slot, gen) else {
-            return Err(unknown());
-        };
-        if s.flow.quiet {
-            return Err(unknown());
-        }
+        let s = live(&mut self.socks, sock)?;
         if s.flow.is_stream() && s.phase == Phase::Open {
-            return s.flow.recv_stream_into(
-                s.fd.as_raw_fd(),
-                &mut s.rx_ready,
-                buf,
-                &mut self.pools,
-            );
+            let fd = s.fd.as_raw_fd();
+            return s
+                .flow
+                .recv_stream_into(fd, &mut s.rx_ready, buf, &mut self.pools);
         }
-        s.flow.recv(
-            &mut |d| {
-                let n = d.len().min(buf.len());
-                buf[..n].copy_from_slice(&d[..n]);
-                n.max(usize::from(d.is_empty()))
-            },
-            &mut self.pools,
-        )
+        s.flow.recv_copy(buf, &mut self.pools)
     }
 
     fn shutdown_write(&mut self, sock: SockId) {

@@ -439,14 +439,7 @@ impl Flow {
         pools: &mut Pools,
     ) -> Result<usize, Recv> {
         if self.rx.len() > 0 || !*ready || out.is_empty() {
-            return self.recv(
-                &mut |d| {
-                    let n = d.len().min(out.len());
-                    out[..n].copy_from_slice(&d[..n]);
-                    n
-                },
-                pools,
-            );
+            return self.recv_copy(out, pools);
         }
         self.readable_told = false;
         if let Some(e) = &self.err {
@@ -476,6 +469,18 @@ impl Flow {
                 }
             }
         }
+    }
+
+    /// [`Flow::recv`] into `out`: a datagram longer than `out` loses its tail.
+    pub fn recv_copy(&mut self, out: &mut [u8], pools: &mut Pools) -> Result<usize, Recv> {
+        self.recv(
+            &mut |d| {
+                let n = d.len().min(out.len());
+                out[..n].copy_from_slice(&d[..n]);
+                n.max(usize::from(d.is_empty()))
+            },
+            pools,
+        )
     }
 
     /// Streams, for [`Flow::recv`] callers: when nothing is held and the socket may be

@@ -493,6 +493,25 @@ impl Sock {
     }
 }
 
+impl UringDriver {
+    /// Run a receive on the socket `sock` names (unless unknown or closed by the caller),
+    /// then queue whatever its state allows.
+    fn with_live(
+        &mut self,
+        sock: SockId,
+        f: impl FnOnce(&mut Sock, &mut Pools) -> Result<usize, Recv>,
+    ) -> Result<usize, Recv> {
+        let (slot, gen) = Slab::<Sock>::split(sock);
+        let (mut cx, socks) = self.cx();
+        let Some(s) = socks.get_mut(slot, gen).filter(|s| !s.flow.quiet) else {
+            return Err(unknown());
+        };
+        let r = f(s, cx.pools);
+        s.arm(&mut cx, slot, gen);
+        r
+    }
+}
+
 fn unknown() -> Recv {
     Recv::Error(io::Error::new(io::ErrorKind::NotFound, "unknown socket"))
 }
@@ -638,47 +657,23 @@ impl Driver for UringDriver {
     }
 
     fn recv(&mut self, sock: SockId, f: &mut dyn FnMut(&[u8]) -> usize) -> Result<usize, Recv> {
-        let (slot, gen) = Slab::<Sock>::split(sock);
-        let (mut cx, socks) = self.cx();
-        let Some(s) = socks.get_mut(slot, gen) else {
-            return Err(unknown());
-        };
-        if s.flow.quiet {
-            return Err(unknown());
-        }
-        if s.flow.is_stream() && s.phase == Phase::Open {
-            s.flow
-                .fill_stream(s.fd.as_raw_fd(), &mut s.rx_ready, cx.pools);
-        }
-        let r = s.flow.recv(f, cx.pools);
-        s.arm(&mut cx, slot, gen);
-        r
+        self.with_live(sock, |s, pools| {
+            if s.flow.is_stream() && s.phase == Phase::Open {
+                s.flow.fill_stream(s.fd.as_raw_fd(), &mut s.rx_ready, pools);
+            }
+            s.flow.recv(f, pools)
+        })
     }
 
     fn recv_into(&mut self, sock: SockId, buf: &mut [u8]) -> Result<usize, Recv> {
-        let (slot, gen) = Slab::<Sock>::split(sock);
-        let (mut cx, socks) = self.cx();
-        let Some(s) = socks.get_mut(slot, gen) else {
-            return Err(unknown());
-        };
-        if s.flow.quiet {
-            return Err(unknown());
-        }
-        let r = if s.flow.is_stream() && s.phase == Phase::Open {
-            s.flow
-                .recv_stream_into(s.fd.as_raw_fd(), &mut s.rx_ready, buf, cx.pools)
-        } else {
-            s.flow.recv(
-                &mut |d| {
-                    let n = d.len().min(buf.len());
-                    buf[..n].copy_from_slice(&d[..n]);
-                    n.max(usize::from(d.is_empty()))
-                },
-                cx.pools,
-            )
-        };
-        s.arm(&mut cx, slot, gen);
-        r
+        self.with_live(sock, |s, pools| {
+            if s.flow.is_stream() && s.phase == Phase::Open {
+                let fd = s.fd.as_raw_fd();
+                s.flow.recv_stream_into(fd, &mut s.rx_ready, buf, pools)
+            } else {
+                s.flow.recv_copy(buf, pools)
+            }
+        })
     }
 
     fn shutdown_write(&mut self, sock: SockId) {
