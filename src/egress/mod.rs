@@ -275,3 +275,49 @@ pub fn select(
         },
     }
 }
+
+/// Shared by the drivers' unit tests (which then look at their private state).
+#[cfg(test)]
+pub(crate) mod test_util {
+    use super::{Driver, Event, SockId, SockKind, Token};
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::time::Duration;
+
+    /// Connect `d` to a local peer, exchange "hello" / "world", and let the socket go
+    /// idle; returns its id (and the peer, to keep the connection up).
+    pub fn exchange_then_idle<D: Driver>(d: &mut D) -> (SockId, std::net::TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let id = d
+            .open(
+                SockKind::Tcp,
+                l.local_addr().unwrap(),
+                Duration::from_secs(5),
+                Token(1),
+            )
+            .unwrap();
+        let mut evs = Vec::new();
+        while !evs.iter().any(|e| matches!(e, Event::Connected { .. })) {
+            d.wait(Some(Duration::from_secs(5)), &mut evs).unwrap();
+        }
+        let (mut peer, _) = l.accept().unwrap();
+        assert_eq!(d.send(id, b"hello"), 5);
+        d.wait(Some(Duration::ZERO), &mut evs).unwrap();
+        let mut buf = [0; 5];
+        peer.read_exact(&mut buf).unwrap();
+        peer.write_all(b"world").unwrap();
+        let mut got = Vec::new();
+        while got.len() < 5 {
+            d.wait(Some(Duration::from_millis(100)), &mut evs).unwrap();
+            while let Ok(n) = d.recv(id, &mut |b| {
+                got.extend_from_slice(b);
+                b.len()
+            }) {
+                assert!(n > 0);
+            }
+        }
+        assert_eq!(got, b"world");
+        d.wait(Some(Duration::from_millis(20)), &mut evs).unwrap();
+        (id, peer)
+    }
+}

@@ -814,45 +814,13 @@ impl Drop for UringDriver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{Read, Write};
-    use std::net::TcpListener;
 
     /// After an exchange, an idle established socket holds no data buffer, and its slab
     /// entry is small.
     #[test]
     fn idle_socket_holds_no_buffer() {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let mut d = UringDriver::new(Limits::default()).unwrap();
-        let id = d
-            .open(
-                SockKind::Tcp,
-                l.local_addr().unwrap(),
-                Duration::from_secs(5),
-                Token(1),
-            )
-            .unwrap();
-        let mut evs = Vec::new();
-        while !evs.iter().any(|e| matches!(e, Event::Connected { .. })) {
-            d.wait(Some(Duration::from_secs(5)), &mut evs).unwrap();
-        }
-        let (mut peer, _) = l.accept().unwrap();
-        assert_eq!(d.send(id, b"hello"), 5);
-        d.wait(Some(Duration::ZERO), &mut evs).unwrap();
-        let mut buf = [0; 5];
-        peer.read_exact(&mut buf).unwrap();
-        peer.write_all(b"world").unwrap();
-        let mut got = Vec::new();
-        while got.len() < 5 {
-            d.wait(Some(Duration::from_millis(100)), &mut evs).unwrap();
-            while let Ok(n) = d.recv(id, &mut |b| {
-                got.extend_from_slice(b);
-                b.len()
-            }) {
-                assert!(n > 0);
-            }
-        }
-        assert_eq!(got, b"world");
-        d.wait(Some(Duration::from_millis(20)), &mut evs).unwrap();
+        let (id, _peer) = crate::egress::test_util::exchange_then_idle(&mut d);
         let (slot, gen) = Slab::<Sock>::split(id);
         let s = d.socks.get(slot, gen).unwrap();
         assert!(!s.flow.rx.holds_memory() && !s.flow.tx.holds_memory());
