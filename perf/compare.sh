@@ -111,78 +111,10 @@ RES=$RESDIR/$STAMP-$HOST.jsonl
 : >"$RES"
 CLK=$(getconf CLK_TCK)
 
-log() { echo "[$(date +%T)] $*" | tee -a "$LOG" >&2; }
-
 # ---------------------------------------------------------------- bookkeeping
 TAG=rnp$$
-HOSTNS=${TAG}h
-MADE_NS=()   # namespaces made here (deleted by exact name)
-BG=()        # PIDs of `timeout` wrappers of everything started in background
-
-cleanup() {
-	set +e
-	local p n
-	for p in "${BG[@]}"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done
-	for p in "${BG[@]}"; do [ -n "$p" ] && wait "$p" 2>/dev/null; done
-	BG=()
-	for n in "${MADE_NS[@]}"; do [ -n "$n" ] && ip netns del "$n" 2>/dev/null; done
-	MADE_NS=()
-}
-trap cleanup EXIT
-trap 'log "interrupted"; exit 130' INT TERM HUP
-
-# bg LIFETIME_S LOGFILE CMD... : start CMD under timeout; sets BGPID (the
-# timeout wrapper, which forwards SIGTERM) and CHILD (the command itself:
-# taskset and `ip netns exec` exec, so it is the real server/backend PID).
-bg() {
-	local life=$1 logf=$2 i
-	shift 2
-	timeout -k 3 "$life" "$@" >>"$logf" 2>&1 &
-	BGPID=$!
-	BG+=("$BGPID")
-	CHILD=""
-	for i in $(seq 50); do
-		CHILD=$(cat "/proc/$BGPID/task/$BGPID/children" 2>/dev/null | awk '{print $1}')
-		[ -n "$CHILD" ] && break
-		sleep 0.02
-	done
-}
-stop_bg() { # stop one wrapper by PID and forget it
-	local p=$1 i
-	[ -n "$p" ] || return 0
-	kill "$p" 2>/dev/null || true
-	for i in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-	wait "$p" 2>/dev/null || true
-	for i in "${!BG[@]}"; do [ "${BG[$i]}" = "$p" ] && unset 'BG[i]'; done
-	BG=("${BG[@]}")
-}
-del_ns() {
-	local n=$1 i
-	ip netns del "$n" 2>/dev/null || true
-	for i in "${!MADE_NS[@]}"; do [ "${MADE_NS[$i]}" = "$n" ] && unset 'MADE_NS[i]'; done
-	MADE_NS=("${MADE_NS[@]}")
-}
-
-ns_sysctls() {
-	ip netns exec "$1" sysctl -qw net.ipv4.tcp_tw_reuse=1 \
-		net.ipv4.ip_local_port_range="10000 65001" >/dev/null
-}
-
-setup_host() {
-	ip netns add "$HOSTNS"
-	MADE_NS+=("$HOSTNS")
-	ip -n "$HOSTNS" link set lo up
-	# Dead-end sink with default routes for both families (pasta wants a
-	# template interface with a default route; ringnet activates a family
-	# only when the host can route it).  ifb drops what it is given.
-	ip -n "$HOSTNS" link add sink0 type ifb
-	ip -n "$HOSTNS" link set sink0 up
-	ip -n "$HOSTNS" addr add 10.254.0.1/24 dev sink0
-	ip -n "$HOSTNS" -6 addr add fd00:fe::1/64 dev sink0 nodad
-	ip -n "$HOSTNS" route add default via 10.254.0.2 dev sink0
-	ip -n "$HOSTNS" -6 route add default via fd00:fe::2 dev sink0
-	ns_sysctls "$HOSTNS"
-}
+# shellcheck source=perf/lib.sh
+. "$HERE/lib.sh"
 
 # ---------------------------------------------------------------- backends
 # Each attach_* sets BPID (backend process, "" for veth), BWRAP (its timeout

@@ -54,62 +54,14 @@ OUTJ=$RESDIR/$STAMP-$HOST-rss.jsonl
 OUTM=$RESDIR/$STAMP-$HOST-rss.md
 : >"$OUTJ"
 
-log() { echo "[$(date +%T)] $*" | tee -a "$LOG" >&2; }
-
 TAG=rnr$$
-HOSTNS=${TAG}h
 GUEST=${TAG}g
-MADE_NS=()
-BG=()
-cleanup() {
-	set +e
-	local p n
-	for p in "${BG[@]}"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done
-	for p in "${BG[@]}"; do [ -n "$p" ] && wait "$p" 2>/dev/null; done
-	BG=()
-	for n in "${MADE_NS[@]}"; do [ -n "$n" ] && ip netns del "$n" 2>/dev/null; done
-	MADE_NS=()
-}
-trap cleanup EXIT
-trap 'log "interrupted"; exit 130' INT TERM HUP
+# shellcheck source=perf/lib.sh
+. "$HERE/lib.sh"
 
-bg() { # LIFETIME LOGFILE CMD... -> BGPID (timeout wrapper), CHILD (command)
-	local life=$1 logf=$2 i
-	shift 2
-	timeout -k 3 "$life" "$@" >"$logf" 2>&1 &
-	BGPID=$!
-	BG+=("$BGPID")
-	CHILD=""
-	for i in $(seq 50); do
-		CHILD=$(cat "/proc/$BGPID/task/$BGPID/children" 2>/dev/null | awk '{print $1}')
-		[ -n "$CHILD" ] && break
-		sleep 0.02
-	done
-}
-stop_bg() {
-	local p=$1 i
-	kill "$p" 2>/dev/null || true
-	for i in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-	wait "$p" 2>/dev/null || true
-	for i in "${!BG[@]}"; do [ "${BG[$i]}" = "$p" ] && unset 'BG[i]'; done
-	BG=("${BG[@]}")
-}
-sysctls() {
-	ip netns exec "$1" sysctl -qw net.ipv4.tcp_tw_reuse=1 \
-		net.ipv4.ip_local_port_range="10000 65001" >/dev/null
-}
 status_kib() { awk -v k="$2:" '$1==k{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 
-ip netns add "$HOSTNS"
-MADE_NS+=("$HOSTNS")
-ip -n "$HOSTNS" link set lo up
-ip -n "$HOSTNS" link add sink0 type ifb
-ip -n "$HOSTNS" link set sink0 up
-ip -n "$HOSTNS" addr add 10.254.0.1/24 dev sink0
-ip -n "$HOSTNS" -6 addr add fd00:fe::1/64 dev sink0 nodad
-ip -n "$HOSTNS" route add default via 10.254.0.2 dev sink0
-ip -n "$HOSTNS" -6 route add default via fd00:fe::2 dev sink0
-sysctls "$HOSTNS"
+setup_host
 bg 3600 "$WORK/server.log" ip netns exec "$HOSTNS" "$RRB" server -p $RPORT -L 3500
 SRV=$BGPID
 
@@ -119,7 +71,7 @@ for drv in $DRIVERS; do
 		ip netns add "$GUEST"
 		MADE_NS+=("$GUEST")
 		ip -n "$GUEST" link set lo up
-		sysctls "$GUEST"
+		ns_sysctls "$GUEST"
 		bg 600 "$WORK/ringnet-$drv-$n.log" ip netns exec "$HOSTNS" "$RINGNET_BIN" attach \
 			--netns "/run/netns/$GUEST" --tap tap0 --configure --mtu "$MTU" \
 			--egress "$drv" --config "$CONF" --stats
@@ -137,6 +89,7 @@ for drv in $DRIVERS; do
 			rec+=",\"error\":\"not ready\"}"
 		else
 			hold_out=$WORK/hold-$drv-$n.json
+			: >"$hold_out" # bg appends
 			bg 400 "$hold_out" ip netns exec "$GUEST" "$RRB" hold -H 172.16.0.1 -p $RPORT -n "$n" -d 300 -s "$SETTLE.5"
 			HW=$BGPID
 			for i in $(seq 1800); do # until it reports (at most 180 s)
@@ -168,8 +121,7 @@ for drv in $DRIVERS; do
 		fi
 		echo "$rec" >>"$OUTJ"
 		stop_bg "$RW"
-		ip netns del "$GUEST"
-		MADE_NS=("${MADE_NS[@]/$GUEST/}")
+		del_ns "$GUEST"
 	done
 done
 stop_bg "$SRV"
