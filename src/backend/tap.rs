@@ -143,8 +143,9 @@ impl Tap {
     }
 
     /// Read up to `budget` frames from the guest onto `ring`. Returns the number read;
-    /// fewer than `budget` only when a read hit `EAGAIN` (the device is drained). A frame that finds the pool empty is read into a scratch
-    /// buffer and dropped (counted on the ring) so the device does not stay readable forever.
+    /// fewer than `budget` only when a read hit `EAGAIN` (the device is drained). A frame
+    /// that finds the pool empty is read into a scratch buffer and dropped (counted on the
+    /// ring) so the device does not stay readable forever.
     pub fn read_frames(&mut self, pool: &Pool, ring: &Ring, budget: usize) -> io::Result<usize> {
         let mut n = 0;
         while n < budget {

@@ -358,7 +358,7 @@ impl Engine {
         match kind {
             T_WAKE if u64::from(idx) == WAKE_STOP => self.link.stop_fd.drain(),
             T_WAKE if u64::from(idx) == WAKE_TAP => self.tap_ready = true,
-            // from_guest / TAP wake-ups: drained at the top of the next turn.
+            // from_guest wake-ups: the ring is drained at the top of the next turn.
             T_WAKE => {}
             T_TCP => self
                 .tcp

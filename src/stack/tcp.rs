@@ -94,7 +94,7 @@ pub struct Flows {
     active: usize,
     max: usize,
     /// smoltcp receive buffer (guest→host window) per flow.
-    buf_bytes: usize,
+    to_host_bytes: usize,
     /// smoltcp send buffer (host→guest) per flow.
     to_guest_bytes: usize,
     connect_timeout: Duration,
@@ -141,7 +141,7 @@ impl Flows {
             next_gen: 1,
             active: 0,
             max: cfg.max_connections,
-            buf_bytes: cfg.egress.tcp_buffer_bytes,
+            to_host_bytes: cfg.egress.tcp_buffer_bytes,
             to_guest_bytes: cfg.egress.tcp_to_guest_buffer_bytes,
             connect_timeout: Duration::from_millis(cfg.egress.connect_timeout_ms),
             spare: Vec::new(),
@@ -186,7 +186,7 @@ impl Flows {
                 Stats::inc(&stats.tcp_sockets_reused);
                 spare
             }
-            None => new_socket_set(self.buf_bytes, self.to_guest_bytes),
+            None => new_socket_set(self.to_host_bytes, self.to_guest_bytes),
         };
         let sock = set.get_mut::<tcp::Socket>(handle);
         // A recycled socket may still be in TIME-WAIT; `listen` resets it completely.
