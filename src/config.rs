@@ -371,6 +371,14 @@ pub struct EgressConfig {
     pub driver: EgressDriver,
     /// Host TCP connect gives up after this long.
     pub connect_timeout_ms: u64,
+    /// TCP flows whose host connect is in progress, at most (a share of
+    /// `max_connections`): at the cap, the oldest pending connect is given up (the guest
+    /// gets RST) so that a flood of connects to unreachable hosts cannot starve the rest.
+    pub max_connecting: usize,
+    /// A TCP flow whose guest has sent nothing for this long is reset: the guest is
+    /// probed with keep-alives every quarter of it, so only a guest that vanished (or
+    /// ignores its own connection) is affected. Also bounds an unanswered SYN-ACK.
+    pub tcp_guest_timeout_ms: u64,
     /// A UDP flow with no traffic either way for this long is closed.
     pub udp_idle_timeout_ms: u64,
     /// UDP flows open at once, at most.
@@ -392,6 +400,8 @@ impl Default for EgressConfig {
         EgressConfig {
             driver: EgressDriver::Auto,
             connect_timeout_ms: 10_000,
+            max_connecting: 256,
+            tcp_guest_timeout_ms: 60_000,
             udp_idle_timeout_ms: 60_000,
             max_udp_flows: 1024,
             tcp_buffer_bytes: 256 * 1024,
@@ -585,6 +595,11 @@ impl NetworkConfig {
         let zero = [
             ("max_connections", self.max_connections == 0),
             ("egress.connect_timeout_ms", egress.connect_timeout_ms == 0),
+            ("egress.max_connecting", egress.max_connecting == 0),
+            (
+                "egress.tcp_guest_timeout_ms",
+                egress.tcp_guest_timeout_ms == 0,
+            ),
             (
                 "egress.udp_idle_timeout_ms",
                 egress.udp_idle_timeout_ms == 0,

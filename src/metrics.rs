@@ -44,6 +44,18 @@ counters!(
         tcp_refused_limit,
         /// TCP flows open now.
         tcp_active,
+        /// TCP flows whose host connect is in progress now.
+        tcp_connecting,
+        /// Pending host connects given up at the `max_connecting` cap, oldest first (the
+        /// guest got RST).
+        tcp_connect_evicted,
+        /// TCP flows the guest reset (in any state, including an abandoned connect).
+        tcp_guest_reset,
+        /// TCP flows reset because the host socket failed or was reset (the guest got RST).
+        tcp_host_reset,
+        /// TCP flows reset because the guest sent nothing for `tcp_guest_timeout_ms`
+        /// (keep-alive probes or a SYN-ACK unanswered: the guest vanished).
+        tcp_guest_timeout,
         /// UDP flows opened.
         udp_opened,
         /// UDP flows closed after being idle.

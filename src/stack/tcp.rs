@@ -2,49 +2,60 @@
 //!
 //! # Theory of operation
 //!
-//! States of a flow (`Phase`):
+//! Every flow ends in bounded time whatever either side does. Its lifecycle (`Phase`,
+//! smoltcp's socket state in brackets; "reaped" frees the slot, the 4-tuple and the host
+//! socket at the end of the same turn):
 //!
-//! | phase        | smoltcp socket                       | host socket        | leaves when |
-//! |--------------|--------------------------------------|--------------------|-------------|
-//! | `Connecting` | listening / SYN-RECEIVED, SYN-ACK held | connect in flight  | connect result |
-//! | `Open`       | relaying                              | relaying           | both sides closed, or a reset |
-//! | `Draining`   | closed                                | flushing its tx     | tx empty |
-//! | `Aborting`   | RST queued                            | closed             | next poll sent the RST |
+//! | phase        | event                                                        | action                                          | next       |
+//! |--------------|--------------------------------------------------------------|-------------------------------------------------|------------|
+//! | (none)       | guest SYN, a free slot (`max_connections`)                   | socket listens on the exact destination, SYN-ACK held; host connect starts | `Connecting` |
+//! | (none)       | guest SYN, `max_connecting` connects pending                 | the oldest pending connect is evicted (below), then as above | `Connecting` |
+//! | `Connecting` | host connect ok                                              | release the SYN-ACK; guest keep-alive and timeout armed | `Open` |
+//! | `Connecting` | host connect refused/unreachable, a fallback target left     | connect the fallback (gateway → other family's loopback) | `Connecting` |
+//! | `Connecting` | host connect failed or timed out (`connect_timeout_ms`)       | RST to the guest                                | `Aborting` |
+//! | `Connecting` | evicted at the `max_connecting` cap                          | host socket closed, RST to the guest            | `Aborting` |
+//! | `Connecting` | guest RST (socket back in LISTEN, or CLOSED)                  | host socket closed                              | reaped     |
+//! | `Connecting` | guest SYN retransmitted                                      | none (same 4-tuple, same flow)                  | `Connecting` |
+//! | `Open`       | guest RST in any state (LISTEN after SYN-RECEIVED, or CLOSED without the guest's FIN) | host socket reset (SO_LINGER 0) | reaped |
+//! | `Open`       | host error or reset, also after the host's EOF               | RST to the guest                                | `Aborting` |
+//! | `Open`       | host EOF                                                     | FIN to the guest after the data                 | `Open`     |
+//! | `Open`       | guest FIN, everything before it handed to the driver         | `shutdown(SHUT_WR)` on the host socket          | `Open`     |
+//! | `Open`       | both FINs exchanged (TIME-WAIT, or CLOSED after LAST-ACK)      | graceful host close: the driver flushes for at most `CLOSE_LINGER`, then closes | reaped |
+//! | `Open`       | guest silent for `tcp_guest_timeout_ms` (keep-alives every quarter of it, a SYN-ACK, data or FIN unanswered) | smoltcp sends RST; host socket reset | reaped |
+//! | `Aborting`   | the next smoltcp poll sent the RST                            | host socket (if any) closed                     | reaped     |
 //!
-//! - Setup: the guest's SYN creates the socket (`listen` on the exact destination, SYN-ACK
-//!   paused) and starts the host connect FIRST; only a successful connect releases the
-//!   SYN-ACK. A failed connect (refused, unreachable, timed out) aborts the socket, so the
-//!   guest gets a RST. A SYN repeated while connecting finds the flow by its 4-tuple and
-//!   opens nothing new. Beyond `max_connections` flows, no socket is made and smoltcp answers
-//!   the SYN with RST.
+//! So the longest any flow can live without progress is `connect_timeout_ms` while
+//! connecting, then `tcp_guest_timeout_ms` (plus a quarter) after the guest last sent
+//! anything; a flow whose guest answers keep-alives lives as long as both ends want it.
+//!
 //! - `from_guest` → `to_host`: bytes leave the smoltcp receive buffer only as fast as the
 //!   driver's transmit buffer takes them; the rest stays in smoltcp and closes the window
 //!   the guest sees. Guest FIN → `shutdown(SHUT_WR)` once everything before it was handed
 //!   to the driver.
 //! - `from_host` → `to_guest`: host bytes are received straight into the smoltcp send
 //!   buffer (`Driver::recv_into`) only as fast as it has room; a full buffer stops reading
-//!   the host socket. Host EOF → `close()` of the smoltcp socket (FIN after the data).
-//! - Resets: a guest RST closes the host socket with SO_LINGER 0 (the peer sees RST); a
-//!   host error aborts the smoltcp socket (the guest sees RST).
+//!   the host socket. Host EOF → `close()` of the smoltcp socket (FIN after the data);
+//!   after that the host socket is still asked for errors on every service, so a reset
+//!   that follows the EOF (the guest keeps uploading to a closed server) is not lost.
 //! - Per-flow memory is bounded by the smoltcp buffers (`tcp_buffer_bytes` receive,
 //!   `tcp_to_guest_buffer_bytes` send) plus the driver's transmit ring (`Limits`); the
 //!   driver's receive ring is not used (`recv_into`).
-//! - Closed flows are reaped at once; TIME-WAIT keeps no state (the link cannot reorder).
+//! - TIME-WAIT keeps no state (the link cannot reorder): the flow is reaped at once.
 //!
 //! Demultiplexing is O(1): every flow has a socket set of its own, found by 4-tuple in a
 //! hash map, and smoltcp is polled with just that set (smoltcp walks every socket of the
 //! set it is given, for every segment). Only flows touched by a guest frame, a driver event
 //! or their own smoltcp timer (kept in a min-heap keyed by `poll_at`) are serviced in a
-//! turn, so an idle flow costs nothing.
+//! turn, so an idle flow costs nothing but its keep-alive.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use smoltcp::iface::{Interface, PollResult, SocketHandle, SocketSet};
 use smoltcp::socket::tcp::{self, State};
-use smoltcp::time::Instant;
+use smoltcp::time::{Duration as SmolDuration, Instant};
 use smoltcp::wire::{IpAddress, IpListenEndpoint};
 
 use super::{alloc_slot, token, Addrs, Port, T_TCP};
@@ -58,7 +69,6 @@ use crate::wire::classify::TcpFlags;
 enum Phase {
     Connecting,
     Open,
-    Draining,
     Aborting,
 }
 
@@ -79,7 +89,19 @@ struct Flow {
     host_shut: bool,
     /// The host socket reached EOF.
     host_eof: bool,
+    /// When the guest last sent a segment of this flow (tells a guest timeout from a
+    /// guest reset when smoltcp closes the socket).
+    from_guest_at: Instant,
     dirty: bool,
+}
+
+/// How a service pass left a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// Keep it.
+    Keep,
+    /// Reap it at the end of this turn.
+    Reap,
 }
 
 /// The TCP flow table.
@@ -93,11 +115,17 @@ pub struct Flows {
     next_gen: u32,
     active: usize,
     max: usize,
+    /// Flows in `Connecting`, and their start order `(slot, generation)` (entries of flows
+    /// that left `Connecting` are skipped lazily and compacted).
+    connecting: usize,
+    connect_order: VecDeque<(u32, u32)>,
+    max_connecting: usize,
     /// smoltcp receive buffer (guest→host window) per flow.
     to_host_bytes: usize,
     /// smoltcp send buffer (host→guest) per flow.
     to_guest_bytes: usize,
     connect_timeout: Duration,
+    guest_timeout: SmolDuration,
     /// Socket sets of reaped flows, kept for the next SYN (at most [`SPARE_SOCKETS`]).
     spare: Vec<(SocketSet<'static>, SocketHandle)>,
 }
@@ -141,9 +169,13 @@ impl Flows {
             next_gen: 1,
             active: 0,
             max: cfg.max_connections,
+            connecting: 0,
+            connect_order: VecDeque::new(),
+            max_connecting: cfg.egress.max_connecting.max(1),
             to_host_bytes: cfg.egress.tcp_buffer_bytes,
             to_guest_bytes: cfg.egress.tcp_to_guest_buffer_bytes,
             connect_timeout: Duration::from_millis(cfg.egress.connect_timeout_ms),
+            guest_timeout: SmolDuration::from_millis(cfg.egress.tcp_guest_timeout_ms.max(1)),
             spare: Vec::new(),
         }
     }
@@ -157,10 +189,39 @@ impl Flows {
         }
     }
 
+    /// Leave `Connecting` for `to` (keeps the count of pending connects).
+    fn set_phase(connecting: &mut usize, flow: &mut Flow, to: Phase) {
+        if flow.phase == Phase::Connecting && to != Phase::Connecting {
+            *connecting -= 1;
+        }
+        flow.phase = to;
+    }
+
+    /// Give up the oldest pending connect (the guest gets RST) to make room for a new one.
+    fn evict_oldest_connect(&mut self, driver: &mut dyn Driver, stats: &Stats) {
+        while let Some((idx, gen)) = self.connect_order.pop_front() {
+            let Some(Some(flow)) = self.slab.get_mut(idx as usize) else {
+                continue;
+            };
+            if flow.gen != gen || flow.phase != Phase::Connecting {
+                continue;
+            }
+            tracing::debug!(dst = %flow.key.1, "pending connect evicted at the max_connecting cap");
+            Stats::inc(&stats.tcp_connect_evicted);
+            if let Some(s) = flow.sock.take() {
+                driver.close(s, true);
+            }
+            flow.set.get_mut::<tcp::Socket>(flow.handle).abort();
+            Self::set_phase(&mut self.connecting, flow, Phase::Aborting);
+            self.map.remove(&flow.key);
+            self.mark(idx);
+            return;
+        }
+    }
+
     /// A guest TCP segment from `src` to `dst` arrived: find its flow, or make one for a
     /// SYN. Returns the flow the segment belongs to; `None` means no flow (smoltcp, with no
     /// socket to match, answers with RST).
-    #[allow(clippy::too_many_arguments)]
     pub fn on_frame(
         &mut self,
         src: SocketAddr,
@@ -181,6 +242,9 @@ impl Flows {
             Stats::inc(&stats.tcp_refused_limit);
             return None;
         }
+        if self.connecting >= self.max_connecting {
+            self.evict_oldest_connect(driver, stats);
+        }
         let (mut set, handle) = match self.spare.pop() {
             Some(spare) => {
                 Stats::inc(&stats.tcp_sockets_reused);
@@ -189,8 +253,11 @@ impl Flows {
             None => new_socket_set(self.to_host_bytes, self.to_guest_bytes),
         };
         let sock = set.get_mut::<tcp::Socket>(handle);
-        // A recycled socket may still be in TIME-WAIT; `listen` resets it completely.
+        // A recycled socket may still be in TIME-WAIT; `listen` resets it completely. The
+        // guest timeout is armed once the SYN-ACK is released.
         sock.abort();
+        sock.set_timeout(None);
+        sock.set_keep_alive(None);
         sock.pause_synack(true);
         let ep = IpListenEndpoint {
             addr: Some(IpAddress::from(dst.ip())),
@@ -213,22 +280,33 @@ impl Flows {
             phase: Phase::Connecting,
             host_shut: false,
             host_eof: false,
+            from_guest_at: Instant::from_millis(0),
             dirty: false,
         };
         Stats::inc(&stats.tcp_opened);
         self.active += 1;
+        self.connecting += 1;
         match driver.open(
             SockKind::Tcp,
             target,
             self.connect_timeout,
             token(T_TCP, gen, idx),
         ) {
-            Ok(s) => flow.sock = Some(s),
+            Ok(s) => {
+                flow.sock = Some(s);
+                self.connect_order.push_back((idx, gen));
+                if self.connect_order.len() > 2 * self.max_connecting + 64 {
+                    let slab = &self.slab;
+                    self.connect_order.retain(|&(i, g)| {
+                        matches!(slab.get(i as usize), Some(Some(f)) if f.gen == g && f.phase == Phase::Connecting)
+                    });
+                }
+            }
             Err(e) => {
                 // The SYN still reaches the socket; the abort makes smoltcp answer RST.
                 tracing::debug!(%dst, error = %e, "host socket failed");
                 Stats::inc(&stats.tcp_connect_failed);
-                flow.phase = Phase::Aborting;
+                Self::set_phase(&mut self.connecting, &mut flow, Phase::Aborting);
             }
         }
         self.slab[idx as usize] = Some(flow);
@@ -244,9 +322,15 @@ impl Flows {
             return;
         };
         let now = port.now;
+        flow.from_guest_at = now;
         iface.poll_ingress_single(now, &mut port.device(Some(frame)), &mut flow.set);
+        let s = flow.set.get_mut::<tcp::Socket>(flow.handle);
         if flow.phase == Phase::Aborting {
-            flow.set.get_mut::<tcp::Socket>(flow.handle).abort();
+            s.abort();
+        } else if matches!(s.state(), State::Listen | State::Closed) {
+            // A guest reset: this 4-tuple is free again at once, so a new SYN on it (even
+            // in this same batch) makes a new flow instead of reviving this one.
+            self.map.remove(&flow.key);
         }
     }
 
@@ -260,6 +344,7 @@ impl Flows {
         stats: &Stats,
     ) {
         let timeout = self.connect_timeout;
+        let guest_timeout = self.guest_timeout;
         let Some(Some(flow)) = self.slab.get_mut(idx as usize) else {
             return;
         };
@@ -274,7 +359,11 @@ impl Flows {
             match result {
                 Ok(()) => {
                     sock.pause_synack(false);
-                    flow.phase = Phase::Open;
+                    // From now on the guest must answer: a SYN-ACK, data or keep-alive
+                    // unanswered for the guest timeout resets the flow.
+                    sock.set_timeout(Some(guest_timeout));
+                    sock.set_keep_alive(Some(guest_timeout / 4));
+                    Self::set_phase(&mut self.connecting, flow, Phase::Open);
                 }
                 Err(e) => {
                     if let (Some(alt), Some(old)) = (flow.fallback.take(), flow.sock) {
@@ -293,7 +382,7 @@ impl Flows {
                         driver.close(s, false);
                     }
                     sock.abort();
-                    flow.phase = Phase::Aborting;
+                    Self::set_phase(&mut self.connecting, flow, Phase::Aborting);
                 }
             }
         }
@@ -347,6 +436,11 @@ impl Flows {
     ) {
         let mut dirty = std::mem::take(&mut self.dirty);
         let now = port.now;
+        let cx = Cx {
+            stats,
+            guest_timeout: self.guest_timeout,
+            now,
+        };
         for (i, &idx) in dirty.iter().enumerate() {
             if !port.room() {
                 // The VMM has not drained `to_guest`: the rest wait for the next turn.
@@ -357,7 +451,7 @@ impl Flows {
                 continue;
             };
             flow.dirty = false;
-            let done = service(flow, driver);
+            let mut next = service(flow, driver, &cx, &mut self.connecting);
             // smoltcp sends at most one segment per socket per `poll_egress`: keep going
             // while it sends and `to_guest` has room, so one turn moves a window's worth,
             // not one frame (unpinned host→guest: see the commit).
@@ -367,7 +461,15 @@ impl Flows {
                     break;
                 }
             }
-            if done || flow.phase == Phase::Aborting {
+            if next == Next::Keep {
+                // A timer that fired inside this poll (guest timeout, TIME-WAIT) may have
+                // closed the socket: settle that now, not never.
+                let state = flow.set.get::<tcp::Socket>(flow.handle).state();
+                if matches!(state, State::Closed | State::Listen | State::TimeWait) {
+                    next = service(flow, driver, &cx, &mut self.connecting);
+                }
+            }
+            if next == Next::Reap {
                 self.reap.push(idx);
                 continue;
             }
@@ -384,11 +486,15 @@ impl Flows {
             self.dirty = dirty;
         }
         for idx in std::mem::take(&mut self.reap) {
-            if let Some(flow) = self.slab.get_mut(idx as usize).and_then(Option::take) {
+            if let Some(mut flow) = self.slab.get_mut(idx as usize).and_then(Option::take) {
+                Self::set_phase(&mut self.connecting, &mut flow, Phase::Aborting);
                 if let Some(s) = flow.sock {
                     driver.close(s, true);
                 }
-                self.map.remove(&flow.key);
+                // The 4-tuple may already belong to a newer flow (after a guest reset).
+                if self.map.get(&flow.key) == Some(&idx) {
+                    self.map.remove(&flow.key);
+                }
                 self.free.push(idx);
                 if self.spare.len() < SPARE_SOCKETS {
                     self.spare.push((flow.set, flow.handle));
@@ -396,9 +502,9 @@ impl Flows {
                 self.active -= 1;
             }
         }
-        stats
-            .tcp_active
-            .store(self.active as u64, std::sync::atomic::Ordering::Relaxed);
+        use std::sync::atomic::Ordering::Relaxed;
+        stats.tcp_active.store(self.active as u64, Relaxed);
+        stats.tcp_connecting.store(self.connecting as u64, Relaxed);
     }
 
     /// Flows left to service (a VMM has not drained `to_guest` yet).
@@ -409,47 +515,96 @@ impl Flows {
     /// Shutdown: reset every host socket.
     pub fn close_all(&mut self, driver: &mut dyn Driver) {
         for flow in self.slab.iter_mut().filter_map(Option::take) {
+            let sock = flow.set.get::<tcp::Socket>(flow.handle);
+            tracing::debug!(
+                src = %flow.key.0,
+                dst = %flow.key.1,
+                phase = ?flow.phase,
+                state = %sock.state(),
+                host_eof = flow.host_eof,
+                host_shut = flow.host_shut,
+                "flow open at shutdown"
+            );
             if let Some(s) = flow.sock {
                 driver.close(s, true);
             }
         }
         self.map.clear();
+        self.connect_order.clear();
         self.active = 0;
+        self.connecting = 0;
     }
 }
 
-/// Relay one flow; returns true when it is finished and should be reaped.
-fn service(flow: &mut Flow, driver: &mut dyn Driver) -> bool {
-    let s = flow.set.get_mut::<tcp::Socket>(flow.handle);
+/// What `service` needs besides the flow and the driver.
+struct Cx<'a> {
+    stats: &'a Stats,
+    guest_timeout: SmolDuration,
+    now: Instant,
+}
+
+/// The socket closed without the guest's FIN: the guest reset it, or (when it has been
+/// silent for the guest timeout) smoltcp gave up on it. Either way the host side is reset.
+fn guest_gone(
+    flow: &mut Flow,
+    driver: &mut dyn Driver,
+    cx: &Cx<'_>,
+    connecting: &mut usize,
+) -> Next {
+    let silent = cx.now - flow.from_guest_at >= cx.guest_timeout;
+    if flow.phase == Phase::Open && silent {
+        tracing::debug!(dst = %flow.key.1, "guest silent for the guest timeout: flow reset");
+        Stats::inc(&cx.stats.tcp_guest_timeout);
+    } else {
+        Stats::inc(&cx.stats.tcp_guest_reset);
+    }
+    if let Some(sock) = flow.sock.take() {
+        driver.close(sock, true);
+    }
+    Flows::set_phase(connecting, flow, Phase::Aborting);
+    Next::Reap
+}
+
+/// The host socket failed: RST to the guest.
+fn host_failed(
+    flow: &mut Flow,
+    driver: &mut dyn Driver,
+    cx: &Cx<'_>,
+    connecting: &mut usize,
+) -> Next {
+    Stats::inc(&cx.stats.tcp_host_reset);
+    flow.set.get_mut::<tcp::Socket>(flow.handle).abort();
+    if let Some(sock) = flow.sock.take() {
+        driver.close(sock, false);
+    }
+    Flows::set_phase(connecting, flow, Phase::Aborting);
+    Next::Reap
+}
+
+/// Relay one flow and apply the lifecycle table (module docs) to what it finds.
+fn service(flow: &mut Flow, driver: &mut dyn Driver, cx: &Cx<'_>, connecting: &mut usize) -> Next {
+    let state = flow.set.get::<tcp::Socket>(flow.handle).state();
     match flow.phase {
-        Phase::Aborting => return true,
+        Phase::Aborting => return Next::Reap,
         Phase::Connecting => {
-            if s.state() == State::Closed {
+            if matches!(state, State::Listen | State::Closed) {
                 // The guest gave up (RST) while we were connecting.
-                if let Some(sock) = flow.sock.take() {
-                    driver.close(sock, true);
-                }
-                flow.phase = Phase::Aborting;
-                return true;
+                return guest_gone(flow, driver, cx, connecting);
             }
-            return false;
-        }
-        Phase::Draining => {
-            let Some(sock) = flow.sock else { return true };
-            if driver.send_pending(sock) == 0 {
-                driver.close(sock, false);
-                flow.sock = None;
-                return true;
-            }
-            return false;
+            return Next::Keep;
         }
         Phase::Open => {}
     }
     let Some(sock) = flow.sock else {
-        s.abort();
-        flow.phase = Phase::Aborting;
-        return true;
+        return host_failed(flow, driver, cx, connecting);
     };
+    // LISTEN: a RST answered the SYN-ACK (an abandoned connect). CLOSED is a normal end
+    // only after both FINs (the guest's, then the ACK of ours); otherwise the guest reset
+    // the flow or smoltcp gave up on a silent guest.
+    if state == State::Listen || (state == State::Closed && !(flow.host_shut && flow.host_eof)) {
+        return guest_gone(flow, driver, cx, connecting);
+    }
+    let s = flow.set.get_mut::<tcp::Socket>(flow.handle);
 
     // from_guest → to_host
     while s.can_recv() {
@@ -464,10 +619,10 @@ fn service(flow: &mut Flow, driver: &mut dyn Driver) -> bool {
         }
     }
     // The guest's FIN has been received in exactly these states (Closed may also mean a
-    // reset, which must not become a FIN to the host: it is handled below).
+    // reset, which must not become a FIN to the host: it is handled above).
     let guest_done = matches!(
         s.state(),
-        State::CloseWait | State::LastAck | State::Closing | State::TimeWait
+        State::CloseWait | State::LastAck | State::Closing | State::TimeWait | State::Closed
     ) && s.recv_queue() == 0;
     if guest_done && !flow.host_shut {
         driver.shutdown_write(sock);
@@ -475,11 +630,15 @@ fn service(flow: &mut Flow, driver: &mut dyn Driver) -> bool {
     }
 
     // from_host → to_guest
-    if !flow.host_eof {
-        loop {
-            if !s.can_send() {
-                break;
-            }
+    if flow.host_eof {
+        // Nothing more to read, but a reset may still come (the guest keeps sending to a
+        // server that closed): an empty receive reports it.
+        if let Err(Recv::Error(e)) = driver.recv_into(sock, &mut []) {
+            tracing::debug!(dst = %flow.key.1, error = %e, "host socket error after EOF");
+            return host_failed(flow, driver, cx, connecting);
+        }
+    } else {
+        while s.can_send() {
             // Straight from the host socket into smoltcp's transmit buffer (one copy).
             let r = s.send(|free| match driver.recv_into(sock, free) {
                 Ok(n) => (n, Ok(n)),
@@ -487,9 +646,8 @@ fn service(flow: &mut Flow, driver: &mut dyn Driver) -> bool {
             });
             let Ok(r) = r else { break }; // not in a sending state
             match r {
-                Ok(0) => break,
+                Ok(0) | Err(Recv::Empty) => break,
                 Ok(_) => {}
-                Err(Recv::Empty) => break,
                 Err(Recv::Eof) => {
                     flow.host_eof = true;
                     s.close();
@@ -497,33 +655,20 @@ fn service(flow: &mut Flow, driver: &mut dyn Driver) -> bool {
                 }
                 Err(Recv::Error(e)) => {
                     tracing::debug!(dst = %flow.key.1, error = %e, "host socket error");
-                    s.abort();
-                    driver.close(sock, false);
-                    flow.sock = None;
-                    flow.phase = Phase::Aborting;
-                    return true;
+                    return host_failed(flow, driver, cx, connecting);
                 }
             }
         }
     }
 
     match s.state() {
-        State::Closed | State::TimeWait => {
-            if s.state() == State::Closed && !flow.host_shut {
-                // Closed without the guest's FIN: a guest reset. Reset the host side too.
-                driver.close(sock, true);
-                flow.sock = None;
-                flow.phase = Phase::Aborting;
-                return true;
-            }
-            if driver.send_pending(sock) > 0 {
-                flow.phase = Phase::Draining;
-                return false;
-            }
+        // Both FINs are through (a reset was handled above): close gracefully; the driver
+        // flushes what is still queued for at most `CLOSE_LINGER`.
+        State::Closed | State::TimeWait if flow.host_shut => {
             driver.close(sock, false);
             flow.sock = None;
-            true
+            Next::Reap
         }
-        _ => false,
+        _ => Next::Keep,
     }
 }

@@ -627,8 +627,18 @@ impl Driver for UringDriver {
             match sys::send(s.fd.as_raw_fd(), data) {
                 Ok(k) if k == data.len() => return k,
                 Ok(k) => direct = k,
-                // WouldBlock, or an error the queued `Send` will report through `recv`.
-                Err(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => {
+                    // This send(2) consumed the socket's pending error (a reset): a later
+                    // recv(2) would read a clean EOF. Keep it for `recv` (the guest must
+                    // see the reset) and take nothing.
+                    s.flow.fail(e, cx.pools, cx.ready);
+                    return 0;
+                }
             }
         }
         let n = direct + s.flow.send(&data[direct..], cx.pools);
