@@ -11,6 +11,14 @@
 //! frame leaves with a virtio-net header saying `NEEDS_CSUM` (and the GSO type and size
 //! when it spans several MSS), so neither side ever computes a TCP checksum in software.
 //! Without offload smoltcp segments and checksums every frame itself.
+//!
+//! Destination MAC: the guest link has exactly one station, the guest, whose MAC ringnet
+//! knows ([`super::Addrs::guest_mac`]). Every unicast frame smoltcp transmits therefore
+//! leaves with the guest's MAC as its destination, whatever smoltcp's neighbour cache holds
+//! (a spoofed ARP or NDP frame that got past [`super::gateway`] could otherwise point the
+//! guest's addresses at a MAC nobody answers to, and the guest's NIC would drop every frame
+//! for it). Broadcast and multicast destinations (ARP requests, NDP solicitations to
+//! solicited-node groups) are left as smoltcp wrote them.
 
 use smoltcp::phy::{self, DeviceCapabilities, Medium, PacketMeta};
 use smoltcp::time::Instant;
@@ -30,6 +38,8 @@ pub struct GuestDevice<'a> {
     pub sent: &'a mut usize,
     pub scratch: &'a mut Vec<u8>,
     pub offload: bool,
+    /// Destination of every unicast frame.
+    pub guest_mac: [u8; 6],
 }
 
 impl Drop for GuestDevice<'_> {
@@ -70,7 +80,18 @@ pub struct TxToken<'a> {
     sent: &'a mut usize,
     scratch: &'a mut Vec<u8>,
     offload: bool,
+    guest_mac: [u8; 6],
     meta: PacketMeta,
+}
+
+/// Point a unicast Ethernet frame at `mac`; leave group-addressed (broadcast, multicast:
+/// the I/G bit of the first octet) and runt frames alone.
+pub fn set_unicast_dst(frame: &mut [u8], mac: [u8; 6]) {
+    if let Some(dst) = frame.get_mut(0..6) {
+        if dst[0] & 1 == 0 {
+            dst.copy_from_slice(&mac);
+        }
+    }
 }
 
 impl phy::TxToken for TxToken<'_> {
@@ -79,6 +100,7 @@ impl phy::TxToken for TxToken<'_> {
             Some(mut frame) if len <= crate::pool::MAX_FRAME => {
                 self.pool.set_len(&mut frame, len);
                 let r = f(self.pool.frame_mut(&mut frame));
+                set_unicast_dst(self.pool.frame_mut(&mut frame), self.guest_mac);
                 if self.offload {
                     let mss = self
                         .meta
@@ -135,6 +157,7 @@ impl phy::Device for GuestDevice<'_> {
                 sent: self.sent,
                 scratch: self.scratch,
                 offload: self.offload,
+                guest_mac: self.guest_mac,
                 meta: PacketMeta::default(),
             },
         ))
@@ -147,6 +170,7 @@ impl phy::Device for GuestDevice<'_> {
             sent: self.sent,
             scratch: self.scratch,
             offload: self.offload,
+            guest_mac: self.guest_mac,
             meta: PacketMeta::default(),
         })
     }

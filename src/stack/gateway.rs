@@ -4,6 +4,17 @@
 //! for itself — ARP and NDP only for the gateway's own addresses (so the guest's duplicate
 //! address detection and ARP probes for other hosts go unanswered), ICMP echo only when
 //! addressed to a gateway address — and admits flows only from the guest's own addresses.
+//!
+//! Neighbour frames are also the only way anything on the guest link changes smoltcp's
+//! neighbour cache (smoltcp 0.14 fills it from ARP aimed at it and from NDP NS/NA with a
+//! link-layer address option; ordinary IP frames only extend an entry whose MAC they
+//! match). The guest's MAC is known, so an ARP or NDP frame naming any other MAC — as its
+//! Ethernet source, its ARP sender hardware address or its NDP link-layer address option —
+//! is spoofed: it would repoint the entry for the address it claims (the guest's, typically)
+//! and cut the guest off until the entry is refreshed. Such frames are dropped as
+//! [`Drop::NeighSpoofed`] before any other rule looks at them. (The transmit side does not
+//! rely on this alone: the device writes the guest's MAC into every unicast frame it sends;
+//! see [`super::device`].)
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
@@ -20,6 +31,9 @@ pub enum Drop {
     Ndp,
     /// Other protocols, fragments, spoofed sources, echo replies.
     Unsupported,
+    /// ARP or NDP naming a MAC other than the guest's (Ethernet source, ARP sender hardware
+    /// address, NDP link-layer address option).
+    NeighSpoofed,
 }
 
 /// What to do with a guest frame.
@@ -51,7 +65,16 @@ pub enum Verdict {
 
 /// Decide the fate of one classified guest frame.
 pub fn verdict(class: &Class, addrs: &Addrs) -> Verdict {
+    let foreign = |mac: [u8; 6]| mac != addrs.guest_mac;
     match *class {
+        Class::Arp {
+            sender_mac,
+            eth_src,
+            ..
+        } if foreign(sender_mac) || foreign(eth_src) => Verdict::Drop(Drop::NeighSpoofed),
+        Class::Ndp {
+            eth_src, lladdr, ..
+        } if foreign(eth_src) || lladdr.is_some_and(foreign) => Verdict::Drop(Drop::NeighSpoofed),
         Class::Arp { op, target_ip, .. } => {
             if Some(target_ip) == addrs.gw4 && matches!(op, ArpOp::Request | ArpOp::Reply) {
                 Verdict::Smoltcp
