@@ -11,7 +11,7 @@
 //! | [`Class::Tcp`]       | SYN without ACK on an unknown 4-tuple: create a listening socket; then smoltcp |
 //! | [`Class::Udp`]       | relay `frame[payload]` to a host socket, outside smoltcp        |
 //! | [`Class::IcmpEcho`]  | policy check, then reply or relay                               |
-//! | [`Class::Ndp`]       | answer NS for the gateway; drop any whose MACs are not the guest's |
+//! | [`Class::Ndp`]       | NS for the gateway and NA to smoltcp, unless a MAC in it is not the guest's; drop the rest |
 //! | [`Class::OtherIp`]   | drop (fragments, IPv6 extension headers, other protocols)       |
 //! | [`Class::Other`]     | drop (802.1Q, LLDP, …)                                           |
 //!
