@@ -74,6 +74,9 @@ counters!(
         to_guest_dropped,
         /// Poll-loop iterations.
         polls,
+        /// ARP/NDP frames naming a MAC other than the guest's (dropped: they would repoint
+        /// the gateway's neighbour entry for the guest and cut it off).
+        neigh_spoofed,
     }
 );
 

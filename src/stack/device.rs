@@ -11,6 +11,14 @@
 //! frame leaves with a virtio-net header saying `NEEDS_CSUM` (and the GSO type and size
 //! when it spans several MSS), so neither side ever computes a TCP checksum in software.
 //! Without offload smoltcp segments and checksums every frame itself.
+//!
+//! Destination MAC: the guest link has exactly one station, the guest, whose MAC ringnet
+//! knows ([`super::Addrs::guest_mac`]). Every unicast frame smoltcp transmits therefore
+//! leaves with the guest's MAC as its destination, whatever smoltcp's neighbour cache holds
+//! (a spoofed ARP or NDP frame that got past [`super::gateway`] could otherwise point the
+//! guest's addresses at a MAC nobody answers to, and the guest's NIC would drop every frame
+//! for it). Broadcast and multicast destinations (ARP requests, NDP solicitations to
+//! solicited-node groups) are left as smoltcp wrote them.
 
 use smoltcp::phy::{self, DeviceCapabilities, Medium, PacketMeta};
 use smoltcp::time::Instant;
@@ -30,6 +38,8 @@ pub struct GuestDevice<'a> {
     pub sent: &'a mut usize,
     pub scratch: &'a mut Vec<u8>,
     pub offload: bool,
+    /// Destination of every unicast frame.
+    pub guest_mac: [u8; 6],
 }
 
 impl Drop for GuestDevice<'_> {
@@ -70,7 +80,18 @@ pub struct TxToken<'a> {
     sent: &'a mut usize,
     scratch: &'a mut Vec<u8>,
     offload: bool,
+    guest_mac: [u8; 6],
     meta: PacketMeta,
+}
+
+/// Point a unicast Ethernet frame at `mac`; leave group-addressed (broadcast, multicast:
+/// the I/G bit of the first octet) and runt frames alone.
+pub fn set_unicast_dst(frame: &mut [u8], mac: [u8; 6]) {
+    if let Some(dst) = frame.get_mut(0..6) {
+        if dst[0] & 1 == 0 {
+            dst.copy_from_slice(&mac);
+        }
+    }
 }
 
 impl phy::TxToken for TxToken<'_> {
@@ -79,6 +100,7 @@ impl phy::TxToken for TxToken<'_> {
             Some(mut frame) if len <= crate::pool::MAX_FRAME => {
                 self.pool.set_len(&mut frame, len);
                 let r = f(self.pool.frame_mut(&mut frame));
+                set_unicast_dst(self.pool.frame_mut(&mut frame), self.guest_mac);
                 if self.offload {
                     let mss = self
                         .meta
@@ -135,6 +157,7 @@ impl phy::Device for GuestDevice<'_> {
                 sent: self.sent,
                 scratch: self.scratch,
                 offload: self.offload,
+                guest_mac: self.guest_mac,
                 meta: PacketMeta::default(),
             },
         ))
@@ -147,6 +170,7 @@ impl phy::Device for GuestDevice<'_> {
             sent: self.sent,
             scratch: self.scratch,
             offload: self.offload,
+            guest_mac: self.guest_mac,
             meta: PacketMeta::default(),
         })
     }
@@ -189,4 +213,148 @@ pub fn capabilities(mtu: u32, offload: bool) -> DeviceCapabilities {
         caps.checksum.tcp = Checksum::None;
     }
     caps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smoltcp::iface::{Config, Interface, SocketSet};
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{
+        ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+        EthernetRepr, HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr, IpProtocol,
+        Ipv4Address, Ipv4Packet, Ipv4Repr,
+    };
+
+    const GUEST: [u8; 6] = [2, 0x6d, 0x73, 0, 0, 2];
+    const GW: [u8; 6] = [2, 0x6d, 0x73, 0, 0, 1];
+    const FOREIGN: [u8; 6] = [2, 0xde, 0xad, 0xbe, 0xef, 1];
+
+    #[test]
+    fn unicast_destinations_become_the_guest() {
+        // (destination smoltcp wrote, destination sent)
+        let cases = [
+            (FOREIGN, GUEST),
+            (GW, GUEST),
+            (GUEST, GUEST),
+            ([0xff; 6], [0xff; 6]),
+            ([0x01, 0x00, 0x5e, 0, 0, 1], [0x01, 0x00, 0x5e, 0, 0, 1]),
+            ([0x33, 0x33, 0xff, 0, 0, 2], [0x33, 0x33, 0xff, 0, 0, 2]),
+            ([0x03, 0, 0, 0, 0, 0], [0x03, 0, 0, 0, 0, 0]),
+        ];
+        for (dst, want) in cases {
+            let mut f = [0u8; 60];
+            f[..6].copy_from_slice(&dst);
+            f[6..12].copy_from_slice(&GW);
+            set_unicast_dst(&mut f, GUEST);
+            assert_eq!(f[..6], want, "{dst:02x?}");
+            assert_eq!(f[6..12], GW);
+        }
+        for len in 0..6 {
+            let mut runt = vec![0u8; len];
+            set_unicast_dst(&mut runt, GUEST);
+            assert!(runt.iter().all(|&b| b == 0));
+        }
+    }
+
+    fn device<'a>(
+        pool: &'a Pool,
+        ring: &'a Ring,
+        caps: &'a DeviceCapabilities,
+        sent: &'a mut usize,
+        scratch: &'a mut Vec<u8>,
+        rx: Option<&[u8]>,
+    ) -> GuestDevice<'a> {
+        let rx = rx.map(|bytes| {
+            let mut f = pool.lease().expect("test pool has room");
+            pool.frame_capacity_mut(&mut f)[..bytes.len()].copy_from_slice(bytes);
+            pool.set_len(&mut f, bytes.len());
+            f
+        });
+        GuestDevice {
+            pool,
+            to_guest: ring,
+            rx,
+            caps,
+            sent,
+            scratch,
+            offload: false,
+            guest_mac: GUEST,
+        }
+    }
+
+    fn ethernet(src: [u8; 6], dst: [u8; 6], ethertype: EthernetProtocol, len: usize) -> Vec<u8> {
+        let mut buf = vec![0u8; 14 + len];
+        let repr = EthernetRepr {
+            src_addr: EthernetAddress(src),
+            dst_addr: EthernetAddress(dst),
+            ethertype,
+        };
+        repr.emit(&mut EthernetFrame::new_unchecked(&mut buf));
+        buf
+    }
+
+    /// smoltcp's neighbour entry for the guest poisoned on purpose (a spoofed ARP reply fed
+    /// straight to it, past the gateway's admission rule): its echo reply still goes to the
+    /// guest's MAC.
+    #[test]
+    fn poisoned_neighbour_cache_still_reaches_the_guest() {
+        let pool = Pool::new(8).unwrap();
+        let ring = Ring::new(8).unwrap();
+        let caps = capabilities(1500, false);
+        let (mut sent, mut scratch) = (0usize, Vec::new());
+        let gw = Ipv4Address::new(172, 16, 0, 1);
+        let guest = Ipv4Address::new(172, 16, 0, 2);
+        let now = Instant::from_millis(0);
+
+        let mut dev = device(&pool, &ring, &caps, &mut sent, &mut scratch, None);
+        let cfg = Config::new(HardwareAddress::Ethernet(EthernetAddress(GW)));
+        let mut iface = Interface::new(cfg, &mut dev, now);
+        drop(dev);
+        iface.update_ip_addrs(|a| a.push(IpCidr::new(IpAddress::Ipv4(gw), 30)).unwrap());
+        let mut sockets = SocketSet::new(Vec::new());
+
+        let arp = ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Reply,
+            source_hardware_addr: EthernetAddress(FOREIGN),
+            source_protocol_addr: guest,
+            target_hardware_addr: EthernetAddress(GW),
+            target_protocol_addr: gw,
+        };
+        let mut spoof = ethernet(FOREIGN, GW, EthernetProtocol::Arp, arp.buffer_len());
+        arp.emit(&mut ArpPacket::new_unchecked(&mut spoof[14..]));
+
+        let icmp = Icmpv4Repr::EchoRequest {
+            ident: 7,
+            seq_no: 1,
+            data: b"ringnet",
+        };
+        let ip = Ipv4Repr {
+            src_addr: guest,
+            dst_addr: gw,
+            next_header: IpProtocol::Icmp,
+            payload_len: icmp.buffer_len(),
+            hop_limit: 64,
+        };
+        let len = ip.buffer_len() + icmp.buffer_len();
+        let mut ping = ethernet(GUEST, GW, EthernetProtocol::Ipv4, len);
+        let csum = ChecksumCapabilities::default();
+        let mut p = Ipv4Packet::new_unchecked(&mut ping[14..]);
+        ip.emit(&mut p, &csum);
+        icmp.emit(&mut Icmpv4Packet::new_unchecked(p.payload_mut()), &csum);
+
+        for frame in [&spoof, &ping] {
+            let mut dev = device(&pool, &ring, &caps, &mut sent, &mut scratch, Some(frame));
+            iface.poll_ingress_single(now, &mut dev, &mut sockets);
+        }
+        let reply = ring.pop().expect("an echo reply");
+        let bytes = pool.frame(&reply);
+        assert_eq!(bytes[..6], GUEST, "echo reply sent to {:02x?}", &bytes[..6]);
+        assert_eq!(bytes[6..12], GW);
+        assert_eq!(bytes[12..14], [0x08, 0x00]);
+        assert_eq!(bytes[14 + 20], 0, "ICMP type: echo reply");
+        pool.release(reply);
+        assert!(ring.pop().is_none());
+        assert_eq!(pool.available(), 8);
+    }
 }

@@ -4,6 +4,17 @@
 //! for itself — ARP and NDP only for the gateway's own addresses (so the guest's duplicate
 //! address detection and ARP probes for other hosts go unanswered), ICMP echo only when
 //! addressed to a gateway address — and admits flows only from the guest's own addresses.
+//!
+//! Neighbour frames are also the only way anything on the guest link changes smoltcp's
+//! neighbour cache (smoltcp 0.14 fills it from ARP aimed at it and from NDP NS/NA with a
+//! link-layer address option; ordinary IP frames only extend an entry whose MAC they
+//! match). The guest's MAC is known, so an ARP or NDP frame naming any other MAC — as its
+//! Ethernet source, its ARP sender hardware address or its NDP link-layer address option —
+//! is spoofed: it would repoint the entry for the address it claims (the guest's, typically)
+//! and cut the guest off until the entry is refreshed. Such frames are dropped as
+//! [`Drop::NeighSpoofed`] before any other rule looks at them. (The transmit side does not
+//! rely on this alone: the device writes the guest's MAC into every unicast frame it sends;
+//! see [`super::device`].)
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
@@ -20,6 +31,9 @@ pub enum Drop {
     Ndp,
     /// Other protocols, fragments, spoofed sources, echo replies.
     Unsupported,
+    /// ARP or NDP naming a MAC other than the guest's (Ethernet source, ARP sender hardware
+    /// address, NDP link-layer address option).
+    NeighSpoofed,
 }
 
 /// What to do with a guest frame.
@@ -51,7 +65,16 @@ pub enum Verdict {
 
 /// Decide the fate of one classified guest frame.
 pub fn verdict(class: &Class, addrs: &Addrs) -> Verdict {
+    let foreign = |mac: [u8; 6]| mac != addrs.guest_mac;
     match *class {
+        Class::Arp {
+            sender_mac,
+            eth_src,
+            ..
+        } if foreign(sender_mac) || foreign(eth_src) => Verdict::Drop(Drop::NeighSpoofed),
+        Class::Ndp {
+            eth_src, lladdr, ..
+        } if foreign(eth_src) || lladdr.is_some_and(foreign) => Verdict::Drop(Drop::NeighSpoofed),
         Class::Arp { op, target_ip, .. } => {
             if Some(target_ip) == addrs.gw4 && matches!(op, ArpOp::Request | ArpOp::Reply) {
                 Verdict::Smoltcp
@@ -124,6 +147,7 @@ mod tests {
             sender_ip: Ipv4Addr::new(172, 16, 0, 2),
             target_ip: Ipv4Addr::from(target),
             sender_mac: [2, 0x6d, 0x73, 0, 0, 2],
+            eth_src: [2, 0x6d, 0x73, 0, 0, 2],
         }
     }
 
@@ -171,6 +195,8 @@ mod tests {
             src: "fe80::1".parse().unwrap(),
             dst: "ff02::1:ff00:1".parse().unwrap(),
             target,
+            eth_src: [2, 0x6d, 0x73, 0, 0, 2],
+            lladdr: None,
         }
     }
 
@@ -198,6 +224,111 @@ mod tests {
             NdpKind::Redirect,
         ] {
             assert_eq!(verdict(&ndp(k, None), &a), Verdict::Drop(Drop::Ndp));
+        }
+    }
+
+    const GUEST: [u8; 6] = [2, 0x6d, 0x73, 0, 0, 2];
+    const GATEWAY: [u8; 6] = [2, 0x6d, 0x73, 0, 0, 1];
+    const FOREIGN: [u8; 6] = [2, 0xde, 0xad, 0xbe, 0xef, 1];
+    const BCAST: [u8; 6] = [0xff; 6];
+
+    /// `None`: handed to smoltcp.
+    fn dropped(v: Verdict) -> Option<Drop> {
+        match v {
+            Verdict::Drop(d) => Some(d),
+            Verdict::Smoltcp => None,
+            other => panic!("neither smoltcp nor a drop: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn arp_naming_a_foreign_mac_is_spoofed() {
+        use ArpOp::{Reply as Rep, Request as Req};
+        let a = addrs();
+        let (g4, gw4, other) = ([172, 16, 0, 2], [172, 16, 0, 1], [172, 16, 0, 3]);
+        let spoofed = Some(Drop::NeighSpoofed);
+        // (op, sender IP, target IP, sender MAC, Ethernet source, verdict)
+        let cases = [
+            (Req, g4, gw4, GUEST, GUEST, None),
+            (Rep, g4, gw4, GUEST, GUEST, None),
+            // The guest's address claimed for another MAC, in the body or the header.
+            (Req, g4, gw4, FOREIGN, GUEST, spoofed),
+            (Rep, g4, gw4, FOREIGN, GUEST, spoofed),
+            (Req, g4, gw4, GUEST, FOREIGN, spoofed),
+            (Rep, g4, gw4, FOREIGN, FOREIGN, spoofed),
+            // Another address for a foreign MAC; the gateway's own MAC; broadcast.
+            (Rep, [172, 16, 0, 9], gw4, FOREIGN, FOREIGN, spoofed),
+            (Rep, g4, gw4, GATEWAY, GUEST, spoofed),
+            (Req, g4, gw4, BCAST, GUEST, spoofed),
+            // Spoofed is spoofed (and counted so) whatever it asks for.
+            (Req, g4, other, FOREIGN, FOREIGN, spoofed),
+            (ArpOp::Other(3), g4, gw4, FOREIGN, GUEST, spoofed),
+            // Genuine but not for the gateway (a probe, DAD): the gateway-only rule.
+            (Req, g4, other, GUEST, GUEST, Some(Drop::Arp)),
+            (Req, [0, 0, 0, 0], g4, GUEST, GUEST, Some(Drop::Arp)),
+        ];
+        for (op, sender, target, sender_mac, eth_src, want) in cases {
+            let class = Class::Arp {
+                op,
+                sender_ip: Ipv4Addr::from(sender),
+                target_ip: Ipv4Addr::from(target),
+                sender_mac,
+                eth_src,
+            };
+            assert_eq!(dropped(verdict(&class, &a)), want, "{class:?}");
+        }
+    }
+
+    #[test]
+    fn ndp_naming_a_foreign_mac_is_spoofed() {
+        use NdpKind::{NeighborAdvert as Na, NeighborSolicit as Ns};
+        let a = addrs();
+        let (gw, g6, ll) = (Some("fd42:6d73:62::1"), "fd42:6d73:62::2", "fe80::2");
+        let spoofed = Some(Drop::NeighSpoofed);
+        // (kind, source, target, Ethernet source, link-layer option, verdict)
+        let cases = [
+            (Ns, g6, gw, GUEST, Some(GUEST), None),
+            (Ns, g6, gw, GUEST, None, None),
+            (Na, g6, Some(g6), GUEST, Some(GUEST), None),
+            (Na, g6, Some(g6), GUEST, None, None),
+            // The guest's address claimed for another MAC, in the option or the header.
+            (Ns, g6, gw, GUEST, Some(FOREIGN), spoofed),
+            (Na, g6, Some(g6), GUEST, Some(FOREIGN), spoofed),
+            (Ns, g6, gw, FOREIGN, Some(GUEST), spoofed),
+            (Na, g6, Some(g6), FOREIGN, None, spoofed),
+            // Other sources and other messages naming a MAC not the guest's.
+            (Na, ll, Some(g6), GUEST, Some(GATEWAY), spoofed),
+            (Ns, "::", Some(g6), FOREIGN, None, spoofed),
+            (
+                NdpKind::RouterSolicit,
+                ll,
+                None,
+                GUEST,
+                Some(FOREIGN),
+                spoofed,
+            ),
+            (NdpKind::Redirect, g6, gw, GUEST, Some(BCAST), spoofed),
+            // Genuine ones meet the gateway-only rules (DAD, RS: unanswered).
+            (Ns, "::", Some(g6), GUEST, None, Some(Drop::Ndp)),
+            (
+                NdpKind::RouterSolicit,
+                ll,
+                None,
+                GUEST,
+                Some(GUEST),
+                Some(Drop::Ndp),
+            ),
+        ];
+        for (kind, src, target, eth_src, lladdr, want) in cases {
+            let class = Class::Ndp {
+                kind,
+                src: src.parse().unwrap(),
+                dst: "ff02::1:ff00:1".parse().unwrap(),
+                target: target.map(|t| t.parse().unwrap()),
+                eth_src,
+                lladdr,
+            };
+            assert_eq!(dropped(verdict(&class, &a)), want, "{class:?}");
         }
     }
 

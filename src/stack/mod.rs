@@ -18,11 +18,15 @@
 //!      frame goes to smoltcp, one frame per `poll_ingress_single`, so each SYN meets the
 //!      socket made for it;
 //!    - UDP is relayed outside smoltcp ([`udp`]);
-//!    - a source address other than the guest's is dropped (no spoofed flows).
+//!    - a source address other than the guest's is dropped (no spoofed flows);
+//!    - ARP and NDP naming a MAC other than the guest's (Ethernet source, ARP sender,
+//!      NDP link-layer address option) are dropped and counted as `neigh_spoofed`: they
+//!      would repoint smoltcp's neighbour entry for the guest ([`gateway`]).
 //! 2. Driver events (connect results, host data, transmit space) mark flows dirty; dirty
 //!    flows move bytes between their smoltcp socket and their host socket.
-//! 3. `to_guest`: smoltcp egress writes frames into pool slots on the `to_guest` ring; the
-//!    TAP is written from the ring, or the VMM is notified once per turn.
+//! 3. `to_guest`: smoltcp egress writes frames into pool slots on the `to_guest` ring (every
+//!    unicast one addressed to the guest's MAC, whatever smoltcp's neighbour cache says:
+//!    [`device`]); the TAP is written from the ring, or the VMM is notified once per turn.
 //! 4. Sleep in the egress driver's `wait` until a watched fd (the `from_guest` eventfd, the
 //!    TAP, the stop eventfd) or a host socket has news, or smoltcp's next timer. With no
 //!    timer pending the thread sleeps indefinitely: an idle ringnet uses no CPU.
@@ -218,6 +222,7 @@ impl Engine {
             sent: &mut sent,
             scratch: &mut scratch,
             offload,
+            guest_mac: addrs.guest_mac,
         };
         let mut iface = Interface::new(icfg, &mut dev, SmolInstant::from_millis(0));
         drop(dev);
@@ -434,6 +439,7 @@ impl Engine {
                     gateway::Drop::Arp => &stats.arp_filtered,
                     gateway::Drop::Ndp => &stats.ndp_filtered,
                     gateway::Drop::Unsupported => &stats.unsupported,
+                    gateway::Drop::NeighSpoofed => &stats.neigh_spoofed,
                 });
                 pool.release(frame);
                 return;
@@ -500,6 +506,8 @@ pub(crate) struct Port<'a> {
     pub sent: &'a mut usize,
     pub scratch: &'a mut Vec<u8>,
     pub offload: bool,
+    /// Destination MAC of every unicast frame to the guest.
+    pub guest_mac: [u8; 6],
     pub now: SmolInstant,
     /// The TAP this thread writes `to_guest` frames to, if it serves one.
     pub tap: Option<&'a mut Tap>,
@@ -564,6 +572,7 @@ impl Port<'_> {
             sent: self.sent,
             scratch: self.scratch,
             offload: self.offload,
+            guest_mac: self.guest_mac,
         }
     }
 }
@@ -592,6 +601,7 @@ macro_rules! port {
             sent: &mut $e.sent,
             scratch: &mut $e.scratch,
             offload: $e.offload,
+            guest_mac: $e.addrs.guest_mac,
             now: now_since($e.epoch),
             tap: $e.tap.as_mut(),
             stats: &$e.link.stats,

@@ -7,11 +7,11 @@
 //!
 //! | class                | typical action of the caller                                   |
 //! |----------------------|----------------------------------------------------------------|
-//! | [`Class::Arp`]       | answer only for the gateway address (smoltcp `any_ip` answers all) |
+//! | [`Class::Arp`]       | answer only for the gateway address (smoltcp `any_ip` answers all) and only when every MAC in it is the guest's |
 //! | [`Class::Tcp`]       | SYN without ACK on an unknown 4-tuple: create a listening socket; then smoltcp |
 //! | [`Class::Udp`]       | relay `frame[payload]` to a host socket, outside smoltcp        |
 //! | [`Class::IcmpEcho`]  | policy check, then reply or relay                               |
-//! | [`Class::Ndp`]       | answer NS for the gateway, RS with an RA                        |
+//! | [`Class::Ndp`]       | NS for the gateway and NA to smoltcp, unless a MAC in it is not the guest's; drop the rest |
 //! | [`Class::OtherIp`]   | drop (fragments, IPv6 extension headers, other protocols)       |
 //! | [`Class::Other`]     | drop (802.1Q, LLDP, …)                                           |
 //!
@@ -20,6 +20,13 @@
 //! contract that no accessor panics) → L4 header bounded by the IP length, not the frame
 //! length, so Ethernet padding is ignored. No checksum is verified (a guest with offload sends
 //! partial ones; see [`super::gso::from_guest_fixup`]) and nothing allocates.
+//!
+//! Neighbour frames carry every MAC they claim, so the caller can refuse the ones that would
+//! repoint its neighbour cache: ARP its Ethernet source and sender hardware address, NDP its
+//! Ethernet source and the address of its link-layer address option (source or target,
+//! RFC 4861 §4.6.1). The NDP options are walked to the end of the message; an option of
+//! length 0 or past the end, or two link-layer address options naming different addresses,
+//! make the frame a [`WireError::BadHeader`] (a receiver would have to guess which one counts).
 //!
 //! Fragments: an IPv4 packet with MF set or a non-zero fragment offset is
 //! [`Class::OtherIp`] with `fragment: true`, so it is never mistaken for a full datagram.
@@ -37,8 +44,8 @@ use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use core::ops::Range;
 
 use smoltcp::wire::{
-    ArpPacket, EthernetFrame, Icmpv4Packet, Icmpv6Packet, Ipv4Packet, Ipv6Packet, TcpPacket,
-    UdpPacket,
+    ArpPacket, EthernetFrame, Icmpv4Packet, Icmpv6Packet, Ipv4Packet, Ipv6Packet, NdiscOption,
+    NdiscOptionType, TcpPacket, UdpPacket,
 };
 
 use super::csum;
@@ -111,6 +118,8 @@ pub enum Class {
         target_ip: Ipv4Addr,
         /// Sender hardware address.
         sender_mac: [u8; 6],
+        /// Ethernet source address.
+        eth_src: [u8; 6],
     },
     /// A TCP segment (not a fragment).
     Tcp {
@@ -159,6 +168,11 @@ pub enum Class {
         dst: Ipv6Addr,
         /// Target address of NS, NA and Redirect.
         target: Option<Ipv6Addr>,
+        /// Ethernet source address.
+        eth_src: [u8; 6],
+        /// The address of the message's link-layer address options (source or target), if
+        /// it has any; several options all name this one.
+        lladdr: Option<[u8; 6]>,
     },
     /// Any other IP packet, including fragments and IPv6 with extension headers.
     OtherIp {
@@ -276,8 +290,14 @@ fn is_ipv6_ext(nh: u8) -> bool {
 
 /// Classify a guest frame. Never panics, never allocates, does not verify checksums.
 pub fn classify(frame: &[u8]) -> Result<Class, WireError> {
-    let ip = match parse_l3(frame)? {
-        L3::Arp => return classify_arp(&frame[ETH_HDR_LEN..]),
+    let l3 = parse_l3(frame)?;
+    // parse_l3 checked the Ethernet header.
+    let eth_src = EthernetFrame::new_checked(frame)
+        .map_err(|_| WireError::BadHeader("ethernet"))?
+        .src_addr()
+        .0;
+    let ip = match l3 {
+        L3::Arp => return classify_arp(&frame[ETH_HDR_LEN..], eth_src),
         L3::Other(ethertype) => return Ok(Class::Other { ethertype }),
         L3::Ip(ip) => ip,
     };
@@ -341,12 +361,12 @@ pub fn classify(frame: &[u8]) -> Result<Class, WireError> {
                 payload: ip.l4 + 8..ip.end,
             })
         }
-        (PROTO_ICMPV6, true) => classify_icmpv6(&ip, l4, other),
+        (PROTO_ICMPV6, true) => classify_icmpv6(&ip, l4, other, eth_src),
         _ => Ok(other),
     }
 }
 
-fn classify_arp(b: &[u8]) -> Result<Class, WireError> {
+fn classify_arp(b: &[u8], eth_src: [u8; 6]) -> Result<Class, WireError> {
     need("arp header", 8, b.len())?;
     // htype 1 (Ethernet), ptype 0x0800, hlen 6, plen 4.
     if b[..6] != [0x00, 0x01, 0x08, 0x00, 6, 4] {
@@ -367,10 +387,16 @@ fn classify_arp(b: &[u8]) -> Result<Class, WireError> {
         sender_ip: ip4(arp.source_protocol_addr()),
         target_ip: ip4(arp.target_protocol_addr()),
         sender_mac,
+        eth_src,
     })
 }
 
-fn classify_icmpv6(ip: &IpView, l4: &[u8], other: Class) -> Result<Class, WireError> {
+fn classify_icmpv6(
+    ip: &IpView,
+    l4: &[u8],
+    other: Class,
+    eth_src: [u8; 6],
+) -> Result<Class, WireError> {
     let (IpAddr::V6(src), IpAddr::V6(dst)) = (ip.src, ip.dst) else {
         return Ok(other);
     };
@@ -407,9 +433,47 @@ fn classify_icmpv6(ip: &IpView, l4: &[u8], other: Class) -> Result<Class, WireEr
                 src,
                 dst,
                 target,
+                eth_src,
+                // The fixed part is `min` bytes (checked above); options follow.
+                lladdr: ndp_lladdr(&l4[min..])?,
             })
         }
     }
+}
+
+/// Walk NDP options (RFC 4861 §4.6) to the end of the message and return the address of
+/// its link-layer address options (source, 1, or target, 2), if any. smoltcp reads the
+/// first six bytes of such an option on an Ethernet link, whatever its length; so do we.
+fn ndp_lladdr(mut opts: &[u8]) -> Result<Option<[u8; 6]>, WireError> {
+    let mut found: Option<[u8; 6]> = None;
+    while !opts.is_empty() {
+        need("ndp option header", 2, opts.len())?;
+        let len = usize::from(opts[1]) * 8;
+        if len == 0 {
+            return Err(WireError::BadHeader("ndp option length 0"));
+        }
+        need("ndp option", len, opts.len())?;
+        let opt = NdiscOption::new_checked(&opts[..len])
+            .map_err(|_| WireError::BadHeader("ndp option"))?;
+        if matches!(
+            opt.option_type(),
+            NdiscOptionType::SourceLinkLayerAddr | NdiscOptionType::TargetLinkLayerAddr
+        ) {
+            // len >= 8: type, length and at least six address bytes.
+            let mut mac = [0u8; 6];
+            mac.copy_from_slice(&opts[2..8]);
+            match found {
+                Some(m) if m != mac => {
+                    return Err(WireError::BadHeader(
+                        "ndp link-layer address options disagree",
+                    ))
+                }
+                _ => found = Some(mac),
+            }
+        }
+        opts = &opts[len..];
+    }
+    Ok(found)
 }
 
 /// Offset of the UDP payload in a frame built by [`emit_udp`].

@@ -7,6 +7,8 @@ use smoltcp::wire::IpAddress;
 
 const GMAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 const HMAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0xfe, 0x01];
+/// A MAC that is neither the guest's nor the gateway's.
+const FMAC: [u8; 6] = [0x02, 0xde, 0xad, 0xbe, 0xef, 0x01];
 
 fn v4(s: &str) -> Ipv4Addr {
     s.parse().unwrap()
@@ -27,6 +29,7 @@ fn arp_request() {
             sender_ip: v4("10.0.2.15"),
             target_ip: v4("10.0.2.2"),
             sender_mac: GMAC,
+            eth_src: GMAC,
         })
     );
 }
@@ -106,23 +109,181 @@ fn ndp_neighbor_solicit() {
             src: v6("fd00::15"),
             dst: v6("ff02::1:ff00:1"),
             target: Some(v6("fd00::1")),
+            eth_src: GMAC,
+            lladdr: Some(GMAC),
+        })
+    );
+}
+
+#[test]
+fn ndp_neighbor_advert() {
+    assert_eq!(
+        classify(&NDP_NA),
+        Ok(Class::Ndp {
+            kind: NdpKind::NeighborAdvert,
+            src: v6("fd00::15"),
+            dst: v6("fd00::1"),
+            target: Some(v6("fd00::15")),
+            eth_src: GMAC,
+            lladdr: Some(GMAC),
         })
     );
 }
 
 #[test]
 fn ndp_router_solicit_has_no_target() {
-    // Turn the NS into an RS (type 133, 8-byte body suffices).
-    let mut f = NDP_NS;
-    f[54] = 133;
-    assert!(matches!(
-        classify(&f),
+    assert_eq!(
+        classify(&NDP_RS),
         Ok(Class::Ndp {
             kind: NdpKind::RouterSolicit,
+            src: v6("fd00::15"),
+            dst: v6("ff02::2"),
             target: None,
-            ..
+            eth_src: GMAC,
+            lladdr: Some(GMAC),
         })
-    ));
+    );
+}
+
+#[test]
+fn ndp_fixture_checksums() {
+    for f in [&NDP_NS[..], &NDP_NA, &NDP_RS] {
+        let ip = Ipv6Packet::new_checked(&f[14..]).unwrap();
+        let icmp = Icmpv6Packet::new_checked(ip.payload()).unwrap();
+        assert!(icmp.verify_checksum(&ip.src_addr(), &ip.dst_addr()));
+    }
+}
+
+/// A copy of `frame` with `mac` written at `at`.
+fn with_mac(frame: &[u8], at: usize, mac: [u8; 6]) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    f[at..at + 6].copy_from_slice(&mac);
+    f
+}
+
+/// Every MAC a neighbour frame claims is reported, whichever of them lies.
+#[test]
+fn neighbour_frames_report_their_macs() {
+    // (frame, offset of the MAC replaced by FMAC, Ethernet source, claimed address)
+    let cases = [
+        (&ARP_REQUEST[..], 6, FMAC, GMAC),
+        (&ARP_REQUEST, 22, GMAC, FMAC),
+        (&NDP_NS, 6, FMAC, GMAC),
+        (&NDP_NS, 80, GMAC, FMAC),
+        (&NDP_NA, 6, FMAC, GMAC),
+        (&NDP_NA, 80, GMAC, FMAC),
+        (&NDP_RS, 6, FMAC, GMAC),
+        (&NDP_RS, 64, GMAC, FMAC),
+    ];
+    for (frame, at, eth, claimed) in cases {
+        let got = match classify(&with_mac(frame, at, FMAC)) {
+            Ok(Class::Arp {
+                eth_src,
+                sender_mac,
+                ..
+            }) => (eth_src, Some(sender_mac)),
+            Ok(Class::Ndp {
+                eth_src, lladdr, ..
+            }) => (eth_src, lladdr),
+            other => panic!("offset {at}: {other:?}"),
+        };
+        assert_eq!(got, (eth, Some(claimed)), "offset {at}");
+    }
+}
+
+/// `frame` (an NS or NA) with `opt` appended as NDP options, IPv6 payload length adjusted.
+fn with_options(frame: &[u8], opt: &[u8]) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    f.extend_from_slice(opt);
+    let len = u16::from_be_bytes([f[18], f[19]]) + opt.len() as u16;
+    f[18..20].copy_from_slice(&len.to_be_bytes());
+    f
+}
+
+/// An NS / NA fixture without its link-layer address option.
+fn bare(frame: &[u8]) -> Vec<u8> {
+    let mut f = frame[..78].to_vec();
+    f[18..20].copy_from_slice(&24u16.to_be_bytes());
+    f
+}
+
+fn lla(ty: u8, mac: [u8; 6]) -> Vec<u8> {
+    let mut o = vec![ty, 1];
+    o.extend_from_slice(&mac);
+    o
+}
+
+#[test]
+fn ndp_link_layer_options() {
+    let cat = |a: &[u8], b: &[u8]| [a, b].concat();
+    let mut padded = NDP_NS.to_vec();
+    padded.extend_from_slice(&[0xa5; 10]);
+    let long_foreign = cat(&[1, 2], &cat(&FMAC, &[0; 8]));
+    // (what, frame, the address reported; None: an error)
+    let cases = vec![
+        ("no options", bare(&NDP_NS), Some(None)),
+        ("source option", NDP_NS.to_vec(), Some(Some(GMAC))),
+        ("target option", NDP_NA.to_vec(), Some(Some(GMAC))),
+        (
+            "source and target options agree",
+            with_options(&NDP_NS, &lla(2, GMAC)),
+            Some(Some(GMAC)),
+        ),
+        (
+            "other options are skipped",
+            with_options(
+                &bare(&NDP_NA),
+                &cat(&[14, 1, 0, 0, 0, 0, 0, 0], &lla(2, FMAC)),
+            ),
+            Some(Some(FMAC)),
+        ),
+        (
+            "a 16-byte option: its first six bytes",
+            with_options(&bare(&NDP_NS), &long_foreign),
+            Some(Some(FMAC)),
+        ),
+        ("padding is not an option", padded, Some(Some(GMAC))),
+        (
+            "a foreign target option after the source option",
+            with_options(&NDP_NS, &lla(2, FMAC)),
+            None,
+        ),
+        (
+            "a second, foreign source option",
+            with_options(&NDP_NA, &lla(1, FMAC)),
+            None,
+        ),
+        (
+            "option length 0",
+            with_options(&bare(&NDP_NS), &[1, 0, 0, 0, 0, 0, 0, 0]),
+            None,
+        ),
+        (
+            "option past the end",
+            with_options(&bare(&NDP_NS), &cat(&[1, 2], &GMAC)),
+            None,
+        ),
+        ("a stray byte", with_options(&NDP_NS, &[1]), None),
+        (
+            "a prefix option too short for one",
+            with_options(&bare(&NDP_NS), &[3, 1, 0, 0, 0, 0, 0, 0]),
+            None,
+        ),
+    ];
+    for (what, frame, want) in cases {
+        let got = match classify(&frame) {
+            Ok(Class::Ndp { lladdr, .. }) => Some(lladdr),
+            Ok(other) => panic!("{what}: {other:?}"),
+            Err(e) => {
+                assert!(
+                    matches!(e, WireError::BadHeader(_) | WireError::Truncated { .. }),
+                    "{what}: {e:?}"
+                );
+                None
+            }
+        };
+        assert_eq!(got, want, "{what}");
+    }
 }
 
 #[test]
@@ -215,13 +376,15 @@ fn bad_headers() {
 /// Every prefix shorter than the meaningful part of a fixture is an error, not a panic.
 #[test]
 fn truncated_frames_are_errors() {
-    let cases: [(&[u8], usize); 7] = [
+    let cases: [(&[u8], usize); 9] = [
         (&ARP_REQUEST, 42),
         (&TCP_SYN, 74),
         (&UDP_DNS, 71),
         (&ICMPV4_ECHO_REQUEST, 74),
         (&ICMPV6_ECHO_REQUEST, 94),
         (&NDP_NS, 86),
+        (&NDP_NA, 86),
+        (&NDP_RS, 70),
         (&IPV4_OPTIONS_UDP, 51),
     ];
     for (frame, essential) in cases {
@@ -388,13 +551,13 @@ proptest! {
 
     #[test]
     fn classify_never_panics_on_mutants(
-        which in 0usize..7,
+        which in 0usize..9,
         edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6),
         cut in any::<usize>(),
     ) {
-        let frames: [&[u8]; 7] = [
+        let frames: [&[u8]; 9] = [
             &ARP_REQUEST, &TCP_SYN, &UDP_DNS, &ICMPV4_ECHO_REQUEST,
-            &ICMPV6_ECHO_REQUEST, &NDP_NS, &IPV4_OPTIONS_UDP,
+            &ICMPV6_ECHO_REQUEST, &NDP_NS, &IPV4_OPTIONS_UDP, &NDP_NA, &NDP_RS,
         ];
         let mut f = frames[which].to_vec();
         for (at, val) in edits {
@@ -403,5 +566,27 @@ proptest! {
         }
         let _ = classify(&f);
         let _ = classify(&f[..cut % (f.len() + 1)]);
+    }
+
+    /// Arbitrary option bytes behind an NS or NA: never a panic, and a reported address is
+    /// one of the link-layer options' (every one of which names it).
+    #[test]
+    fn ndp_options_never_panic(
+        na in any::<bool>(),
+        opts in proptest::collection::vec(any::<u8>(), 0..80),
+    ) {
+        let f = with_options(&bare(if na { &NDP_NA } else { &NDP_NS }), &opts);
+        if let Ok(Class::Ndp { lladdr: Some(mac), .. }) = classify(&f) {
+            let mut o = &opts[..];
+            let mut seen = false;
+            while o.len() >= 8 && o[1] != 0 && o.len() >= usize::from(o[1]) * 8 {
+                if matches!(o[0], 1 | 2) {
+                    prop_assert_eq!(&o[2..8], &mac[..]);
+                    seen = true;
+                }
+                o = &o[usize::from(o[1]) * 8..];
+            }
+            prop_assert!(seen);
+        }
     }
 }

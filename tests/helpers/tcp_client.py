@@ -14,6 +14,11 @@ with "ok" (the verdict) and details:
                                           the server's full reply (op collect)
   max-conns  --target H --port P --hold K K held connections must work, connection K+1
                                           must be refused
+  steady     --target H --port P --seconds T --size N
+                                          one connection (op echo) for T seconds: send N
+                                          random bytes, read them back, repeat; reports
+                                          rounds, bytes and "max_stall_s", the longest
+                                          round trip (an outage shows up there)
 """
 import argparse
 import asyncio
@@ -174,9 +179,43 @@ def cmd_max_conns(a):
     rnhelp.emit(ok=ok, held=len(held), extra=extra, extra_seconds=extra_s, errors=errors[:5])
 
 
+def cmd_steady(a):
+    t0 = rnhelp.now()
+    rounds = moved = 0
+    max_stall = 0.0
+    try:
+        s = dial(a, a.connect_timeout)
+        s.settimeout(a.io_timeout)
+        request(s, op="echo")
+        while rnhelp.now() - t0 < a.seconds:
+            data = os.urandom(a.size)
+            r0 = rnhelp.now()
+            s.sendall(data)
+            back = bytearray()
+            while len(back) < len(data):
+                chunk = s.recv(len(data) - len(back))
+                if not chunk:
+                    raise ConnectionError("eof after %d of %d bytes" % (len(back), len(data)))
+                back += chunk
+            max_stall = max(max_stall, rnhelp.now() - r0)
+            if back != data:
+                raise ValueError("echo mismatch in round %d" % rounds)
+            rounds += 1
+            moved += len(data)
+        s.close()
+        rnhelp.emit(ok=True, rounds=rounds, bytes=moved, max_stall_s=max_stall,
+                    seconds=rnhelp.now() - t0)
+    except Exception as e:
+        # A stall that hit the io timeout counts as a stall of at least that long.
+        stalled = max(max_stall, a.io_timeout if classify(e) == "timeout" else 0.0)
+        rnhelp.emit(ok=False, error=classify(e), detail=str(e), rounds=rounds, bytes=moved,
+                    max_stall_s=stalled, seconds=rnhelp.now() - t0)
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("cmd", choices=["connect", "bulk", "echo-many", "half-close", "max-conns"])
+    ap.add_argument("cmd", choices=["connect", "bulk", "echo-many", "half-close", "max-conns",
+                                       "steady"])
     ap.add_argument("--target", required=True)
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--timeout", type=float, default=60, help="whole-run limit")
@@ -188,11 +227,13 @@ def main():
     ap.add_argument("--conns", type=int, default=500)
     ap.add_argument("--size", type=int, default=65536)
     ap.add_argument("--hold", type=int, default=10)
+    ap.add_argument("--seconds", type=float, default=10, help="steady: how long")
     a = ap.parse_args()
     rnhelp.deadline(a.timeout, "tcp_client " + a.cmd)
     try:
         {"connect": cmd_connect, "bulk": cmd_bulk, "echo-many": cmd_echo_many,
-         "half-close": cmd_half_close, "max-conns": cmd_max_conns}[a.cmd](a)
+         "half-close": cmd_half_close, "max-conns": cmd_max_conns,
+         "steady": cmd_steady}[a.cmd](a)
     except Exception as e:
         rnhelp.emit(ok=False, error=classify(e), detail=repr(e))
         raise SystemExit(4)
