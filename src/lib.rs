@@ -40,6 +40,7 @@ pub mod metrics;
 pub mod network;
 pub mod pool;
 pub mod ring;
+pub mod slab;
 pub mod stack;
 pub mod wire;
 
