@@ -301,8 +301,8 @@ fn raise_fd_limit(net: &Network) -> Option<libc::rlimit> {
         tracing::warn!(
             "open files limit {} (RLIMIT_NOFILE, hard limit {}) is below the {wanted} that \
              max_connections {} + max_udp_flows {} + {} for closing sockets and ringnet's own \
-             files need: guest flows beyond it are refused (counted as host_fd_exhausted); \
-             raise `ulimit -n`",
+             files need: guest connections beyond it are refused and datagrams dropped \
+             (counted in host_fd_exhausted); raise `ulimit -n`",
             lim.rlim_cur,
             lim.rlim_max,
             c.max_connections,

@@ -97,18 +97,17 @@ impl FdWarn {
         }
     }
 
-    /// Count one failure at `now`; returns how many to report when a warning is due (the
-    /// first failure, then at most one per [`WARN_EVERY`]), else None.
-    fn hit(&mut self, now: Duration) -> Option<u64> {
+    /// Count one failure at `now`. When a warning is due (the first failure, then at most
+    /// one per [`WARN_EVERY`]) returns how many failures it reports (this one and those
+    /// since the last warning) and how long ago that warning was; else None.
+    fn hit(&mut self, now: Duration) -> Option<(u64, Option<Duration>)> {
         self.since += 1;
-        let due = self
-            .last
-            .is_none_or(|t| now.saturating_sub(t) >= WARN_EVERY);
-        if !due {
+        let ago = self.last.map(|t| now.saturating_sub(t));
+        if ago.is_some_and(|ago| ago < WARN_EVERY) {
             return None;
         }
         self.last = Some(now);
-        Some(std::mem::take(&mut self.since))
+        Some((std::mem::take(&mut self.since), ago))
     }
 }
 
@@ -127,23 +126,28 @@ pub(crate) fn note_open_failure(
         return false;
     };
     stats.host_fd_exhausted.fetch_add(1, Ordering::Relaxed);
-    if let Some(n) = warn.hit(now) {
-        let what = if n == 1 {
-            "a host socket could not be opened".to_string()
-        } else {
-            format!("{n} host sockets could not be opened in the last {WARN_EVERY:?} or more")
+    if let Some((n, ago)) = warn.hit(now) {
+        let what = match ago {
+            None => "a host socket could not be opened".to_string(),
+            Some(ago) => format!(
+                "{n} host sockets could not be opened since the last warning {}s ago",
+                ago.as_secs()
+            ),
         };
         match kind {
             Exhausted::Process => tracing::warn!(
-                "{what}: too many open files (EMFILE); guests see refused connections and \
-                 lost datagrams: raise `ulimit -n` (RLIMIT_NOFILE) for ringnet to at least {} \
-                 or lower max_connections / max_udp_flows (counted as host_fd_exhausted)",
-                warn.wanted
+                "{what}: too many open files (EMFILE): the guest sees a refused connection or \
+                 a lost datagram; raise `ulimit -n` (RLIMIT_NOFILE) for ringnet to at least \
+                 {} or lower max_connections / max_udp_flows (all counted in \
+                 host_fd_exhausted, warned about at most every {}s)",
+                warn.wanted,
+                WARN_EVERY.as_secs()
             ),
             Exhausted::System => tracing::warn!(
-                "{what}: the system's file table is full (ENFILE); guests see refused \
-                 connections and lost datagrams: raise fs.file-max or close files elsewhere \
-                 (counted as host_fd_exhausted)"
+                "{what}: the system's file table is full (ENFILE): the guest sees a refused \
+                 connection or a lost datagram; raise fs.file-max or close files elsewhere \
+                 (all counted in host_fd_exhausted, warned about at most every {}s)",
+                WARN_EVERY.as_secs()
             ),
         }
     }
@@ -208,24 +212,28 @@ mod tests {
     #[test]
     fn warns_at_once_then_at_most_every_five_seconds_with_the_count_since() {
         let mut w = FdWarn::new(100);
-        assert_eq!(w.hit(S(10)), Some(1), "the first failure warns at once");
+        assert_eq!(
+            w.hit(S(10)),
+            Some((1, None)),
+            "the first failure warns at once"
+        );
         for i in 0..99 {
             assert_eq!(w.hit(S(10) + Duration::from_millis(i * 50)), None);
         }
         assert_eq!(w.hit(Duration::from_millis(14_999)), None);
         // 99 + 1 suppressed, then the one that is due.
-        assert_eq!(w.hit(S(15)), Some(101));
+        assert_eq!(w.hit(S(15)), Some((101, Some(S(5)))));
         assert_eq!(w.hit(S(16)), None);
         // After a quiet minute the next failure warns at once and counts the one before.
-        assert_eq!(w.hit(S(80)), Some(2));
+        assert_eq!(w.hit(S(80)), Some((2, Some(S(65)))));
     }
 
     #[test]
     fn a_clock_going_backwards_does_not_warn() {
         let mut w = FdWarn::new(100);
-        assert_eq!(w.hit(S(10)), Some(1));
+        assert_eq!(w.hit(S(10)), Some((1, None)));
         assert_eq!(w.hit(S(3)), None);
-        assert_eq!(w.hit(S(15)), Some(2));
+        assert_eq!(w.hit(S(15)), Some((2, Some(S(5)))));
     }
 
     #[test]
