@@ -29,7 +29,10 @@
 //!
 //! Limits: [`BATCH`] frames per turn (so host events are never starved by a flooding
 //! guest), `max_connections` TCP flows, `max_udp_flows` UDP/ICMP flows, the pool's slots and
-//! the rings' sizes; every drop increments a counter in [`crate::metrics::Stats`].
+//! the rings' sizes; every drop increments a counter in [`crate::metrics::Stats`]. A host
+//! socket that cannot be opened for want of a file descriptor is counted and warned about
+//! through [`limits::note_open_failure`]; a write to a TAP the guest set down is a counted
+//! drop, not an error.
 
 pub mod device;
 pub mod gateway;
