@@ -477,8 +477,11 @@ fn attach(
                 continue;
             }
         };
-        // Dropping the namespace and TAP fds lets the kernel free a deleted namespace.
-        finish(net, opts)?;
+        // Dropping the namespace and TAP fds lets the kernel free a deleted namespace. The
+        // poll thread may have stopped on the deleted TAP meanwhile: the line above says it.
+        if let Err(e) = finish(net, opts) {
+            tracing::debug!("poll thread: {e}");
+        }
         return Err(Fail::guest_gone(gone));
     }
     finish(net, opts)?;

@@ -10,7 +10,7 @@
 //!   than fit) and then opens 10 more TCP connections (refused). `--stats` shows
 //!   `host_fd_exhausted` and `udp_open_failed` > 0; stderr has the runtime warning naming
 //!   `ulimit -n`, at most one per 5 s; after everything is closed and the UDP flows have
-//!   expired (1.5 s idle timeout), a new TCP connection and a new UDP flow echo again.
+//!   expired (3 s idle timeout), a new TCP connection and a new UDP flow echo again.
 //! - `soft_limit_raised_for_ringnet_not_for_its_command`: soft 256, hard above what the
 //!   flow limits need: no warning, ringnet runs with soft = hard, its command sees 256.
 
@@ -53,7 +53,7 @@ fn exhaustion(driver: &str) {
     let (_tcp, tcp_ready) = host.spawn_helper("tcp_server.py", &["--bind", "127.0.0.1"]);
     let (_udp, udp_ready) = host.spawn_helper("udp_echo_server.py", &["--bind", "127.0.0.1"]);
     let port = |j: &Json| j.get("port").as_u64().expect("port").to_string();
-    let cfg = TempFile::with_contents("fdcfg", "[egress]\nudp_idle_timeout_ms = 1500\n");
+    let cfg = TempFile::with_contents("fdcfg", "[egress]\nudp_idle_timeout_ms = 3000\n");
     let client = helper("fd_exhaust.py");
     let (tcp_port, udp_port) = (port(&tcp_ready), port(&udp_ready));
     let guest_cmd = [
@@ -73,6 +73,8 @@ fn exhaustion(driver: &str) {
         "60",
         "--extra",
         "10",
+        "--settle",
+        "4",
     ];
     let ringnet = [
         ringnet_bin(),

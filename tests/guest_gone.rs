@@ -106,7 +106,7 @@ fn wait_restored(guest: &Netns, s: Slot, timeout: Duration) -> Duration {
 
 #[test]
 fn down_up_restores_configuration() {
-    require_privileges!("ping", "python3");
+    require_privileges!("ping", "python3", "ss");
     let _wd = Watchdog::new(LIMIT);
     let host = HostNs::new();
     let guest = Netns::new("guest");
@@ -136,8 +136,22 @@ fn down_up_restores_configuration() {
     // A download in flight across the down period: ringnet's writes to the down TAP fail.
     let bulk_args = tcp_client("bulk", &["--direction", "down", "--bytes", "2000000000"]);
     let bulk_args: Vec<&str> = bulk_args.iter().map(String::as_str).collect();
-    let bulk = guest.spawn(&bulk_args);
-    std::thread::sleep(Duration::from_millis(500));
+    let mut bulk = guest.spawn(&bulk_args);
+    // Under load the client may take a while to start: wait for its connection.
+    let filter = format!("( dport = :{port} )");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while guest
+        .exec(&["ss", "-Htn", "state", "established", &filter], SHORT)
+        .stdout
+        .trim()
+        .is_empty()
+    {
+        bulk.assert_alive();
+        assert!(Instant::now() < deadline, "the download did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    bulk.assert_alive();
 
     guest.ip(&["link", "set", "eth0", "down"]);
     std::thread::sleep(Duration::from_secs(3));
