@@ -129,11 +129,6 @@ impl GuestWatch {
         Ok(w)
     }
 
-    /// The TAP's interface index in the guest namespace.
-    pub fn ifindex(&self) -> i32 {
-        self.ifindex
-    }
-
     /// What happened since the last call (None: nothing that matters).
     pub fn check(&mut self) -> Result<Option<GuestEvent>, WatchError> {
         if let Some((path, id)) = &self.ns_path {
