@@ -4,9 +4,14 @@
 //!   configured from the slot's derived addresses, CMD run inside it; exits with CMD's
 //!   status and leaves nothing behind (the namespace is anonymous).
 //! - `ringnet attach --netns PATH [--tap NAME] [--configure]`: serve an existing namespace
-//!   until SIGINT / SIGTERM.
+//!   until SIGINT / SIGTERM, or until the guest goes away (the namespace is deleted, the TAP
+//!   is deleted): then exit status 1. A TAP set down and up again keeps being served; with
+//!   `--configure` it gets its addresses and routes back.
 //!
-//! Every error is one line on stderr and exit status 2.
+//! Every error is one line on stderr: exit status 1 when the guest went away, 2 otherwise.
+//! At start the soft `RLIMIT_NOFILE` is raised to the hard limit (the command of `run` gets
+//! the limit ringnet was started with), with a warning when even the hard limit is below
+//! what the configured flow limits need.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,9 +20,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use ringnet::backend::netns::NetNs;
-use ringnet::backend::tap::Tap;
+use ringnet::backend::tap::{Tap, TapError};
+use ringnet::backend::watch::{GuestEvent, GuestWatch};
 use ringnet::config::{EgressDriver, NetworkConfig};
-use ringnet::Network;
+use ringnet::stack::StackError;
+use ringnet::{Network, NetworkError};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -40,7 +47,8 @@ enum Cmd {
         #[arg(required = true, last = true)]
         command: Vec<String>,
     },
-    /// Serve an existing network namespace until SIGINT/SIGTERM.
+    /// Serve an existing network namespace until SIGINT/SIGTERM (exit 0) or until it goes
+    /// away (exit 1).
     Attach {
         #[command(flatten)]
         opts: Opts,
@@ -88,12 +96,36 @@ struct Opts {
     verbose: u8,
 }
 
-/// A one-line failure: printed as `ringnet: …`, exit status 2.
-struct Fail(String);
+/// A one-line failure: printed as `ringnet: …`, exit status `code`.
+struct Fail {
+    msg: String,
+    code: u8,
+}
+
+/// Exit status: the guest went away (its namespace or TAP was deleted).
+const EXIT_GUEST_GONE: u8 = 1;
+/// Exit status: any other error (usage, configuration, setup, a failed poll thread).
+const EXIT_ERROR: u8 = 2;
+
+impl Fail {
+    fn new(msg: impl Into<String>) -> Fail {
+        Fail {
+            msg: msg.into(),
+            code: EXIT_ERROR,
+        }
+    }
+
+    fn guest_gone(msg: impl Into<String>) -> Fail {
+        Fail {
+            msg: msg.into(),
+            code: EXIT_GUEST_GONE,
+        }
+    }
+}
 
 impl<E: std::fmt::Display> From<E> for Fail {
     fn from(e: E) -> Fail {
-        Fail(e.to_string())
+        Fail::new(e.to_string())
     }
 }
 
@@ -122,7 +154,7 @@ fn main() -> ExitCode {
             let first = first.join(" ");
             let first = first.strip_prefix("error: ").unwrap_or(&first);
             eprintln!("ringnet: {first} (see ringnet --help)");
-            return ExitCode::from(2);
+            return ExitCode::from(EXIT_ERROR);
         }
     };
     match &cli.cmd {
@@ -140,9 +172,9 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
-        Err(Fail(msg)) => {
+        Err(Fail { msg, code }) => {
             eprintln!("ringnet: {msg}");
-            ExitCode::from(2)
+            ExitCode::from(code)
         }
     }
 }
@@ -175,7 +207,7 @@ fn load_config(opts: &Opts) -> Result<NetworkConfig, Fail> {
     if let Some(cpu) = opts.cpu {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         if cpu >= cpus {
-            return Err(Fail(format!(
+            return Err(Fail::new(format!(
                 "--cpu {cpu}: this machine has CPUs 0..{cpus}"
             )));
         }
@@ -195,12 +227,12 @@ fn load_config(opts: &Opts) -> Result<NetworkConfig, Fail> {
 fn check_privileges() -> Result<(), Fail> {
     // SAFETY: geteuid(2) has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        return Err(Fail(
-            "must run as root (it creates network namespaces and TAP devices)".into(),
+        return Err(Fail::new(
+            "must run as root (it creates network namespaces and TAP devices)",
         ));
     }
     if !std::path::Path::new("/dev/net/tun").exists() {
-        return Err(Fail("/dev/net/tun is missing (load the tun module)".into()));
+        return Err(Fail::new("/dev/net/tun is missing (load the tun module)"));
     }
     Ok(())
 }
@@ -232,13 +264,73 @@ fn wait_signal(set: &libc::sigset_t, timeout: Duration) -> Option<i32> {
     (s > 0).then_some(s)
 }
 
-fn start(opts: &Opts, ns: &NetNs, tap_name: &str, configure: bool) -> Result<Network, Fail> {
+/// Raise the soft `RLIMIT_NOFILE` to the hard limit (every guest flow is a host socket) and
+/// warn, in one line, when even that is below `wanted`. Returns the limit as it was, for
+/// the command `run` starts (a program may rely on its inherited soft limit, e.g. for
+/// `select(2)`).
+fn raise_fd_limit(net: &Network) -> Option<libc::rlimit> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit(2) writes into the live local.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } < 0 {
+        tracing::warn!(
+            "cannot read RLIMIT_NOFILE: {}",
+            std::io::Error::last_os_error()
+        );
+        return None;
+    }
+    let original = lim;
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit(2) reads the live local.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim = raised;
+        } else {
+            let e = std::io::Error::last_os_error();
+            tracing::debug!("raising RLIMIT_NOFILE to {} failed: {e}", lim.rlim_max);
+        }
+    }
+    let wanted = net.fds_wanted();
+    if lim.rlim_cur < wanted {
+        let c = net.config();
+        tracing::warn!(
+            "open files limit {} (RLIMIT_NOFILE, hard limit {}) is below the {wanted} that \
+             max_connections {} + max_udp_flows {} + {} for closing sockets and ringnet's own \
+             files need: guest connections beyond it are refused and datagrams dropped \
+             (counted in host_fd_exhausted); raise `ulimit -n`",
+            lim.rlim_cur,
+            lim.rlim_max,
+            c.max_connections,
+            c.egress.max_udp_flows,
+            wanted - (c.max_connections + c.egress.max_udp_flows) as u64,
+        );
+    }
+    Some(original)
+}
+
+/// A started network serving a TAP.
+struct Serving {
+    net: Network,
+    /// The TAP's name in the guest namespace.
+    tap: String,
+    /// `RLIMIT_NOFILE` as ringnet was started with it.
+    nofile: Option<libc::rlimit>,
+}
+
+fn start(opts: &Opts, ns: &NetNs, tap_name: &str, configure: bool) -> Result<Serving, Fail> {
     let cfg = load_config(opts)?;
     let mut net = Network::new(&cfg, opts.slot)?;
+    let nofile = raise_fd_limit(&net);
     let name = tap_name.to_string();
     let tap = ns.run(move || Tap::open(&name))??;
+    let tap_name = tap.name().to_string();
     if configure {
-        ns.configure_guest(tap.name(), net.config())?;
+        ns.configure_guest(&tap_name, net.config())?;
     }
     net.start_tap(tap)?;
     let c = net.config();
@@ -250,10 +342,14 @@ fn start(opts: &Opts, ns: &NetNs, tap_name: &str, configure: bool) -> Result<Net
         "ringnet serving; {}",
         net.driver_note()
     );
-    Ok(net)
+    Ok(Serving {
+        net,
+        tap: tap_name,
+        nofile,
+    })
 }
 
-fn finish(mut net: Network, opts: &Opts) -> Result<(), Fail> {
+fn finish(mut net: Network, opts: &Opts) -> Result<(), NetworkError> {
     let r = net.shutdown();
     if opts.stats {
         let c = net.link_counters();
@@ -268,20 +364,42 @@ fn finish(mut net: Network, opts: &Opts) -> Result<(), Fail> {
         );
         eprint!("{}", net.stats().render());
     }
-    r.map_err(Fail::from)
+    r
+}
+
+/// The poll thread has stopped on its own: shut down and say why, as the error to exit
+/// with (a deleted TAP is the guest going away).
+fn poll_thread_stopped(net: Network, opts: &Opts, tap: &str) -> Fail {
+    match finish(net, opts) {
+        Err(NetworkError::Stack(StackError::Tap(TapError::Gone(_)))) => {
+            Fail::guest_gone(format!("the guest's TAP {tap} was deleted; stopping"))
+        }
+        Err(e) => Fail::from(e),
+        Ok(()) => Fail::new("the poll thread stopped unexpectedly"),
+    }
 }
 
 fn run(opts: &Opts, command: &[String]) -> Result<ExitCode, Fail> {
     check_privileges()?;
     let sigs = block_signals();
     let ns = NetNs::create()?;
-    let net = start(opts, &ns, "eth0", true)?;
-    let mut child = ns
-        .command(&command[0])
-        .args(&command[1..])
-        .envs(net.guest_env_vars())
+    let Serving { net, tap, nofile } = start(opts, &ns, "eth0", true)?;
+    let mut cmd = ns.command(&command[0]);
+    cmd.args(&command[1..]).envs(net.guest_env_vars());
+    if let Some(lim) = nofile {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: runs in the forked child before exec and only calls setrlimit(2), which
+        // is async-signal-safe; `lim` is a copied plain value.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+                Ok(())
+            });
+        }
+    }
+    let mut child = cmd
         .spawn()
-        .map_err(|e| Fail(format!("cannot run {:?}: {e}", command[0])))?;
+        .map_err(|e| Fail::new(format!("cannot run {:?}: {e}", command[0])))?;
     let pid = child.id() as libc::pid_t;
     let status = loop {
         if let Some(st) = child.try_wait()? {
@@ -296,8 +414,7 @@ fn run(opts: &Opts, command: &[String]) -> Result<ExitCode, Fail> {
             // SAFETY: as above.
             unsafe { libc::kill(pid, libc::SIGTERM) };
             let _ = child.wait();
-            finish(net, opts)?;
-            return Err(Fail("the poll thread stopped unexpectedly".into()));
+            return Err(poll_thread_stopped(net, opts, &tap));
         }
     };
     finish(net, opts)?;
@@ -319,16 +436,53 @@ fn attach(
     check_privileges()?;
     let sigs = block_signals();
     let ns = NetNs::open(netns)?;
-    let net = start(opts, &ns, tap, configure)?;
+    let Serving { net, tap, .. } = start(opts, &ns, tap, configure)?;
+    let mut watch = Some(GuestWatch::new(&ns, Some(netns), &tap)?);
     loop {
         if let Some(sig) = wait_signal(&sigs, Duration::from_millis(200)) {
             tracing::info!("signal {sig}: stopping");
             break;
         }
         if !net.is_running() {
-            finish(net, opts)?;
-            return Err(Fail("the poll thread stopped unexpectedly".into()));
+            return Err(poll_thread_stopped(net, opts, &tap));
         }
+        let event = match watch.as_mut().map(GuestWatch::check) {
+            None | Some(Ok(None)) => continue,
+            Some(Err(e)) => {
+                tracing::warn!("{e}; no longer watching the guest");
+                watch = None;
+                continue;
+            }
+            Some(Ok(Some(event))) => event,
+        };
+        let gone = match event {
+            GuestEvent::NamespaceGone(why) => {
+                format!("the guest namespace {} {why}; stopping", netns.display())
+            }
+            GuestEvent::LinkGone => {
+                format!("the guest's TAP {tap} was deleted; stopping")
+            }
+            GuestEvent::LinkDown => {
+                tracing::info!("the guest set {tap} down; frames to it are dropped until it is up");
+                continue;
+            }
+            GuestEvent::LinkUp => {
+                if !configure {
+                    tracing::info!("the guest set {tap} up again");
+                } else if let Err(e) = ns.configure_guest(&tap, net.config()) {
+                    tracing::warn!("{tap} is up again, but configuring it failed: {e}");
+                } else {
+                    tracing::info!("{tap} is up again: addresses and routes restored");
+                }
+                continue;
+            }
+        };
+        // Dropping the namespace and TAP fds lets the kernel free a deleted namespace. The
+        // poll thread may have stopped on the deleted TAP meanwhile: the line above says it.
+        if let Err(e) = finish(net, opts) {
+            tracing::debug!("poll thread: {e}");
+        }
+        return Err(Fail::guest_gone(gone));
     }
     finish(net, opts)?;
     Ok(ExitCode::SUCCESS)

@@ -70,13 +70,20 @@ counters!(
         icmp_relayed,
         /// ICMP echo requests dropped (ping sockets unavailable, queue full).
         icmp_dropped,
-        /// Frames that could not be built for the guest (pool empty or ring full).
+        /// Frames for the guest dropped: not built (pool empty, ring full) or not written
+        /// (the guest's TAP down or gone).
         to_guest_dropped,
         /// Poll-loop iterations.
         polls,
         /// ARP/NDP frames naming a MAC other than the guest's (dropped: they would repoint
         /// the gateway's neighbour entry for the guest and cut it off).
         neigh_spoofed,
+        /// UDP and ICMP echo flows whose host socket could not be opened (each of their
+        /// datagrams is dropped and counted in `udp_dropped` / `icmp_dropped` too).
+        udp_open_failed,
+        /// Host sockets (TCP, UDP, ICMP echo) not opened for want of a file descriptor
+        /// (`EMFILE`: raise `ulimit -n`; `ENFILE`: the system's file table is full).
+        host_fd_exhausted,
     }
 );
 

@@ -143,6 +143,14 @@ impl Network {
         self.link.pool.capacity()
     }
 
+    /// File descriptors this network needs at its limits: one per allowed flow, sockets
+    /// still closing and ringnet's own (see [`crate::stack::limits::fds_wanted`]). An
+    /// embedding process wants an `RLIMIT_NOFILE` of at least the sum over its networks;
+    /// below it, host sockets fail and are counted as `host_fd_exhausted`.
+    pub fn fds_wanted(&self) -> u64 {
+        crate::stack::limits::fds_wanted(&self.cfg)
+    }
+
     /// Which egress driver runs and why (after `start`).
     pub fn driver_note(&self) -> &str {
         &self.driver_note
@@ -167,7 +175,7 @@ impl Network {
         let limits = Limits {
             tx_buffer: buf,
             rx_buffer: buf,
-            max_sockets: self.cfg.max_connections + self.cfg.egress.max_udp_flows + 64,
+            max_sockets: crate::stack::limits::host_sockets(&self.cfg),
             ..Limits::default()
         };
         let (driver, note) = egress::select(self.cfg.egress.driver.into(), limits)?;

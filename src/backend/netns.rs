@@ -33,6 +33,8 @@ pub enum NetnsError {
     Ip { args: String, detail: String },
     #[error("a helper thread failed: {0}")]
     Thread(String),
+    #[error("fstat of the network namespace fd failed: {0}")]
+    Fstat(io::Error),
 }
 
 /// The guest's TAP transmit queue: frames the guest may send ahead of ringnet's reads.
@@ -103,6 +105,30 @@ impl NetNs {
     /// The namespace fd.
     pub fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+
+    /// The namespace's identity: device and inode of its nsfs file (what `ip netns
+    /// identify` compares).
+    pub fn identity(&self) -> Result<(u64, u64), NetnsError> {
+        // SAFETY: a zeroed `stat` is a valid out-buffer; fstat(2) fills it for the fd we own.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: as above; `st` is live for the call.
+        if unsafe { libc::fstat(self.fd.as_raw_fd(), &mut st) } < 0 {
+            return Err(NetnsError::Fstat(io::Error::last_os_error()));
+        }
+        Ok((st.st_dev, st.st_ino))
+    }
+
+    /// Whether `path` names the namespace whose [`NetNs::identity`] is `id`: `Err` says why
+    /// not, to follow the path in a sentence ("was deleted", "names another namespace now").
+    pub fn check_path(path: &Path, id: (u64, u64)) -> Result<(), String> {
+        use std::os::unix::fs::MetadataExt;
+        match std::fs::metadata(path) {
+            Ok(m) if (m.dev(), m.ino()) == id => Ok(()),
+            Ok(_) => Err("names another namespace now".into()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err("was deleted".into()),
+            Err(e) => Err(format!("cannot be looked at: {e}")),
+        }
     }
 
     /// A second handle to the same namespace.

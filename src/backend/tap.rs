@@ -13,7 +13,11 @@
 //!   frame into a freshly leased slot pushed onto the `from_guest` ring.
 //! - `to_guest`: [`Tap::write_frame`] writes one slot. The tun driver queues the frame into
 //!   the guest's stack synchronously, so a write does not block in practice; a failed write
-//!   drops the frame and is counted by the caller.
+//!   drops the frame and is counted by the caller (a TAP the guest set down fails every
+//!   write with `EIO` until it is up again).
+//! - A TAP deleted in the guest (`ip link del`) detaches the fd: it polls as an error and
+//!   every read fails with `EBADFD`, which [`Tap::read_frames`] reports as
+//!   [`TapError::Gone`].
 //!
 //! The fd is non-blocking; the poll thread waits for it to become readable.
 
@@ -47,6 +51,10 @@ pub enum TapError {
     VnetHdr(io::Error),
     #[error("TUNSETOFFLOAD failed: {0}")]
     Offload(io::Error),
+    #[error("the TAP device {0:?} was deleted")]
+    Gone(String),
+    #[error("reading from TAP {name:?} failed: {source}")]
+    Read { name: String, source: io::Error },
 }
 
 #[repr(C)]
@@ -146,7 +154,12 @@ impl Tap {
     /// fewer than `budget` only when a read hit `EAGAIN` (the device is drained). A frame
     /// that finds the pool empty is read into a scratch buffer and dropped (counted on the
     /// ring) so the device does not stay readable forever.
-    pub fn read_frames(&mut self, pool: &Pool, ring: &Ring, budget: usize) -> io::Result<usize> {
+    pub fn read_frames(
+        &mut self,
+        pool: &Pool,
+        ring: &Ring,
+        budget: usize,
+    ) -> Result<usize, TapError> {
         let mut n = 0;
         while n < budget {
             let Some(mut frame) = pool.lease() else {
@@ -188,13 +201,18 @@ impl Tap {
     }
 
     /// After a failed `read(2)`: `Some(n)` at `EAGAIN` (done: fewer than the budget tells
-    /// the caller the device is drained), `None` at `EINTR` (read again).
-    fn read_error(&self, n: usize) -> io::Result<Option<usize>> {
+    /// the caller the device is drained), `None` at `EINTR` (read again); `EBADFD` means
+    /// the device was deleted under us.
+    fn read_error(&self, n: usize) -> Result<Option<usize>, TapError> {
         let e = io::Error::last_os_error();
         match e.raw_os_error() {
             Some(libc::EAGAIN) => Ok(Some(n)),
             Some(libc::EINTR) => Ok(None),
-            _ => Err(e),
+            Some(libc::EBADFD) => Err(TapError::Gone(self.name.clone())),
+            _ => Err(TapError::Read {
+                name: self.name.clone(),
+                source: e,
+            }),
         }
     }
 

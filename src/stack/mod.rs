@@ -33,14 +33,17 @@
 //!
 //! Limits: [`BATCH`] frames per turn (so host events are never starved by a flooding
 //! guest), `max_connections` TCP flows, `max_udp_flows` UDP/ICMP flows, the pool's slots and
-//! the rings' sizes; every drop increments a counter in [`crate::metrics::Stats`].
+//! the rings' sizes; every drop increments a counter in [`crate::metrics::Stats`]. A host
+//! socket that cannot be opened for want of a file descriptor is counted and warned about
+//! through [`limits::note_open_failure`]; a write to a TAP the guest set down is a counted
+//! drop, not an error.
 
 pub mod device;
 pub mod gateway;
+pub mod limits;
 pub(crate) mod tcp;
 pub(crate) mod udp;
 
-use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -104,8 +107,8 @@ fn untoken(t: Token) -> (u64, u32, u32) {
 pub enum StackError {
     #[error("egress driver: {0}")]
     Egress(#[from] crate::egress::EgressError),
-    #[error("TAP device: {0}")]
-    Tap(io::Error),
+    #[error("{0}")]
+    Tap(#[from] crate::backend::tap::TapError),
     #[error("pinning the poll thread to CPU {0} failed")]
     Pin(usize),
 }
@@ -185,6 +188,8 @@ pub struct Engine {
     sent: usize,
     cpu: Option<usize>,
     offload: bool,
+    /// Rate limit of the "out of file descriptors" warning, shared by all flow kinds.
+    fd_warn: limits::FdWarn,
 }
 
 impl Engine {
@@ -267,6 +272,7 @@ impl Engine {
             sent: 0,
             cpu: cfg.egress.cpu,
             offload,
+            fd_warn: limits::FdWarn::new(limits::fds_wanted(cfg)),
         })
     }
 
@@ -411,6 +417,7 @@ impl Engine {
                     &self.addrs,
                     &mut *self.driver,
                     stats,
+                    &mut self.fd_warn,
                     elapsed,
                 );
                 pool.release(frame);
@@ -429,6 +436,7 @@ impl Engine {
                     &pool.frame(&frame)[msg],
                     &mut *self.driver,
                     stats,
+                    &mut self.fd_warn,
                     elapsed,
                 );
                 pool.release(frame);
@@ -577,10 +585,14 @@ impl Port<'_> {
     }
 }
 
-/// Write every queued `to_guest` frame to the TAP.
+/// Write every queued `to_guest` frame to the TAP. A failed write drops the frame, counted
+/// on the ring and in `to_guest_dropped`, not logged: a TAP the guest set down fails every
+/// write with `EIO` until it is up again (and a deleted one with `EBADFD` until the read
+/// side stops the thread).
 fn write_to_tap(tap: &mut Tap, pool: &Pool, ring: &Ring, stats: &Stats) {
     while let Some(frame) = ring.pop() {
         if tap.write_frame(pool, &frame).is_err() {
+            ring.count_drop();
             Stats::inc(&stats.to_guest_dropped);
         }
         pool.release(frame);

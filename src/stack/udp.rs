@@ -12,11 +12,15 @@
 //!   identifier restored). Replies larger than the guest MTU are dropped and counted.
 //! - Limits: `max_udp_flows` flows; at the limit the least recently used flow is evicted.
 //!   Flows idle for `udp_idle_timeout_ms` are closed. Every drop is counted.
+//! - A flow whose host socket cannot be opened is not created (`udp_open_failed`; its
+//!   datagram is dropped); running out of file descriptors is also counted and warned about
+//!   ([`limits::note_open_failure`]). The next datagram of that flow tries again.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use super::limits::{self, FdWarn};
 use super::{alloc_slot, token, Addrs, Port, T_UDP};
 use crate::config::SlotConfig;
 use crate::egress::{Driver, Event, SockId, SockKind};
@@ -63,6 +67,7 @@ impl Flows {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn lookup_or_open(
         &mut self,
         key: Key,
@@ -70,6 +75,7 @@ impl Flows {
         target: SocketAddr,
         driver: &mut dyn Driver,
         stats: &Stats,
+        fd_warn: &mut FdWarn,
         now: Duration,
     ) -> Option<SockId> {
         if let Some(&idx) = self.map.get(&key) {
@@ -97,7 +103,10 @@ impl Flows {
                 Some(sock)
             }
             Err(e) => {
-                tracing::debug!(%target, error = %e, "host datagram socket failed");
+                Stats::inc(&stats.udp_open_failed);
+                if !limits::note_open_failure(stats, fd_warn, &e, now) {
+                    tracing::debug!(%target, error = %e, "host datagram socket failed");
+                }
                 self.free.push(idx);
                 None
             }
@@ -138,6 +147,7 @@ impl Flows {
         addrs: &Addrs,
         driver: &mut dyn Driver,
         stats: &Stats,
+        fd_warn: &mut FdWarn,
         now: Duration,
     ) {
         let (target, _) = addrs.host_target(dst);
@@ -147,6 +157,7 @@ impl Flows {
             target,
             driver,
             stats,
+            fd_warn,
             now,
         ) else {
             Stats::inc(&stats.udp_dropped);
@@ -168,6 +179,7 @@ impl Flows {
         msg: &[u8],
         driver: &mut dyn Driver,
         stats: &Stats,
+        fd_warn: &mut FdWarn,
         now: Duration,
     ) {
         let target = SocketAddr::new(dst, 0);
@@ -177,6 +189,7 @@ impl Flows {
             target,
             driver,
             stats,
+            fd_warn,
             now,
         ) else {
             Stats::inc(&stats.icmp_dropped);

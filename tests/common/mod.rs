@@ -629,6 +629,14 @@ impl Netns {
         &self.name
     }
 
+    /// Delete the namespace now (`ip netns del`, which must succeed), as its owner would
+    /// while ringnet serves it; `Drop` then has nothing left to do.
+    pub fn delete(mut self) {
+        let name = std::mem::take(&mut self.name);
+        must(&["ip", "netns", "del", &name]);
+        with_registry(|r| r.netns.remove(&name));
+    }
+
     /// `/run/netns/<name>`, what `ringnet attach --netns` takes.
     pub fn path(&self) -> String {
         format!("/run/netns/{}", self.name)
@@ -706,6 +714,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        if self.name.is_empty() {
+            return; // deleted already
+        }
         let out = run_args(&["ip", "netns", "del", &self.name], SHORT);
         if !out.success() {
             eprintln!("cleanup: deleting netns {} failed: {out}", self.name);
@@ -911,6 +922,15 @@ impl Ringnet {
                 tail(&self.stderr.read(), 4000)
             );
         }
+    }
+
+    /// Wait up to `timeout` for ringnet to exit by itself (no signal sent); its status, or
+    /// None while it still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        if self.exited.is_none() {
+            self.exited = wait_until(&mut self.child, Instant::now() + timeout);
+        }
+        self.exited
     }
 
     /// Send `sig` and wait up to `timeout` for the exit; None if it did not exit (it is then
