@@ -371,9 +371,14 @@ impl Engine {
             T_WAKE if u64::from(idx) == WAKE_TAP => self.tap_ready = true,
             // from_guest wake-ups: the ring is drained at the top of the next turn.
             T_WAKE => {}
-            T_TCP => self
-                .tcp
-                .on_event(gen, idx, ev, &mut *self.driver, &self.link.stats),
+            T_TCP => self.tcp.on_event(
+                gen,
+                idx,
+                ev,
+                &mut *self.driver,
+                &self.link.stats,
+                (&mut self.fd_warn, self.epoch.elapsed()),
+            ),
             T_UDP => {
                 let now = self.epoch.elapsed();
                 let mut port = port!(self);
@@ -400,9 +405,15 @@ impl Engine {
         match v {
             Verdict::Smoltcp => {}
             Verdict::Tcp { src, dst, flags } => {
-                let flow =
-                    self.tcp
-                        .on_frame(src, dst, flags, &self.addrs, &mut *self.driver, stats);
+                let flow = self.tcp.on_frame(
+                    src,
+                    dst,
+                    flags,
+                    &self.addrs,
+                    &mut *self.driver,
+                    stats,
+                    (&mut self.fd_warn, elapsed),
+                );
                 if let Some(idx) = flow {
                     let mut port = port!(self);
                     self.tcp.ingress(idx, frame, &mut self.iface, &mut port);

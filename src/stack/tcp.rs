@@ -58,6 +58,7 @@ use smoltcp::socket::tcp::{self, State};
 use smoltcp::time::{Duration as SmolDuration, Instant};
 use smoltcp::wire::{IpAddress, IpListenEndpoint};
 
+use super::limits::{self, FdWarn};
 use super::{alloc_slot, token, Addrs, Port, T_TCP};
 use crate::config::SlotConfig;
 use crate::egress::{Driver, Event, Recv, SockId, SockKind};
@@ -222,6 +223,7 @@ impl Flows {
     /// A guest TCP segment from `src` to `dst` arrived: find its flow, or make one for a
     /// SYN. Returns the flow the segment belongs to; `None` means no flow (smoltcp, with no
     /// socket to match, answers with RST).
+    #[allow(clippy::too_many_arguments)]
     pub fn on_frame(
         &mut self,
         src: SocketAddr,
@@ -230,6 +232,7 @@ impl Flows {
         addrs: &Addrs,
         driver: &mut dyn Driver,
         stats: &Stats,
+        fd_warn: (&mut FdWarn, Duration),
     ) -> Option<u32> {
         if let Some(&idx) = self.map.get(&(src, dst)) {
             self.mark(idx);
@@ -304,7 +307,9 @@ impl Flows {
             }
             Err(e) => {
                 // The SYN still reaches the socket; the abort makes smoltcp answer RST.
-                tracing::debug!(%dst, error = %e, "host socket failed");
+                if !limits::note_open_failure(stats, fd_warn.0, &e, fd_warn.1) {
+                    tracing::debug!(%dst, error = %e, "host socket failed");
+                }
                 Stats::inc(&stats.tcp_connect_failed);
                 Self::set_phase(&mut self.connecting, &mut flow, Phase::Aborting);
             }
@@ -335,6 +340,7 @@ impl Flows {
     }
 
     /// A driver event for flow `idx`.
+    #[allow(clippy::too_many_arguments)]
     pub fn on_event(
         &mut self,
         gen: u32,
@@ -342,6 +348,7 @@ impl Flows {
         ev: Event,
         driver: &mut dyn Driver,
         stats: &Stats,
+        fd_warn: (&mut FdWarn, Duration),
     ) {
         let timeout = self.connect_timeout;
         let guest_timeout = self.guest_timeout;
@@ -369,11 +376,14 @@ impl Flows {
                     if let (Some(alt), Some(old)) = (flow.fallback.take(), flow.sock) {
                         driver.close(old, false);
                         flow.sock = None;
-                        if let Ok(s) =
-                            driver.open(SockKind::Tcp, alt, timeout, token(T_TCP, gen, idx))
-                        {
-                            flow.sock = Some(s);
-                            return;
+                        match driver.open(SockKind::Tcp, alt, timeout, token(T_TCP, gen, idx)) {
+                            Ok(s) => {
+                                flow.sock = Some(s);
+                                return;
+                            }
+                            Err(e) => {
+                                limits::note_open_failure(stats, fd_warn.0, &e, fd_warn.1);
+                            }
                         }
                     }
                     tracing::debug!(dst = %flow.key.1, error = %e, "host connect failed");
