@@ -37,7 +37,7 @@ fn bench_push_pop(c: &mut Criterion) {
         g.bench_function(batch.to_string(), |b| {
             b.iter(|| {
                 for f in frames.drain(..) {
-                    assert!(ring.push(&pool, f));
+                    assert!(ring.push(f));
                 }
                 while let Some(f) = ring.pop() {
                     frames.push(f);
@@ -46,7 +46,7 @@ fn bench_push_pop(c: &mut Criterion) {
             })
         });
         for f in frames {
-            pool.release(f);
+            drop(f);
         }
     }
     g.finish();
@@ -76,9 +76,9 @@ fn two_thread_run(pool: &Pool, ring: &Ring, n: u64, wait: Wait) -> Duration {
                     std::hint::spin_loop();
                     continue;
                 };
-                pool.frame_capacity_mut(&mut f)[..8].copy_from_slice(&seq.to_le_bytes());
-                pool.set_len(&mut f, 64);
-                assert!(ring.push(pool, f));
+                f.capacity_mut()[..8].copy_from_slice(&seq.to_le_bytes());
+                f.set_len(64);
+                assert!(ring.push(f));
                 seq += 1;
             }
         });
@@ -102,9 +102,9 @@ fn two_thread_run(pool: &Pool, ring: &Ring, n: u64, wait: Wait) -> Duration {
                 }
                 continue;
             };
-            let got = u64::from_le_bytes(pool.frame(&f)[..8].try_into().unwrap());
+            let got = u64::from_le_bytes(f.bytes()[..8].try_into().unwrap());
             assert_eq!(got, expect, "ring reordered or lost a frame");
-            pool.release(f);
+            drop(f);
             expect += 1;
         }
     });
@@ -138,7 +138,7 @@ fn bench_pool(c: &mut Criterion) {
     g.bench_function("1", |b| {
         b.iter(|| {
             let f = pool.lease().unwrap();
-            pool.release(black_box(f));
+            drop(black_box(f));
         })
     });
     let mut held: Vec<Frame> = Vec::with_capacity(64);
@@ -147,7 +147,7 @@ fn bench_pool(c: &mut Criterion) {
         b.iter(|| {
             held.extend((0..64).map(|_| pool.lease().unwrap()));
             for f in held.drain(..) {
-                pool.release(black_box(f));
+                drop(black_box(f));
             }
         })
     });

@@ -36,6 +36,7 @@ pub struct ReadmeDoctests;
 pub mod backend;
 pub mod config;
 pub mod egress;
+pub mod link;
 pub mod metrics;
 pub mod network;
 pub mod pool;

@@ -20,9 +20,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use ringnet::backend::netns::NetNs;
-use ringnet::backend::tap::{Tap, TapError};
+use ringnet::backend::tap::Tap;
 use ringnet::backend::watch::{GuestEvent, GuestWatch};
 use ringnet::config::{EgressDriver, NetworkConfig};
+use ringnet::link::PortError;
 use ringnet::stack::StackError;
 use ringnet::{Network, NetworkError};
 
@@ -332,7 +333,7 @@ fn start(opts: &Opts, ns: &NetNs, tap_name: &str, configure: bool) -> Result<Ser
     if configure {
         ns.configure_guest(&tap_name, net.config())?;
     }
-    net.start_tap(tap)?;
+    net.start_port(Box::new(tap))?;
     let c = net.config();
     tracing::info!(
         slot = c.slot,
@@ -371,7 +372,7 @@ fn finish(mut net: Network, opts: &Opts) -> Result<(), NetworkError> {
 /// with (a deleted TAP is the guest going away).
 fn poll_thread_stopped(net: Network, opts: &Opts, tap: &str) -> Fail {
     match finish(net, opts) {
-        Err(NetworkError::Stack(StackError::Tap(TapError::Gone(_)))) => {
+        Err(NetworkError::Stack(StackError::Port(PortError::Gone(_)))) => {
             Fail::guest_gone(format!("the guest's TAP {tap} was deleted; stopping"))
         }
         Err(e) => Fail::from(e),

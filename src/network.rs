@@ -17,34 +17,26 @@
 //! every host socket.
 
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crate::backend::tap::Tap;
 use crate::config::{ConfigError, HostRoutes, MacAddr, NetworkConfig, SlotConfig};
 use crate::egress::{self, Limits};
+use crate::link::{GuestPort, Link, LinkError, RingPort};
 use crate::metrics::Stats;
-use crate::pool::{Frame, Pool, PoolError, HDR_BYTES, MAX_FRAME};
-use crate::ring::{EventFd, Ring, RingError};
-use crate::stack::{Engine, Link, StackError};
+use crate::pool::{Frame, HDR_BYTES, MAX_FRAME};
+use crate::stack::{Engine, StackError};
 
-/// Frame slots in the pool of one link.
-pub const POOL_SLOTS: usize = 1024;
-/// Frames each ring holds.
-pub const RING_SLOTS: usize = 256;
+pub use crate::link::{POOL_SLOTS, RING_SLOTS};
 
 /// Errors of the embedding API.
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {
     #[error("configuration: {0}")]
     Config(#[from] ConfigError),
-    #[error("frame pool: {0}")]
-    Pool(#[from] PoolError),
-    #[error("ring: {0}")]
-    Ring(#[from] RingError),
-    #[error("creating the stop eventfd failed: {0}")]
-    StopFd(std::io::Error),
+    #[error("{0}")]
+    Link(#[from] LinkError),
     #[error("egress: {0}")]
     Egress(#[from] egress::EgressError),
     #[error("poll thread: {0}")]
@@ -88,14 +80,7 @@ impl Network {
         routes: HostRoutes,
     ) -> Result<Network, NetworkError> {
         let cfg = config.derive(slot, routes)?;
-        let link = Arc::new(Link {
-            pool: Pool::new(POOL_SLOTS)?,
-            from_guest: Ring::new(RING_SLOTS)?,
-            to_guest: Ring::new(RING_SLOTS)?,
-            stop_fd: EventFd::new().map_err(NetworkError::StopFd)?,
-            stop: AtomicBool::new(false),
-            stats: Stats::default(),
-        });
+        let link = Arc::new(Link::new()?);
         Ok(Network {
             cfg,
             link,
@@ -156,18 +141,19 @@ impl Network {
         &self.driver_note
     }
 
-    /// Start the poll thread for a VMM that drives the link itself.
+    /// Start the poll thread for a VMM that drives the link itself ([`Network::take_link`]).
     pub fn start(&mut self) -> Result<(), NetworkError> {
-        self.spawn(None)
+        self.spawn(Box::new(RingPort))
     }
 
-    /// Start the poll thread serving `tap` directly.
-    pub fn start_tap(&mut self, tap: Tap) -> Result<(), NetworkError> {
+    /// Start the poll thread serving a guest port it drives itself (a TAP, …); the link
+    /// is not handed out then.
+    pub fn start_port(&mut self, port: Box<dyn GuestPort>) -> Result<(), NetworkError> {
         self.link_taken = true;
-        self.spawn(Some(tap))
+        self.spawn(port)
     }
 
-    fn spawn(&mut self, tap: Option<Tap>) -> Result<(), NetworkError> {
+    fn spawn(&mut self, port: Box<dyn GuestPort>) -> Result<(), NetworkError> {
         if self.thread.is_some() {
             return Err(NetworkError::AlreadyStarted);
         }
@@ -181,7 +167,14 @@ impl Network {
         let (driver, note) = egress::select(self.cfg.egress.driver.into(), limits)?;
         tracing::info!(slot = self.cfg.slot, "egress driver: {note}");
         self.driver_note = note;
-        let engine = Engine::new(&self.cfg, self.link.clone(), driver, tap)?;
+        let engine = Engine::new(
+            &self.cfg,
+            self.link.clone(),
+            driver,
+            port,
+            Box::new(std::time::Instant::now()),
+            random_seed(),
+        )?;
         let handle = std::thread::Builder::new()
             .name(format!("ringnet-poll-{}", self.cfg.slot))
             .spawn(move || engine.run())
@@ -214,7 +207,7 @@ impl Network {
         self.link.stop.store(true, Ordering::Release);
         self.link.stop_fd.notify();
         let r = handle.join().map_err(|_| NetworkError::Panicked)?;
-        self.link.to_guest.clear(&self.link.pool);
+        self.link.to_guest.clear();
         r.map_err(NetworkError::from)
     }
 }
@@ -268,7 +261,7 @@ impl GuestLink {
     /// by free pool slots). A VMM that stops taking guest TX descriptors at 0 turns a
     /// would-be drop into backpressure.
     pub fn from_guest_room(&self) -> usize {
-        let ring = crate::network::RING_SLOTS.saturating_sub(self.link.from_guest.len());
+        let ring = RING_SLOTS.saturating_sub(self.link.from_guest.len());
         ring.min(self.link.pool.available())
     }
 
@@ -282,7 +275,7 @@ impl GuestLink {
         match self.link.pool.lease() {
             Some(frame) => Some(TxLease {
                 link: &self.link,
-                frame: Some(frame),
+                frame,
             }),
             None => {
                 self.link.from_guest.count_drop();
@@ -294,8 +287,8 @@ impl GuestLink {
     /// The next frame for the guest, if any.
     pub fn recv(&self) -> Option<RxFrame<'_>> {
         self.link.to_guest.pop().map(|frame| RxFrame {
-            link: &self.link,
-            frame: Some(frame),
+            frame,
+            _link: std::marker::PhantomData,
         })
     }
 
@@ -325,85 +318,60 @@ impl GuestLink {
     }
 }
 
-/// A leased slot the VMM fills with a frame from the guest.
+/// A leased slot the VMM fills with a frame from the guest; dropped uncommitted, the
+/// slot goes back to the pool.
 pub struct TxLease<'a> {
     link: &'a Link,
-    frame: Option<Frame>,
+    frame: Frame,
 }
 
 impl TxLease<'_> {
     /// Room for the frame (up to [`MAX_FRAME`] bytes).
     pub fn buf(&mut self) -> &mut [u8] {
-        let pool = &self.link.pool;
-        // Invariant: `frame` is Some until commit/abandon/drop consume the lease.
-        let f = self.frame.as_mut().expect("lease holds a frame");
-        &mut pool.frame_capacity_mut(f)[..MAX_FRAME]
+        &mut self.frame.capacity_mut()[..MAX_FRAME]
     }
 
     /// The 12-byte virtio-net header (zeroed on lease).
     pub fn hdr(&mut self) -> &mut [u8] {
-        let pool = &self.link.pool;
-        // Invariant: `frame` is Some until commit/abandon/drop consume the lease.
-        let f = self.frame.as_mut().expect("lease holds a frame");
-        pool.hdr_mut(f)
+        self.frame.hdr_mut()
     }
 
     /// Queue the first `len` bytes of [`TxLease::buf`] to the poll thread. Returns false
     /// when the ring was full (dropped, counted).
     pub fn commit(mut self, len: usize) -> bool {
-        let pool = &self.link.pool;
-        // Invariant: `frame` is Some until this (consuming) call takes it.
-        let mut frame = self.frame.take().expect("lease holds a frame");
-        pool.set_len(&mut frame, len);
-        self.link.from_guest.push(pool, frame)
+        self.frame.set_len(len);
+        self.link.from_guest.push(self.frame)
     }
 
     /// Give the slot back without sending.
-    pub fn abandon(mut self) {
-        if let Some(f) = self.frame.take() {
-            self.link.pool.release(f);
-        }
-    }
-}
-
-impl Drop for TxLease<'_> {
-    fn drop(&mut self) {
-        if let Some(f) = self.frame.take() {
-            self.link.pool.release(f);
-        }
-    }
+    pub fn abandon(self) {}
 }
 
 /// A frame for the guest; its slot returns to the pool on drop.
 pub struct RxFrame<'a> {
-    link: &'a Link,
-    frame: Option<Frame>,
+    frame: Frame,
+    /// Borrows the link, so that frames are handed back before it goes away.
+    _link: std::marker::PhantomData<&'a Link>,
 }
 
 impl RxFrame<'_> {
     /// The 12-byte virtio-net header to hand the guest with the frame.
     pub fn vnet_hdr(&self) -> &[u8] {
-        // Invariant: `frame` is Some until drop.
-        self.link
-            .pool
-            .hdr(self.frame.as_ref().expect("frame present"))
+        self.frame.hdr()
     }
 }
 
 impl std::ops::Deref for RxFrame<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // Invariant: `frame` is Some until drop.
-        self.link
-            .pool
-            .frame(self.frame.as_ref().expect("frame present"))
+        self.frame.bytes()
     }
 }
 
-impl Drop for RxFrame<'_> {
-    fn drop(&mut self) {
-        if let Some(f) = self.frame.take() {
-            self.link.pool.release(f);
-        }
-    }
+/// A random seed for smoltcp (initial sequence numbers): getrandom(2), mixed with the pid.
+fn random_seed() -> u64 {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom(2) writes at most 8 bytes into the live array.
+    let _ = unsafe { libc::getrandom(b.as_mut_ptr().cast(), 8, 0) };
+    u64::from_ne_bytes(b) ^ u64::from(std::process::id())
 }

@@ -14,7 +14,8 @@
 //! unconditionally, for consumers that poll the fd instead of parking (the VMM side).
 //!
 //! A full ring drops the frame — like a lossy NIC, never blocking the producer — and counts
-//! the drop ([`Ring::drops`]); the frame's slot goes back to the pool.
+//! the drop ([`RingStats::drops`]); the frame's slot goes back to its pool (dropping a
+//! [`Frame`] returns it).
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -22,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crossbeam_queue::ArrayQueue;
 
-use crate::pool::{Frame, Pool};
+use crate::pool::Frame;
 
 /// Errors creating a ring.
 #[derive(Debug, thiserror::Error)]
@@ -114,10 +115,11 @@ impl Ring {
         })
     }
 
-    /// Producer: enqueue `frame` (whose length is `len` bytes for the counters). On a full
-    /// ring the frame is released to `pool`, the drop counted, and `false` returned.
-    pub fn push(&self, pool: &Pool, frame: Frame) -> bool {
-        let len = pool.len(&frame) as u64;
+    /// Producer: enqueue `frame` (its length goes into the byte counter). On a full ring
+    /// the frame is dropped (its slot returns to the pool), the drop counted, and `false`
+    /// returned.
+    pub fn push(&self, frame: Frame) -> bool {
+        let len = frame.len() as u64;
         match self.queue.push(frame) {
             Ok(()) => {
                 self.stats.frames.fetch_add(1, Ordering::Relaxed);
@@ -127,9 +129,8 @@ impl Ring {
                 }
                 true
             }
-            Err(frame) => {
+            Err(_frame) => {
                 self.stats.drops.fetch_add(1, Ordering::Relaxed);
-                pool.release(frame);
                 false
             }
         }
@@ -192,17 +193,16 @@ impl Ring {
         self.stats.drops.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Release every queued frame to `pool` (shutdown).
-    pub fn clear(&self, pool: &Pool) {
-        while let Some(f) = self.queue.pop() {
-            pool.release(f);
-        }
+    /// Drop every queued frame, returning the slots (shutdown).
+    pub fn clear(&self) {
+        while self.queue.pop().is_some() {}
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pool::Pool;
     use std::sync::Arc;
 
     fn fd_readable(fd: RawFd) -> bool {
@@ -220,12 +220,12 @@ mod tests {
         let pool = Pool::new(4).unwrap();
         let ring = Ring::new(2).unwrap();
         for _ in 0..2 {
-            assert!(ring.push(&pool, pool.lease().unwrap()));
+            assert!(ring.push(pool.lease().unwrap()));
         }
-        assert!(!ring.push(&pool, pool.lease().unwrap()));
+        assert!(!ring.push(pool.lease().unwrap()));
         assert_eq!(ring.stats().drops.load(Ordering::Relaxed), 1);
         assert_eq!(pool.available(), 2);
-        ring.clear(&pool);
+        ring.clear();
         assert_eq!(pool.available(), 4);
     }
 
@@ -235,16 +235,16 @@ mod tests {
         let ring = Ring::new(4).unwrap();
         assert!(!fd_readable(ring.fd()));
         assert!(ring.park());
-        ring.push(&pool, pool.lease().unwrap());
+        ring.push(pool.lease().unwrap());
         assert!(fd_readable(ring.fd()));
         ring.unpark();
         assert!(!fd_readable(ring.fd()));
         // Not parked: no syscall, no wake-up.
-        ring.push(&pool, pool.lease().unwrap());
+        ring.push(pool.lease().unwrap());
         assert!(!fd_readable(ring.fd()));
         // Parking with frames queued refuses to park.
         assert!(!ring.park());
-        ring.clear(&pool);
+        ring.clear();
     }
 
     /// Two threads move 1,000,000 frames through a ring and back through the pool; order and
@@ -263,18 +263,18 @@ mod tests {
                     continue;
                 };
                 let len = 8 + (seq % 57) as usize;
-                let buf = p.frame_capacity_mut(&mut f);
+                let buf = f.capacity_mut();
                 buf[..8].copy_from_slice(&seq.to_le_bytes());
                 for (i, b) in buf[8..len].iter_mut().enumerate() {
                     *b = (seq as u8).wrapping_add(i as u8);
                 }
-                p.set_len(&mut f, len);
+                f.set_len(len);
                 // The ring is large relative to the consumer's pace only sometimes: wait for
                 // room rather than dropping, so the sequence has no gaps.
                 while r.len() == 32 {
                     std::thread::yield_now();
                 }
-                assert!(r.push(&p, f));
+                assert!(r.push(f));
                 seq += 1;
             }
         });
@@ -293,13 +293,13 @@ mod tests {
                 ring.unpark();
                 continue;
             };
-            let bytes = pool.frame(&f);
+            let bytes = f.bytes();
             assert_eq!(bytes.len(), 8 + (expect % 57) as usize);
             assert_eq!(u64::from_le_bytes(bytes[..8].try_into().unwrap()), expect);
             for (i, b) in bytes[8..].iter().enumerate() {
                 assert_eq!(*b, (expect as u8).wrapping_add(i as u8));
             }
-            pool.release(f);
+            drop(f);
             expect += 1;
         }
         producer.join().unwrap();

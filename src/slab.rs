@@ -99,6 +99,12 @@ impl<T> Slab<T> {
         self.len == 0
     }
 
+    /// Most live values.
+    #[must_use]
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
     /// Insert; `None` when `max` values are live.
     pub fn insert(&mut self, val: T) -> Option<Key> {
         if self.len >= self.max {
@@ -156,6 +162,16 @@ impl<T> Slab<T> {
     }
 
     /// Live values with their keys.
+    pub fn iter(&self) -> impl Iterator<Item = (Key, &T)> {
+        self.entries.iter().enumerate().filter_map(|(i, e)| {
+            // Indices fit in u32: `insert` never grows past it.
+            #[allow(clippy::cast_possible_truncation)]
+            let idx = i as u32;
+            e.val.as_ref().map(|v| (Key { idx, gen: e.gen }, v))
+        })
+    }
+
+    /// Live values with their keys, writable.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (Key, &mut T)> {
         self.entries.iter_mut().enumerate().filter_map(|(i, e)| {
             let gen = e.gen;

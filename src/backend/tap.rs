@@ -25,7 +25,9 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use crate::pool::{Pool, HDR_BYTES, SLOT_BYTES};
+use crate::link::{GuestPort, Link, PortError};
+use crate::metrics::Stats;
+use crate::pool::{Frame, Pool, HDR_BYTES, SLOT_BYTES};
 use crate::ring::Ring;
 
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
@@ -178,23 +180,24 @@ impl Tap {
                 n += 1;
                 continue;
             };
-            let slot = pool.slot_mut(&mut frame);
+            let slot = frame.slot_mut();
             // SAFETY: reads at most SLOT_BYTES into the slot we exclusively own.
             let r = unsafe { libc::read(self.fd(), slot.as_mut_ptr().cast(), SLOT_BYTES) };
             if r < 0 {
-                pool.release(frame);
+                drop(frame);
                 match self.read_error(n)? {
                     Some(n) => return Ok(n),
                     None => continue,
                 }
             }
+            // Non-negative: checked above.
+            #[allow(clippy::cast_sign_loss)]
             let r = r as usize;
             if r <= HDR_BYTES {
-                pool.release(frame);
-                continue;
+                continue; // a runt: `frame` drops, its slot returns
             }
-            pool.set_len(&mut frame, r - HDR_BYTES);
-            ring.push(pool, frame);
+            frame.set_len(r - HDR_BYTES);
+            ring.push(frame);
             n += 1;
         }
         Ok(n)
@@ -217,14 +220,54 @@ impl Tap {
     }
 
     /// Write one frame (header + frame bytes of the slot) to the guest.
-    pub fn write_frame(&mut self, pool: &Pool, frame: &crate::pool::Frame) -> io::Result<()> {
-        let len = HDR_BYTES + pool.len(frame);
-        let slot = pool.slot(frame);
+    pub fn write_frame(&mut self, frame: &Frame) -> io::Result<()> {
+        let len = HDR_BYTES + frame.len();
+        let slot = frame.slot();
         // SAFETY: writes `len` ≤ SLOT_BYTES bytes from the slot we own.
         let r = unsafe { libc::write(self.fd(), slot.as_ptr().cast(), len) };
         if r < 0 {
             return Err(io::Error::last_os_error());
         }
         Ok(())
+    }
+}
+
+/// Write every queued `to_guest` frame to the TAP; a failed write is a counted drop.
+fn write_queued(tap: &mut Tap, ring: &Ring, stats: &Stats) {
+    while let Some(frame) = ring.pop() {
+        if tap.write_frame(&frame).is_err() {
+            // EIO while the guest has the link down; the frame drops with its slot.
+            Stats::inc(&stats.to_guest_dropped);
+            ring.count_drop();
+        }
+    }
+}
+
+/// The poll thread drives a TAP itself: it reads when the fd is ready and writes every
+/// turn; frames carry the virtio-net header with offloads.
+impl GuestPort for Tap {
+    fn ready_fd(&self) -> Option<RawFd> {
+        Some(self.fd())
+    }
+
+    fn offload(&self) -> bool {
+        true
+    }
+
+    fn receive(&mut self, link: &Link, budget: usize) -> Result<usize, PortError> {
+        self.read_frames(&link.pool, &link.from_guest, budget)
+            .map_err(|e| match e {
+                TapError::Gone(name) => PortError::Gone(format!("TAP {name}")),
+                other => PortError::Io(other.to_string()),
+            })
+    }
+
+    fn transmit(&mut self, link: &Link, _queued: usize) {
+        write_queued(self, &link.to_guest, &link.stats);
+    }
+
+    fn make_room(&mut self, link: &Link) -> bool {
+        write_queued(self, &link.to_guest, &link.stats);
+        true
     }
 }

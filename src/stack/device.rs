@@ -1,7 +1,8 @@
 //! The smoltcp `Device` over the frame pool and the `to_guest` ring.
 //!
 //! Receive: the poll thread hands smoltcp exactly one already-classified frame at a time
-//! ([`GuestDevice::rx`]); the token releases the slot once smoltcp has read it (or on drop).
+//! ([`GuestDevice::rx`]); the slot returns to the pool when smoltcp has read it (the frame is
+//! dropped with the token).
 //! Transmit: each token leases a slot, lets smoltcp write the frame into it, and pushes it
 //! onto `to_guest`. With an empty pool the frame is written into a scratch buffer and
 //! dropped (counted), like a NIC without descriptors.
@@ -42,35 +43,13 @@ pub struct GuestDevice<'a> {
     pub guest_mac: [u8; 6],
 }
 
-impl Drop for GuestDevice<'_> {
-    fn drop(&mut self) {
-        // A frame smoltcp never asked for goes back to the pool.
-        if let Some(f) = self.rx.take() {
-            self.pool.release(f);
-        }
-    }
+pub struct RxToken {
+    frame: Frame,
 }
 
-pub struct RxToken<'a> {
-    pool: &'a Pool,
-    frame: Option<Frame>,
-}
-
-impl phy::RxToken for RxToken<'_> {
-    fn consume<R, F: FnOnce(&[u8]) -> R>(mut self, f: F) -> R {
-        // Invariant: `frame` is Some from construction until consume/drop takes it.
-        let frame = self.frame.take().expect("rx token holds a frame");
-        let r = f(self.pool.frame(&frame));
-        self.pool.release(frame);
-        r
-    }
-}
-
-impl Drop for RxToken<'_> {
-    fn drop(&mut self) {
-        if let Some(f) = self.frame.take() {
-            self.pool.release(f);
-        }
+impl phy::RxToken for RxToken {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(self.frame.bytes())
     }
 }
 
@@ -98,30 +77,27 @@ impl phy::TxToken for TxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
         match self.pool.lease() {
             Some(mut frame) if len <= crate::pool::MAX_FRAME => {
-                self.pool.set_len(&mut frame, len);
-                let r = f(self.pool.frame_mut(&mut frame));
-                set_unicast_dst(self.pool.frame_mut(&mut frame), self.guest_mac);
+                frame.set_len(len);
+                let r = f(frame.bytes_mut());
+                set_unicast_dst(frame.bytes_mut(), self.guest_mac);
                 if self.offload {
                     let mss = self
                         .meta
                         .segmentation_offload_size
                         .map_or(u16::MAX, |m| m.get());
-                    let (hdr, bytes) = self.pool.split_mut(&mut frame);
+                    let (hdr, bytes) = frame.split_mut();
                     // Non-TCP frames are refused by prepare_tso and keep a zero header
                     // (smoltcp checksummed them).
                     if let Ok(vh) = gso::prepare_tso(bytes, mss) {
                         vh.emit(hdr);
                     }
                 }
-                if self.to_guest.push(self.pool, frame) {
+                if self.to_guest.push(frame) {
                     *self.sent += 1;
                 }
                 r
             }
-            other => {
-                if let Some(frame) = other {
-                    self.pool.release(frame);
-                }
+            _ => {
                 self.to_guest.count_drop();
                 self.scratch.resize(len, 0);
                 f(&mut self.scratch[..len])
@@ -136,7 +112,7 @@ impl phy::TxToken for TxToken<'_> {
 
 impl phy::Device for GuestDevice<'_> {
     type RxToken<'b>
-        = RxToken<'b>
+        = RxToken
     where
         Self: 'b;
     type TxToken<'b>
@@ -144,13 +120,10 @@ impl phy::Device for GuestDevice<'_> {
     where
         Self: 'b;
 
-    fn receive(&mut self, _ts: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
+    fn receive(&mut self, _ts: Instant) -> Option<(RxToken, TxToken<'_>)> {
         let frame = self.rx.take()?;
         Some((
-            RxToken {
-                pool: self.pool,
-                frame: Some(frame),
-            },
+            RxToken { frame },
             TxToken {
                 pool: self.pool,
                 to_guest: self.to_guest,
@@ -267,8 +240,8 @@ mod tests {
     ) -> GuestDevice<'a> {
         let rx = rx.map(|bytes| {
             let mut f = pool.lease().expect("test pool has room");
-            pool.frame_capacity_mut(&mut f)[..bytes.len()].copy_from_slice(bytes);
-            pool.set_len(&mut f, bytes.len());
+            f.capacity_mut()[..bytes.len()].copy_from_slice(bytes);
+            f.set_len(bytes.len());
             f
         });
         GuestDevice {
@@ -348,12 +321,12 @@ mod tests {
             iface.poll_ingress_single(now, &mut dev, &mut sockets);
         }
         let reply = ring.pop().expect("an echo reply");
-        let bytes = pool.frame(&reply);
+        let bytes = reply.bytes();
         assert_eq!(bytes[..6], GUEST, "echo reply sent to {:02x?}", &bytes[..6]);
         assert_eq!(bytes[6..12], GW);
         assert_eq!(bytes[12..14], [0x08, 0x00]);
         assert_eq!(bytes[14 + 20], 0, "ICMP type: echo reply");
-        pool.release(reply);
+        drop(reply);
         assert!(ring.pop().is_none());
         assert_eq!(pool.available(), 8);
     }

@@ -58,12 +58,12 @@ use smoltcp::socket::tcp::{self, State};
 use smoltcp::time::{Duration as SmolDuration, Instant};
 use smoltcp::wire::{IpAddress, IpListenEndpoint};
 
-use super::limits::{self, FdWarn};
-use super::{alloc_slot, token, Addrs, Port, T_TCP};
+use super::{Addrs, Host, Port, T_TCP};
 use crate::config::SlotConfig;
-use crate::egress::{Driver, Event, Recv, SockId, SockKind};
+use crate::egress::{Driver, Event, Recv, SockId, SockKind, Token};
 use crate::metrics::Stats;
 use crate::pool::Frame;
+use crate::slab::{Key, Slab};
 use crate::wire::classify::TcpFlags;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +84,6 @@ struct Flow {
     /// Second host target to try when the first connect is refused (gateway → loopback of
     /// the other family).
     fallback: Option<SocketAddr>,
-    gen: u32,
     phase: Phase,
     /// `shutdown(SHUT_WR)` was requested on the host socket.
     host_shut: bool,
@@ -93,6 +92,10 @@ struct Flow {
     /// When the guest last sent a segment of this flow (tells a guest timeout from a
     /// guest reset when smoltcp closes the socket).
     from_guest_at: Instant,
+    /// When the SYN-ACK was released (the host connect succeeded).
+    synack_at: Option<Instant>,
+    /// smoltcp's keep-alive and timeout are set (once the guest completed the handshake).
+    guest_timeout_armed: bool,
     dirty: bool,
 }
 
@@ -107,19 +110,16 @@ enum Next {
 
 /// The TCP flow table.
 pub struct Flows {
-    slab: Vec<Option<Flow>>,
-    free: Vec<u32>,
-    map: HashMap<(SocketAddr, SocketAddr), u32>,
-    dirty: Vec<u32>,
-    reap: Vec<u32>,
-    timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
-    next_gen: u32,
-    active: usize,
+    slab: Slab<Flow>,
+    map: HashMap<(SocketAddr, SocketAddr), Key>,
+    dirty: Vec<Key>,
+    reap: Vec<Key>,
+    timers: BinaryHeap<Reverse<(Instant, Key)>>,
     max: usize,
-    /// Flows in `Connecting`, and their start order `(slot, generation)` (entries of flows
-    /// that left `Connecting` are skipped lazily and compacted).
+    /// Flows in `Connecting`, and their start order (entries of flows that left
+    /// `Connecting` are skipped lazily and compacted).
     connecting: usize,
-    connect_order: VecDeque<(u32, u32)>,
+    connect_order: VecDeque<Key>,
     max_connecting: usize,
     /// smoltcp receive buffer (guest→host window) per flow.
     to_host_bytes: usize,
@@ -161,14 +161,11 @@ fn new_socket_set(to_host: usize, to_guest: usize) -> (SocketSet<'static>, Socke
 impl Flows {
     pub fn new(cfg: &SlotConfig) -> Flows {
         Flows {
-            slab: Vec::new(),
-            free: Vec::new(),
+            slab: Slab::new(cfg.max_connections),
             map: HashMap::new(),
             dirty: Vec::new(),
             reap: Vec::new(),
             timers: BinaryHeap::new(),
-            next_gen: 1,
-            active: 0,
             max: cfg.max_connections,
             connecting: 0,
             connect_order: VecDeque::new(),
@@ -181,11 +178,11 @@ impl Flows {
         }
     }
 
-    fn mark(&mut self, idx: u32) {
-        if let Some(Some(f)) = self.slab.get_mut(idx as usize) {
+    fn mark(&mut self, key: Key) {
+        if let Some(f) = self.slab.get_mut(key) {
             if !f.dirty {
                 f.dirty = true;
-                self.dirty.push(idx);
+                self.dirty.push(key);
             }
         }
     }
@@ -200,11 +197,11 @@ impl Flows {
 
     /// Give up the oldest pending connect (the guest gets RST) to make room for a new one.
     fn evict_oldest_connect(&mut self, driver: &mut dyn Driver, stats: &Stats) {
-        while let Some((idx, gen)) = self.connect_order.pop_front() {
-            let Some(Some(flow)) = self.slab.get_mut(idx as usize) else {
+        while let Some(key) = self.connect_order.pop_front() {
+            let Some(flow) = self.slab.get_mut(key) else {
                 continue;
             };
-            if flow.gen != gen || flow.phase != Phase::Connecting {
+            if flow.phase != Phase::Connecting {
                 continue;
             }
             tracing::debug!(dst = %flow.key.1, "pending connect evicted at the max_connecting cap");
@@ -215,7 +212,7 @@ impl Flows {
             flow.set.get_mut::<tcp::Socket>(flow.handle).abort();
             Self::set_phase(&mut self.connecting, flow, Phase::Aborting);
             self.map.remove(&flow.key);
-            self.mark(idx);
+            self.mark(key);
             return;
         }
     }
@@ -223,30 +220,28 @@ impl Flows {
     /// A guest TCP segment from `src` to `dst` arrived: find its flow, or make one for a
     /// SYN. Returns the flow the segment belongs to; `None` means no flow (smoltcp, with no
     /// socket to match, answers with RST).
-    #[allow(clippy::too_many_arguments)]
     pub fn on_frame(
         &mut self,
         src: SocketAddr,
         dst: SocketAddr,
         flags: TcpFlags,
         addrs: &Addrs,
-        driver: &mut dyn Driver,
-        stats: &Stats,
-        fd_warn: (&mut FdWarn, Duration),
-    ) -> Option<u32> {
-        if let Some(&idx) = self.map.get(&(src, dst)) {
-            self.mark(idx);
-            return Some(idx);
+        host: &mut Host<'_>,
+    ) -> Option<Key> {
+        let stats = host.stats;
+        if let Some(&key) = self.map.get(&(src, dst)) {
+            self.mark(key);
+            return Some(key);
         }
         if !flags.syn || flags.ack || flags.rst {
             return None;
         }
-        if self.active >= self.max {
+        if self.slab.len() >= self.max {
             Stats::inc(&stats.tcp_refused_limit);
             return None;
         }
         if self.connecting >= self.max_connecting {
-            self.evict_oldest_connect(driver, stats);
+            self.evict_oldest_connect(&mut *host.driver, stats);
         }
         let (mut set, handle) = match self.spare.pop() {
             Some(spare) => {
@@ -270,61 +265,63 @@ impl Flows {
             self.spare.push((set, handle));
             return None; // port 0
         }
-        let (idx, gen) = alloc_slot(&mut self.slab, &mut self.free, &mut self.next_gen);
         let (target, fallback) = addrs.host_target(dst);
-        let mut flow = Flow {
+        let flow = Flow {
             key: (src, dst),
             set,
             handle,
             timer: None,
             sock: None,
             fallback,
-            gen,
             phase: Phase::Connecting,
             host_shut: false,
             host_eof: false,
             from_guest_at: Instant::from_millis(0),
+            synack_at: None,
+            guest_timeout_armed: false,
             dirty: false,
         };
+        // Room was checked above (`slab.len() < max`, the slab's own bound).
+        let key = self.slab.insert(flow)?;
         Stats::inc(&stats.tcp_opened);
-        self.active += 1;
         self.connecting += 1;
-        match driver.open(
+        let opened = host.driver.open(
             SockKind::Tcp,
             target,
             self.connect_timeout,
-            token(T_TCP, gen, idx),
-        ) {
+            Token(key.pack(T_TCP)),
+        );
+        let Some(flow) = self.slab.get_mut(key) else {
+            unreachable!("flow {key:?} was inserted just above");
+        };
+        match opened {
             Ok(s) => {
                 flow.sock = Some(s);
-                self.connect_order.push_back((idx, gen));
+                self.connect_order.push_back(key);
                 if self.connect_order.len() > 2 * self.max_connecting + 64 {
                     let slab = &self.slab;
-                    self.connect_order.retain(|&(i, g)| {
-                        matches!(slab.get(i as usize), Some(Some(f)) if f.gen == g && f.phase == Phase::Connecting)
-                    });
+                    self.connect_order
+                        .retain(|&k| slab.get(k).is_some_and(|f| f.phase == Phase::Connecting));
                 }
             }
             Err(e) => {
                 // The SYN still reaches the socket; the abort makes smoltcp answer RST.
-                if !limits::note_open_failure(stats, fd_warn.0, &e, fd_warn.1) {
+                if !host.open_failed(&e) {
                     tracing::debug!(%dst, error = %e, "host socket failed");
                 }
                 Stats::inc(&stats.tcp_connect_failed);
-                Self::set_phase(&mut self.connecting, &mut flow, Phase::Aborting);
+                Self::set_phase(&mut self.connecting, flow, Phase::Aborting);
             }
         }
-        self.slab[idx as usize] = Some(flow);
-        self.map.insert((src, dst), idx);
-        self.mark(idx);
-        Some(idx)
+        self.map.insert((src, dst), key);
+        self.mark(key);
+        Some(key)
     }
 
-    /// Hand the guest segment in `frame` to flow `idx`'s socket.
-    pub fn ingress(&mut self, idx: u32, frame: Frame, iface: &mut Interface, port: &mut Port<'_>) {
-        let Some(Some(flow)) = self.slab.get_mut(idx as usize) else {
-            port.pool.release(frame);
-            return;
+    /// Hand the guest segment in `frame` to flow `key`'s socket.
+    pub fn ingress(&mut self, key: Key, frame: Frame, iface: &mut Interface, port: &mut Port<'_>) {
+        let Some(flow) = self.slab.get_mut(key) else {
+            return; // `frame` drops: its slot returns to the pool
         };
         let now = port.now;
         flow.from_guest_at = now;
@@ -339,25 +336,12 @@ impl Flows {
         }
     }
 
-    /// A driver event for flow `idx`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn on_event(
-        &mut self,
-        gen: u32,
-        idx: u32,
-        ev: Event,
-        driver: &mut dyn Driver,
-        stats: &Stats,
-        fd_warn: (&mut FdWarn, Duration),
-    ) {
+    /// A driver event for flow `key`.
+    pub fn on_event(&mut self, key: Key, ev: Event, host: &mut Host<'_>) {
         let timeout = self.connect_timeout;
-        let guest_timeout = self.guest_timeout;
-        let Some(Some(flow)) = self.slab.get_mut(idx as usize) else {
+        let Some(flow) = self.slab.get_mut(key) else {
             return;
         };
-        if flow.gen != gen {
-            return;
-        }
         if let Event::Connected { result, .. } = ev {
             if flow.phase != Phase::Connecting {
                 return;
@@ -365,56 +349,52 @@ impl Flows {
             let sock = flow.set.get_mut::<tcp::Socket>(flow.handle);
             match result {
                 Ok(()) => {
+                    // From now on the guest must answer: the SYN-ACK within the guest
+                    // timeout (checked in `service`: smoltcp's own timeout would count
+                    // from the guest's SYN, before a connect that may take longer), then
+                    // data and keep-alives (smoltcp's timeout, armed once established).
                     sock.pause_synack(false);
-                    // From now on the guest must answer: a SYN-ACK, data or keep-alive
-                    // unanswered for the guest timeout resets the flow.
-                    sock.set_timeout(Some(guest_timeout));
-                    sock.set_keep_alive(Some(guest_timeout / 4));
+                    flow.synack_at = Some(host_now(host));
                     Self::set_phase(&mut self.connecting, flow, Phase::Open);
                 }
                 Err(e) => {
                     if let (Some(alt), Some(old)) = (flow.fallback.take(), flow.sock) {
-                        driver.close(old, false);
+                        host.driver.close(old, false);
                         flow.sock = None;
-                        match driver.open(SockKind::Tcp, alt, timeout, token(T_TCP, gen, idx)) {
+                        let token = Token(key.pack(T_TCP));
+                        match host.driver.open(SockKind::Tcp, alt, timeout, token) {
                             Ok(s) => {
                                 flow.sock = Some(s);
                                 return;
                             }
                             Err(e) => {
-                                limits::note_open_failure(stats, fd_warn.0, &e, fd_warn.1);
+                                host.open_failed(&e);
                             }
                         }
                     }
                     tracing::debug!(dst = %flow.key.1, error = %e, "host connect failed");
-                    Stats::inc(&stats.tcp_connect_failed);
+                    Stats::inc(&host.stats.tcp_connect_failed);
                     if let Some(s) = flow.sock.take() {
-                        driver.close(s, false);
+                        host.driver.close(s, false);
                     }
                     sock.abort();
                     Self::set_phase(&mut self.connecting, flow, Phase::Aborting);
                 }
             }
         }
-        self.mark(idx);
+        self.mark(key);
     }
 
     /// Mark the flows whose smoltcp timer is due.
     pub fn due_timers(&mut self, now: Instant) {
-        while let Some(&Reverse((t, idx, gen))) = self.timers.peek() {
+        while let Some(&Reverse((t, key))) = self.timers.peek() {
             if t > now {
                 break;
             }
             self.timers.pop();
-            let live = matches!(
-                self.slab.get(idx as usize),
-                Some(Some(f)) if f.gen == gen && f.timer == Some(t)
-            );
-            if live {
-                if let Some(Some(f)) = self.slab.get_mut(idx as usize) {
-                    f.timer = None;
-                }
-                self.mark(idx);
+            if let Some(f) = self.slab.get_mut(key).filter(|f| f.timer == Some(t)) {
+                f.timer = None;
+                self.mark(key);
             }
         }
     }
@@ -422,12 +402,8 @@ impl Flows {
     /// The earliest pending smoltcp timer.
     pub fn next_timer(&mut self) -> Option<Instant> {
         // Drop stale heap entries so the answer is exact.
-        while let Some(&Reverse((t, idx, gen))) = self.timers.peek() {
-            let live = matches!(
-                self.slab.get(idx as usize),
-                Some(Some(f)) if f.gen == gen && f.timer == Some(t)
-            );
-            if live {
+        while let Some(&Reverse((t, key))) = self.timers.peek() {
+            if self.slab.get(key).is_some_and(|f| f.timer == Some(t)) {
                 return Some(t);
             }
             self.timers.pop();
@@ -441,9 +417,10 @@ impl Flows {
         &mut self,
         iface: &mut Interface,
         port: &mut Port<'_>,
-        driver: &mut dyn Driver,
-        stats: &Stats,
+        host: &mut Host<'_>,
     ) {
+        let stats = host.stats;
+        let driver = &mut *host.driver;
         let mut dirty = std::mem::take(&mut self.dirty);
         let now = port.now;
         let cx = Cx {
@@ -451,13 +428,13 @@ impl Flows {
             guest_timeout: self.guest_timeout,
             now,
         };
-        for (i, &idx) in dirty.iter().enumerate() {
+        for (i, &key) in dirty.iter().enumerate() {
             if !port.room() {
                 // The VMM has not drained `to_guest`: the rest wait for the next turn.
                 self.dirty.extend_from_slice(&dirty[i..]);
                 break;
             }
-            let Some(Some(flow)) = self.slab.get_mut(idx as usize) else {
+            let Some(flow) = self.slab.get_mut(key) else {
                 continue;
             };
             flow.dirty = false;
@@ -480,14 +457,14 @@ impl Flows {
                 }
             }
             if next == Next::Reap {
-                self.reap.push(idx);
+                self.reap.push(key);
                 continue;
             }
             let t = iface.poll_at(now, &flow.set);
             if t != flow.timer {
                 flow.timer = t;
                 if let Some(t) = t {
-                    self.timers.push(Reverse((t, idx, flow.gen)));
+                    self.timers.push(Reverse((t, key)));
                 }
             }
         }
@@ -495,25 +472,23 @@ impl Flows {
         if self.dirty.is_empty() {
             self.dirty = dirty;
         }
-        for idx in std::mem::take(&mut self.reap) {
-            if let Some(mut flow) = self.slab.get_mut(idx as usize).and_then(Option::take) {
+        for key in std::mem::take(&mut self.reap) {
+            if let Some(mut flow) = self.slab.remove(key) {
                 Self::set_phase(&mut self.connecting, &mut flow, Phase::Aborting);
                 if let Some(s) = flow.sock {
                     driver.close(s, true);
                 }
                 // The 4-tuple may already belong to a newer flow (after a guest reset).
-                if self.map.get(&flow.key) == Some(&idx) {
+                if self.map.get(&flow.key) == Some(&key) {
                     self.map.remove(&flow.key);
                 }
-                self.free.push(idx);
                 if self.spare.len() < SPARE_SOCKETS {
                     self.spare.push((flow.set, flow.handle));
                 }
-                self.active -= 1;
             }
         }
         use std::sync::atomic::Ordering::Relaxed;
-        stats.tcp_active.store(self.active as u64, Relaxed);
+        stats.tcp_active.store(self.slab.len() as u64, Relaxed);
         stats.tcp_connecting.store(self.connecting as u64, Relaxed);
     }
 
@@ -524,7 +499,7 @@ impl Flows {
 
     /// Shutdown: reset every host socket.
     pub fn close_all(&mut self, driver: &mut dyn Driver) {
-        for flow in self.slab.iter_mut().filter_map(Option::take) {
+        for flow in self.slab.drain() {
             let sock = flow.set.get::<tcp::Socket>(flow.handle);
             tracing::debug!(
                 src = %flow.key.0,
@@ -541,7 +516,6 @@ impl Flows {
         }
         self.map.clear();
         self.connect_order.clear();
-        self.active = 0;
         self.connecting = 0;
     }
 }
@@ -608,6 +582,28 @@ fn service(flow: &mut Flow, driver: &mut dyn Driver, cx: &Cx<'_>, connecting: &m
     let Some(sock) = flow.sock else {
         return host_failed(flow, driver, cx, connecting);
     };
+    if state == State::SynReceived {
+        if flow
+            .synack_at
+            .is_some_and(|t| cx.now - t >= cx.guest_timeout)
+        {
+            // The SYN-ACK went unanswered (smoltcp retransmits it with backoff, which is
+            // what wakes this check): RST, and count it as a silent guest.
+            tracing::debug!(dst = %flow.key.1, "SYN-ACK unanswered for the guest timeout");
+            Stats::inc(&cx.stats.tcp_guest_timeout);
+            flow.set.get_mut::<tcp::Socket>(flow.handle).abort();
+            if let Some(sock) = flow.sock.take() {
+                driver.close(sock, true);
+            }
+            Flows::set_phase(connecting, flow, Phase::Aborting);
+            return Next::Reap;
+        }
+    } else if !flow.guest_timeout_armed {
+        let s = flow.set.get_mut::<tcp::Socket>(flow.handle);
+        s.set_timeout(Some(cx.guest_timeout));
+        s.set_keep_alive(Some(cx.guest_timeout / 4));
+        flow.guest_timeout_armed = true;
+    }
     // LISTEN: a RST answered the SYN-ACK (an abandoned connect). CLOSED is a normal end
     // only after both FINs (the guest's, then the ACK of ours); otherwise the guest reset
     // the flow or smoltcp gave up on a silent guest.
@@ -681,4 +677,13 @@ fn service(flow: &mut Flow, driver: &mut dyn Driver, cx: &Cx<'_>, connecting: &m
         }
         _ => Next::Keep,
     }
+}
+
+#[cfg(test)]
+#[path = "tcp_tests.rs"]
+mod tests;
+
+/// The host context's time as smoltcp's.
+fn host_now(host: &Host<'_>) -> Instant {
+    super::smol_now(host.elapsed)
 }

@@ -18,38 +18,37 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::limits::{self, FdWarn};
-use super::{alloc_slot, token, Addrs, Port, T_UDP};
+use super::{Addrs, Host, Port, T_UDP};
 use crate::config::SlotConfig;
-use crate::egress::{Driver, Event, SockId, SockKind};
+use crate::egress::{Event, SockId, SockKind, Token};
 use crate::metrics::Stats;
+use crate::slab::{Key, Slab};
 use crate::wire::classify::{
     emit_icmp_echo_reply, emit_udp, icmp_payload_offset, udp_payload_offset,
 };
 
+/// What a flow relays: UDP between two endpoints, or ICMP echo with one identifier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Key {
+enum Peer {
     Udp(SocketAddr, SocketAddr),
     Echo(IpAddr, IpAddr, u16),
 }
 
 #[derive(Debug)]
 struct Flow {
-    key: Key,
-    sock: SockId,
-    gen: u32,
+    peer: Peer,
+    /// Set right after the open that needs the flow's key for its token.
+    sock: Option<SockId>,
     last: Duration,
 }
 
 /// The UDP / echo flow table.
 pub struct Flows {
-    slab: Vec<Option<Flow>>,
-    free: Vec<u32>,
-    map: HashMap<Key, u32>,
-    next_gen: u32,
-    max: usize,
+    slab: Slab<Flow>,
+    map: HashMap<Peer, Key>,
     idle: Duration,
     next_sweep: Duration,
 }
@@ -57,182 +56,151 @@ pub struct Flows {
 impl Flows {
     pub fn new(cfg: &SlotConfig) -> Flows {
         Flows {
-            slab: Vec::new(),
-            free: Vec::new(),
+            slab: Slab::new(cfg.egress.max_udp_flows),
             map: HashMap::new(),
-            next_gen: 1,
-            max: cfg.egress.max_udp_flows,
             idle: Duration::from_millis(cfg.egress.udp_idle_timeout_ms),
             next_sweep: Duration::ZERO,
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn lookup_or_open(
         &mut self,
-        key: Key,
+        peer: Peer,
         kind: SockKind,
         target: SocketAddr,
-        driver: &mut dyn Driver,
-        stats: &Stats,
-        fd_warn: &mut FdWarn,
-        now: Duration,
+        host: &mut Host<'_>,
     ) -> Option<SockId> {
-        if let Some(&idx) = self.map.get(&key) {
-            let flow = self.slab[idx as usize].as_mut()?;
-            flow.last = now;
-            return Some(flow.sock);
+        if let Some(&key) = self.map.get(&peer) {
+            let flow = self.slab.get_mut(key)?;
+            flow.last = host.elapsed;
+            return flow.sock;
         }
-        if self.map.len() >= self.max {
-            self.evict_oldest(driver, stats);
+        // The sweep of idle flows is lazy: a full table first gives up its oldest.
+        if self.slab.len() >= self.slab.max() {
+            self.evict_oldest(host);
         }
-        let (idx, gen) = alloc_slot(&mut self.slab, &mut self.free, &mut self.next_gen);
-        match driver.open(kind, target, Duration::ZERO, token(T_UDP, gen, idx)) {
+        let flow = Flow {
+            peer,
+            sock: None,
+            last: host.elapsed,
+        };
+        let key = self.slab.insert(flow)?;
+        match host
+            .driver
+            .open(kind, target, Duration::ZERO, Token(key.pack(T_UDP)))
+        {
             Ok(sock) => {
-                self.slab[idx as usize] = Some(Flow {
-                    key,
-                    sock,
-                    gen,
-                    last: now,
-                });
-                self.map.insert(key, idx);
-                Stats::inc(&stats.udp_opened);
-                stats
-                    .udp_active
-                    .store(self.map.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                if let Some(flow) = self.slab.get_mut(key) {
+                    flow.sock = Some(sock);
+                }
+                self.map.insert(peer, key);
+                Stats::inc(&host.stats.udp_opened);
+                self.publish(host.stats);
                 Some(sock)
             }
             Err(e) => {
-                Stats::inc(&stats.udp_open_failed);
-                if !limits::note_open_failure(stats, fd_warn, &e, now) {
+                self.slab.remove(key);
+                Stats::inc(&host.stats.udp_open_failed);
+                if !host.open_failed(&e) {
                     tracing::debug!(%target, error = %e, "host datagram socket failed");
                 }
-                self.free.push(idx);
                 None
             }
         }
     }
 
-    fn remove(&mut self, idx: u32, driver: &mut dyn Driver, stats: &Stats) {
-        if let Some(flow) = self.slab.get_mut(idx as usize).and_then(Option::take) {
-            driver.close(flow.sock, false);
-            self.map.remove(&flow.key);
-            self.free.push(idx);
-            stats
-                .udp_active
-                .store(self.map.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    fn publish(&self, stats: &Stats) {
+        stats
+            .udp_active
+            .store(self.slab.len() as u64, Ordering::Relaxed);
+    }
+
+    fn remove(&mut self, key: Key, host: &mut Host<'_>) {
+        if let Some(flow) = self.slab.remove(key) {
+            if let Some(sock) = flow.sock {
+                host.driver.close(sock, false);
+            }
+            self.map.remove(&flow.peer);
+            self.publish(host.stats);
         }
     }
 
-    fn evict_oldest(&mut self, driver: &mut dyn Driver, stats: &Stats) {
-        let oldest = self
-            .slab
-            .iter()
-            .enumerate()
-            .filter_map(|(i, f)| f.as_ref().map(|f| (f.last, i as u32)))
-            .min();
-        if let Some((_, idx)) = oldest {
-            self.remove(idx, driver, stats);
-            Stats::inc(&stats.udp_evicted);
+    fn evict_oldest(&mut self, host: &mut Host<'_>) {
+        let oldest = self.slab.iter().map(|(k, f)| (f.last, k)).min();
+        if let Some((_, key)) = oldest {
+            self.remove(key, host);
+            Stats::inc(&host.stats.udp_evicted);
         }
     }
 
     /// A UDP datagram from the guest.
-    #[allow(clippy::too_many_arguments)]
     pub fn on_datagram(
         &mut self,
         src: SocketAddr,
         dst: SocketAddr,
         payload: &[u8],
         addrs: &Addrs,
-        driver: &mut dyn Driver,
-        stats: &Stats,
-        fd_warn: &mut FdWarn,
-        now: Duration,
+        host: &mut Host<'_>,
     ) {
         let (target, _) = addrs.host_target(dst);
-        let Some(sock) = self.lookup_or_open(
-            Key::Udp(src, dst),
-            SockKind::Udp,
-            target,
-            driver,
-            stats,
-            fd_warn,
-            now,
-        ) else {
-            Stats::inc(&stats.udp_dropped);
+        let Some(sock) = self.lookup_or_open(Peer::Udp(src, dst), SockKind::Udp, target, host)
+        else {
+            Stats::inc(&host.stats.udp_dropped);
             return;
         };
-        if driver.send(sock, payload) == 0 && !payload.is_empty() {
-            Stats::inc(&stats.udp_dropped);
+        if host.driver.send(sock, payload) == 0 && !payload.is_empty() {
+            Stats::inc(&host.stats.udp_dropped);
         }
     }
 
     /// An ICMP echo request from the guest to a non-gateway address; `msg` is the whole ICMP
     /// message (header and data).
-    #[allow(clippy::too_many_arguments)]
     pub fn on_echo(
         &mut self,
-        src: IpAddr,
-        dst: IpAddr,
-        ident: u16,
+        (src, dst, ident): (IpAddr, IpAddr, u16),
         msg: &[u8],
-        driver: &mut dyn Driver,
-        stats: &Stats,
-        fd_warn: &mut FdWarn,
-        now: Duration,
+        host: &mut Host<'_>,
     ) {
         let target = SocketAddr::new(dst, 0);
-        let Some(sock) = self.lookup_or_open(
-            Key::Echo(src, dst, ident),
-            SockKind::Ping,
-            target,
-            driver,
-            stats,
-            fd_warn,
-            now,
-        ) else {
-            Stats::inc(&stats.icmp_dropped);
+        let Some(sock) =
+            self.lookup_or_open(Peer::Echo(src, dst, ident), SockKind::Ping, target, host)
+        else {
+            Stats::inc(&host.stats.icmp_dropped);
             return;
         };
-        if msg.len() < 8 || driver.send(sock, msg) == 0 {
-            Stats::inc(&stats.icmp_dropped);
+        if msg.len() < 8 || host.driver.send(sock, msg) == 0 {
+            Stats::inc(&host.stats.icmp_dropped);
         } else {
-            Stats::inc(&stats.icmp_relayed);
+            Stats::inc(&host.stats.icmp_relayed);
         }
     }
 
-    /// A driver event for flow `idx`: read every datagram into a frame for the guest.
-    #[allow(clippy::too_many_arguments)]
+    /// A driver event for flow `key`: read every datagram into a frame for the guest.
     pub fn on_event(
         &mut self,
-        gen: u32,
-        idx: u32,
+        key: Key,
         ev: Event,
-        driver: &mut dyn Driver,
+        host: &mut Host<'_>,
         out: &mut Port<'_>,
         addrs: &Addrs,
-        now: Duration,
     ) {
         if !matches!(ev, Event::Readable { .. }) {
             return;
         }
-        let Some(Some(flow)) = self.slab.get_mut(idx as usize) else {
+        let Some(flow) = self.slab.get_mut(key) else {
             return;
         };
-        if flow.gen != gen {
-            return;
-        }
-        flow.last = now;
-        let (key, sock) = (flow.key, flow.sock);
+        flow.last = host.elapsed;
+        let Some(sock) = flow.sock else { return };
+        let peer = flow.peer;
         let (gw_mac, guest_mac) = (addrs.gw_mac, addrs.guest_mac);
         let max_len = addrs.mtu + 14;
         loop {
             let mut got = false;
-            let r = driver.recv(sock, &mut |d| {
+            let r = host.driver.recv(sock, &mut |d| {
                 got = true;
-                match key {
-                    Key::Udp(guest, dst) => {
+                match peer {
+                    Peer::Udp(guest, dst) => {
                         let off = udp_payload_offset(dst.is_ipv6());
                         out.emit(max_len, |buf| {
                             let room = buf.len().checked_sub(off)?;
@@ -243,7 +211,7 @@ impl Flows {
                             emit_udp(buf, gw_mac, guest_mac, dst, guest, d.len()).ok()
                         });
                     }
-                    Key::Echo(guest, dst, ident) => {
+                    Peer::Echo(guest, dst, ident) => {
                         if d.len() >= 8 {
                             let seq = u16::from_be_bytes([d[6], d[7]]);
                             let data = &d[8..];
@@ -279,7 +247,7 @@ impl Flows {
 
     /// How long until the next idle sweep is due (None without flows).
     pub fn next_deadline(&self, now: Duration) -> Option<Duration> {
-        if self.map.is_empty() {
+        if self.slab.is_empty() {
             None
         } else {
             Some(
@@ -291,31 +259,28 @@ impl Flows {
     }
 
     /// Close flows idle for longer than the idle timeout (checked about once a second).
-    pub fn expire(&mut self, now: Duration, driver: &mut dyn Driver, stats: &Stats) {
-        if now < self.next_sweep || self.map.is_empty() {
+    pub fn expire(&mut self, host: &mut Host<'_>) {
+        let now = host.elapsed;
+        if now < self.next_sweep || self.slab.is_empty() {
             return;
         }
         self.next_sweep = now + Duration::from_secs(1).min(self.idle);
-        let idle: Vec<u32> = self
+        let idle: Vec<Key> = self
             .slab
             .iter()
-            .enumerate()
-            .filter_map(|(i, f)| {
-                f.as_ref()
-                    .filter(|f| now.saturating_sub(f.last) >= self.idle)
-                    .map(|_| i as u32)
-            })
+            .filter(|(_, f)| now.saturating_sub(f.last) >= self.idle)
+            .map(|(k, _)| k)
             .collect();
-        for idx in idle {
-            self.remove(idx, driver, stats);
-            Stats::inc(&stats.udp_expired);
+        for key in idle {
+            self.remove(key, host);
+            Stats::inc(&host.stats.udp_expired);
         }
     }
 
     /// Shutdown: close every socket.
-    pub fn close_all(&mut self, driver: &mut dyn Driver) {
-        for flow in self.slab.iter_mut().filter_map(Option::take) {
-            driver.close(flow.sock, false);
+    pub fn close_all(&mut self, driver: &mut dyn crate::egress::Driver) {
+        for sock in self.slab.drain().filter_map(|f| f.sock) {
+            driver.close(sock, false);
         }
         self.map.clear();
     }

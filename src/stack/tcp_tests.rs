@@ -1,0 +1,286 @@
+//! The TCP flow lifecycle (the table in [`super`]'s module docs), cell by cell, on the
+//! virtual-clock harness: a smoltcp guest, a scripted host, virtual time.
+
+use std::io;
+use std::time::Duration;
+
+use smoltcp::socket::tcp::State;
+
+use crate::stack::harness::Harness;
+
+const PORT: u16 = 8080;
+
+fn harness() -> Harness {
+    Harness::new("[egress]\nmax_connecting = 4\ntcp_guest_timeout_ms = 4000\n")
+}
+
+/// A guest connection whose host socket is open (connect pending); returns (guest socket,
+/// host socket id).
+fn connecting(h: &mut Harness) -> (smoltcp::iface::SocketHandle, u64) {
+    let before = h.host().ids().len();
+    let g = h.guest.connect(PORT);
+    assert!(
+        h.run_until(Duration::from_secs(2), |h| h.host().ids().len() > before),
+        "the guest's SYN opened no host socket"
+    );
+    let id = *h.host().ids().last().expect("a socket");
+    (g, id)
+}
+
+fn established(h: &mut Harness) -> (smoltcp::iface::SocketHandle, u64) {
+    let (g, id) = connecting(h);
+    h.host().connect(id, Ok(()));
+    assert!(
+        h.run_until(Duration::from_secs(2), |h| h.guest.sock(g).state()
+            == State::Established)
+    );
+    // Deliver the guest's ACK of the SYN-ACK too.
+    h.run_for(Duration::from_millis(20));
+    (g, id)
+}
+
+fn closed(h: &Harness, id: u64) -> Option<bool> {
+    h.host().socks[&id].closed
+}
+
+#[test]
+fn connect_success_relays_both_ways() {
+    let mut h = harness();
+    let (g, id) = established(&mut h);
+    assert_eq!(h.stat("tcp_active"), 1);
+    assert_eq!(h.stat("tcp_connecting"), 0);
+    h.guest.sock(g).send_slice(b"hello").unwrap();
+    h.host().host_sends(id, b"world");
+    assert!(
+        h.run_until(Duration::from_secs(1), |h| h.host().socks[&id].sent
+            == b"hello"
+            && h.guest.sock(g).recv_queue() == 5)
+    );
+    let mut buf = [0; 5];
+    h.guest.sock(g).recv_slice(&mut buf).unwrap();
+    assert_eq!(&buf, b"world");
+    assert_eq!(closed(&h, id), None);
+}
+
+#[test]
+fn connect_refused_on_both_targets_is_a_reset() {
+    let mut h = harness();
+    let (g, id) = connecting(&mut h);
+    h.host()
+        .connect(id, Err(io::ErrorKind::ConnectionRefused.into()));
+    h.run_for(Duration::from_millis(20));
+    // The gateway leads to the loopback of both families: the second is tried.
+    let second = *h.host().ids().last().unwrap();
+    assert_ne!(second, id);
+    assert_eq!(h.guest.sock(g).state(), State::SynSent, "no answer yet");
+    h.host()
+        .connect(second, Err(io::ErrorKind::ConnectionRefused.into()));
+    assert!(
+        h.run_until(Duration::from_secs(1), |h| h.guest.sock(g).state()
+            == State::Closed)
+    );
+    assert_eq!(h.stat("tcp_connect_failed"), 1);
+    assert_eq!(h.stat("tcp_active"), 0);
+}
+
+#[test]
+fn connect_timeout_is_a_reset() {
+    let mut h = harness();
+    let (g, id) = connecting(&mut h);
+    h.host().connect(id, Err(io::ErrorKind::TimedOut.into()));
+    h.run_for(Duration::from_millis(20));
+    let second = *h.host().ids().last().unwrap();
+    h.host()
+        .connect(second, Err(io::ErrorKind::TimedOut.into()));
+    assert!(
+        h.run_until(Duration::from_secs(1), |h| h.guest.sock(g).state()
+            == State::Closed)
+    );
+    assert_eq!(h.stat("tcp_active"), 0);
+}
+
+#[test]
+fn syn_retransmitted_while_connecting_opens_nothing_new() {
+    let mut h = harness();
+    let (g, id) = connecting(&mut h);
+    // The guest retransmits its SYN (RTO 1 s, then 2 s) while the host connect is pending.
+    h.run_for(Duration::from_secs(4));
+    assert_eq!(h.host().ids(), vec![id], "one host socket");
+    h.host().connect(id, Ok(()));
+    let ok = h.run_until(Duration::from_secs(3), |h| {
+        h.guest.sock(g).state() == State::Established
+    });
+    assert!(
+        ok,
+        "guest {} stats {:?} host {:?}",
+        h.guest.sock(g).state(),
+        h.link.stats.render(),
+        h.host().socks
+    );
+}
+
+#[test]
+fn guest_reset_while_connecting_closes_the_host_socket() {
+    let mut h = harness();
+    let (g, id) = connecting(&mut h);
+    h.guest.sock(g).abort();
+    assert!(h.run_until(Duration::from_secs(1), |h| closed(h, id).is_some()));
+    assert_eq!(closed(&h, id), Some(true));
+    assert_eq!(h.stat("tcp_active"), 0);
+    assert_eq!(h.stat("tcp_connecting"), 0);
+    assert_eq!(h.stat("tcp_guest_reset"), 1);
+}
+
+#[test]
+fn abandoned_connect_rst_to_the_synack_is_reaped() {
+    let mut h = harness();
+    let (g, id) = connecting(&mut h);
+    // The guest forgets the socket: its stack answers the SYN-ACK with RST, and smoltcp
+    // puts the listening socket back in LISTEN.
+    h.guest.sockets.remove(g);
+    h.host().connect(id, Ok(()));
+    assert!(h.run_until(Duration::from_secs(1), |h| closed(h, id).is_some()));
+    assert_eq!(closed(&h, id), Some(true), "host side reset");
+    assert_eq!(h.stat("tcp_active"), 0);
+    assert_eq!(h.stat("tcp_guest_reset"), 1);
+}
+
+#[test]
+fn guest_reset_when_established_resets_the_host() {
+    let mut h = harness();
+    let (g, id) = established(&mut h);
+    h.guest.sock(g).abort();
+    assert!(h.run_until(Duration::from_secs(1), |h| closed(h, id).is_some()));
+    assert_eq!(closed(&h, id), Some(true));
+    assert_eq!(h.stat("tcp_active"), 0);
+}
+
+#[test]
+fn host_reset_reaches_the_guest_as_rst() {
+    let mut h = harness();
+    let (g, id) = established(&mut h);
+    h.host().host_reset(id);
+    assert!(
+        h.run_until(Duration::from_secs(1), |h| h.guest.sock(g).state()
+            == State::Closed)
+    );
+    assert_eq!(h.stat("tcp_host_reset"), 1);
+    assert_eq!(h.stat("tcp_active"), 0);
+}
+
+#[test]
+fn host_reset_after_its_eof_still_reaches_the_guest() {
+    let mut h = harness();
+    let (g, id) = established(&mut h);
+    h.host().host_eof(id);
+    assert!(
+        h.run_until(Duration::from_secs(1), |h| h.guest.sock(g).state()
+            == State::CloseWait)
+    );
+    // The guest keeps uploading to a server that closed; the server resets.
+    h.guest.sock(g).send_slice(b"more").unwrap();
+    h.run_for(Duration::from_millis(20));
+    h.host().host_reset(id);
+    assert!(
+        h.run_until(Duration::from_secs(1), |h| h.guest.sock(g).state()
+            == State::Closed)
+    );
+    assert_eq!(h.stat("tcp_host_reset"), 1);
+    assert_eq!(h.stat("tcp_active"), 0);
+}
+
+#[test]
+fn half_close_guest_first() {
+    let mut h = harness();
+    let (g, id) = established(&mut h);
+    h.guest.sock(g).send_slice(b"request").unwrap();
+    h.guest.sock(g).close();
+    assert!(h.run_until(Duration::from_secs(1), |h| h.host().socks[&id].shut));
+    assert_eq!(h.host().socks[&id].sent, b"request");
+    // The host still answers, then closes.
+    h.host().host_sends(id, b"response");
+    h.host().host_eof(id);
+    assert!(h.run_until(Duration::from_secs(1), |h| closed(h, id).is_some()));
+    assert_eq!(closed(&h, id), Some(false), "graceful close");
+    let mut buf = [0; 8];
+    assert_eq!(h.guest.sock(g).recv_slice(&mut buf), Ok(8));
+    assert_eq!(&buf, b"response");
+    assert_eq!(h.stat("tcp_active"), 0);
+}
+
+#[test]
+fn half_close_host_first() {
+    let mut h = harness();
+    let (g, id) = established(&mut h);
+    h.host().host_sends(id, b"banner");
+    h.host().host_eof(id);
+    assert!(
+        h.run_until(Duration::from_secs(1), |h| h.guest.sock(g).state()
+            == State::CloseWait)
+    );
+    // The guest still sends, then closes: both FINs are through.
+    h.guest.sock(g).send_slice(b"bye").unwrap();
+    h.guest.sock(g).close();
+    assert!(h.run_until(Duration::from_secs(1), |h| closed(h, id).is_some()));
+    assert_eq!(
+        closed(&h, id),
+        Some(false),
+        "graceful close, the driver lingers"
+    );
+    assert_eq!(h.host().socks[&id].sent, b"bye");
+    assert!(h.host().socks[&id].shut);
+    assert_eq!(h.stat("tcp_active"), 0);
+}
+
+#[test]
+fn a_vanished_guest_loses_its_flow_after_the_guest_timeout() {
+    let mut h = harness();
+    let (_g, id) = established(&mut h);
+    h.guest.link_up = false;
+    // Keep-alives every second go unanswered; the 4 s timeout ends the flow.
+    h.run_for(Duration::from_secs(3));
+    assert_eq!(closed(&h, id), None, "not before the timeout");
+    assert!(h.run_until(Duration::from_secs(3), |h| closed(h, id).is_some()));
+    assert_eq!(closed(&h, id), Some(true));
+    assert_eq!(h.stat("tcp_guest_timeout"), 1);
+    assert_eq!(h.stat("tcp_active"), 0);
+}
+
+#[test]
+fn an_idle_guest_that_answers_keepalives_keeps_its_flow() {
+    let mut h = harness();
+    let (g, id) = established(&mut h);
+    h.run_for(Duration::from_secs(20));
+    assert_eq!(closed(&h, id), None);
+    assert_eq!(h.guest.sock(g).state(), State::Established);
+}
+
+#[test]
+fn an_unanswered_synack_ends_at_the_guest_timeout() {
+    let mut h = harness();
+    let (_g, id) = connecting(&mut h);
+    h.guest.link_up = false;
+    h.host().connect(id, Ok(()));
+    assert!(h.run_until(Duration::from_secs(8), |h| closed(h, id).is_some()));
+    assert_eq!(h.stat("tcp_active"), 0);
+}
+
+#[test]
+fn the_oldest_pending_connect_is_evicted_at_the_cap() {
+    let mut h = harness();
+    let mut first = None;
+    for i in 0..5 {
+        let (g, id) = connecting(&mut h);
+        if i == 0 {
+            first = Some((g, id));
+        }
+    }
+    let (g, id) = first.unwrap();
+    assert_eq!(closed(&h, id), Some(true), "evicted");
+    assert!(
+        h.run_until(Duration::from_secs(1), |h| h.guest.sock(g).state()
+            == State::Closed)
+    );
+    assert_eq!(h.stat("tcp_connect_evicted"), 1);
+    assert_eq!(h.stat("tcp_connecting"), 4);
+}
