@@ -11,6 +11,8 @@
 #   slirp4netns    slirp4netns --configure (same addressing)
 #   ringnet-uring  ringnet attach --egress uring (guest 172.16.0.2, gw 172.16.0.1 -> host loopback)
 #   ringnet-epoll  ringnet attach --egress epoll
+#   ringnet-base-uring / ringnet-base-epoll  the same with $RINGNET_BASE_BIN (a build to
+#                  compare against, e.g. before a refactor: before/after ratios in one run)
 #
 # Tests (per backend session, cheap and fragile first, host->guest bulk last):
 #   tcp_rr udp_rr  1-byte request/response, one flow: p50/p99/p99.9 and rate
@@ -37,6 +39,7 @@
 #   PERF_UDP_STEP_SECONDS [2]  seconds per udp_paced rate step
 #   PERF_CPU [0]          the CPU used when pinned
 #   RINGNET_BIN [target/release/ringnet]  (built with cargo when missing)
+#   RINGNET_BASE_BIN  the binary the ringnet-base-* backends run (required for them)
 #   PERF_NO_INSTALL=1     never apt-get/pip install missing tools
 #   PERF_TAG              results file stem (default YYYYMMDD-HHMM)
 #
@@ -93,6 +96,14 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
 		"${need_pkgs[@]}" libc6-dev >/dev/null
 fi
 [ -e /dev/net/tun ] || { echo "compare.sh: /dev/net/tun missing" >&2; exit 1; }
+case " $BACKENDS " in
+*" ringnet-base-"*)
+	if [ ! -x "${RINGNET_BASE_BIN:-}" ]; then
+		echo "compare.sh: the ringnet-base-* backends need RINGNET_BASE_BIN (an executable)" >&2
+		exit 2
+	fi
+	;;
+esac
 case " $BACKENDS " in
 *" ringnet-"*)
 	if [ ! -x "$RINGNET_BIN" ]; then
@@ -152,16 +163,18 @@ attach_slirp4netns() {
 	BPID=$CHILD BWRAP=$BGPID SERVER=10.0.2.2
 }
 
-attach_ringnet() { # GUEST MTU DRIVER
-	local g=$1 mtu=$2 drv=$3 cpuopt=()
+attach_ringnet() { # GUEST MTU DRIVER [BINARY]
+	local g=$1 mtu=$2 drv=$3 bin=${4:-$RINGNET_BIN} cpuopt=()
 	[ "$PINMODE" = pinned ] && cpuopt=(--cpu "$CPU")
 	bg "$LIFE" "$WORK/ringnet-$drv.log" "${PFX[@]}" ip netns exec "$HOSTNS" \
-		"$RINGNET_BIN" attach --netns "/run/netns/$g" --tap tap0 --configure \
+		"$bin" attach --netns "/run/netns/$g" --tap tap0 --configure \
 		--mtu "$mtu" --egress "$drv" --stats "${cpuopt[@]}"
 	BPID=$CHILD BWRAP=$BGPID SERVER=172.16.0.1
 }
 attach_ringnet-uring() { attach_ringnet "$1" "$2" uring; }
 attach_ringnet-epoll() { attach_ringnet "$1" "$2" epoll; }
+attach_ringnet-base-uring() { attach_ringnet "$1" "$2" uring "$RINGNET_BASE_BIN"; }
+attach_ringnet-base-epoll() { attach_ringnet "$1" "$2" epoll "$RINGNET_BASE_BIN"; }
 
 backend_alive() { [ -z "$BWRAP" ] || kill -0 "$BPID" 2>/dev/null; }
 
