@@ -92,14 +92,6 @@ fn start(driver: &'static str, mtu: u32) -> Testbed {
     Testbed::start(Opts::mtu(mtu).egress(driver))
 }
 
-fn port(ready: &Json) -> String {
-    ready
-        .get("port")
-        .as_u64()
-        .expect("port in ready line")
-        .to_string()
-}
-
 /// Run `tcp_client.py <cmd> --target T --port P <extra…>` in the guest.
 fn tcp_client(tb: &Testbed, cmd: &str, target: &str, port: &str, extra: &[&str]) -> Output {
     tcp_client_limit(tb, cmd, target, port, extra, CLIENT)
@@ -131,7 +123,7 @@ fn tcp_client_limit(
 
 fn assert_ok(out: &Output) -> Json {
     let j = out.json();
-    assert!(j.is_true("ok"), "{out}");
+    assert!(j["ok"] == true, "{out}");
     j
 }
 
@@ -151,7 +143,7 @@ fn http_get_via_gateway(driver: &'static str, mtu: u32) {
             CLIENT,
         );
         let j = assert_ok(&out);
-        assert_eq!(j.get("sha256"), ready.get("sha256"), "{out}");
+        assert_eq!(j["sha256"], ready["sha256"], "{out}");
     }
     tb.ringnet.assert_alive();
 }
@@ -176,8 +168,8 @@ fn closed_port_refused(driver: &'static str, mtu: u32) {
     for gw in [s.gw_v4.to_string(), s.gw_v6.to_string()] {
         let out = tcp_client(&tb, "connect", &gw, "9", &["--connect-timeout", "5"]);
         let j = out.json();
-        assert_eq!(j.get("error").as_str(), Some("refused"), "{out}");
-        let secs = j.get("seconds").as_f64().unwrap_or(f64::MAX);
+        assert_eq!(j["error"].as_str(), Some("refused"), "{out}");
+        let secs = j["seconds"].as_f64().unwrap_or(f64::MAX);
         assert!(secs < 1.0, "refused only after {secs} s: {out}");
     }
     tb.ringnet.assert_alive();
@@ -191,13 +183,13 @@ fn blackhole_connect_times_out(driver: &'static str, mtu: u32) {
     for target in ["198.51.100.99", "2001:db8::99"] {
         let out = tcp_client(&tb, "connect", target, "80", &["--connect-timeout", "15"]);
         let j = out.json();
-        assert!(!j.is_true("ok"), "{out}");
+        assert!(j["ok"] != true, "{out}");
         assert_ne!(
-            j.get("error").as_str(),
+            j["error"].as_str(),
             Some("timeout"),
             "ringnet never gave up: {out}"
         );
-        let secs = j.get("seconds").as_f64().unwrap_or(f64::MAX);
+        let secs = j["seconds"].as_f64().unwrap_or(f64::MAX);
         assert!(
             (1.5..8.0).contains(&secs),
             "failed after {secs} s, want about 2 s: {out}"
@@ -248,11 +240,11 @@ fn bulk_via(driver: &'static str, mtu: u32, direction: &str, v6: bool, bytes: &s
         BULK_LIMIT - Duration::from_secs(60),
     );
     let j = assert_ok(&out);
-    assert_eq!(j.get("sha256_local"), j.get("sha256_remote"), "{out}");
+    assert_eq!(j["sha256_local"], j["sha256_remote"], "{out}");
     eprintln!(
         "{driver} mtu {mtu} {direction}: {bytes} bytes in {:.1} s ({:.2} Gbit/s)",
-        j.get("seconds").as_f64().unwrap_or(0.0),
-        j.get("gbit_s").as_f64().unwrap_or(0.0)
+        j["seconds"].as_f64().unwrap_or(0.0),
+        j["gbit_s"].as_f64().unwrap_or(0.0)
     );
     srv.assert_alive();
     tb.ringnet.assert_alive();
