@@ -28,40 +28,19 @@ use std::time::Duration;
 /// `name::uring`, `name::epoll` (MTU 1500).
 macro_rules! per_driver {
     ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[test]
-            fn uring() {
-                super::$name("uring", 1500)
-            }
-            #[test]
-            fn epoll() {
-                super::$name("epoll", 1500)
-            }
-        }
+        test_cases!($name: uring("uring", 1500), epoll("epoll", 1500));
     )*};
 }
 
 /// `name::{uring,epoll}_mtu{1500,65520}`.
 macro_rules! per_driver_mtu {
     ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[test]
-            fn uring_mtu1500() {
-                super::$name("uring", 1500)
-            }
-            #[test]
-            fn uring_mtu65520() {
-                super::$name("uring", 65520)
-            }
-            #[test]
-            fn epoll_mtu1500() {
-                super::$name("epoll", 1500)
-            }
-            #[test]
-            fn epoll_mtu65520() {
-                super::$name("epoll", 65520)
-            }
-        }
+        test_cases!(
+            $name: uring_mtu1500("uring", 1500),
+            uring_mtu65520("uring", 65520),
+            epoll_mtu1500("epoll", 1500),
+            epoll_mtu65520("epoll", 65520),
+        );
     )*};
 }
 

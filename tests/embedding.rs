@@ -202,6 +202,30 @@ fn guest_env_and_mac() {
 }
 
 #[test]
+fn wait_times_out_then_wakes_on_a_frame() {
+    let mut net = network();
+    let link = net.take_link().unwrap();
+    let t0 = Instant::now();
+    assert!(
+        !link.wait(Duration::from_millis(50)),
+        "nothing sent, nothing came"
+    );
+    assert!(t0.elapsed() >= Duration::from_millis(50));
+    assert!(!link.wait(Duration::ZERO));
+    link.send(None, &arp_request(GW));
+    assert!(
+        link.wait(Duration::from_secs(2)),
+        "the ARP reply wakes the waiter"
+    );
+    assert!(link.wait(Duration::ZERO), "still readable until cleared");
+    link.clear_notify();
+    let reply = link.recv().expect("the frame that woke us");
+    assert_eq!(arp_replies(&[reply.to_vec()]).len(), 1);
+    drop(reply);
+    net.shutdown().unwrap();
+}
+
+#[test]
 fn room_and_pending_are_reported() {
     let mut net = network();
     let link = net.take_link().unwrap();

@@ -3,7 +3,8 @@
 //!
 //! Cases:
 //! - `decide_*`: the run / skip / fail-under-CI decision.
-//! - `json_*`: the result-line reader (serde_json) on a helper's line.
+//! - `json_*`: the result-line reader (serde_json) on a helper's line, the ready line's port,
+//!   ringnet's `--stats` counters.
 //! - `host_ns_is_isolated_and_removed`: HostNs has lo, the ifb sink with both documentation
 //!   addresses, default routes of both families into the sink, ping sockets enabled, connects
 //!   to unanswered sink addresses time out; it is gone after drop.
@@ -15,6 +16,7 @@
 mod common;
 
 use common::*;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -48,6 +50,17 @@ fn json_reads_helper_lines() {
     assert_eq!(j["absent"], Json::Null);
     assert!(parse("{\"a\": 1} x").is_err());
     assert!(parse("{\"a\": }").is_err());
+}
+
+#[test]
+fn json_ready_port_and_stats_counters() {
+    let ready: Json =
+        serde_json::from_str(r#"{"bind": "::1", "port": 40123, "ready": true}"#).unwrap();
+    assert_eq!(port(&ready), "40123");
+    let stats = "tcp_opened 3\ntcp_opened_v6 9\nneigh_spoofed 12\n";
+    assert_eq!(stats_counter(stats, "tcp_opened"), Some(3));
+    assert_eq!(stats_counter(stats, "neigh_spoofed"), Some(12));
+    assert_eq!(stats_counter(stats, "tcp_connect_failed"), None);
 }
 
 #[test]
@@ -175,26 +188,14 @@ fn veth_standin(host: &HostNs, guest: &Netns, mtu: u32) {
         "netns",
         guest.name(),
     ]);
-    host.ip(&["addr", "add", &format!("{}/30", s.gw_v4), "dev", "gw0"]);
-    host.ip(&[
-        "addr",
-        "add",
-        &format!("{}/64", s.gw_v6),
-        "dev",
-        "gw0",
-        "nodad",
-    ]);
+    let addrs = |ns: &Netns, dev: &str, v4: Ipv4Addr, v6: Ipv6Addr| {
+        ns.ip(&["addr", "add", &format!("{v4}/30"), "dev", dev]);
+        ns.ip(&["addr", "add", &format!("{v6}/64"), "dev", dev, "nodad"]);
+    };
+    addrs(host, "gw0", s.gw_v4, s.gw_v6);
     host.ip(&["link", "set", "gw0", "up"]);
     guest.ip(&["link", "set", "eth0", "mtu", &mtu]);
-    guest.ip(&["addr", "add", &format!("{}/30", s.guest_v4), "dev", "eth0"]);
-    guest.ip(&[
-        "addr",
-        "add",
-        &format!("{}/64", s.guest_v6),
-        "dev",
-        "eth0",
-        "nodad",
-    ]);
+    addrs(guest, "eth0", s.guest_v4, s.guest_v6);
     guest.ip(&["link", "set", "eth0", "up"]);
     guest.ip(&["-4", "route", "add", "default", "via", &s.gw_v4.to_string()]);
     guest.ip(&["-6", "route", "add", "default", "via", &s.gw_v6.to_string()]);

@@ -129,16 +129,10 @@ impl Ringnet {
     fn wait_configured(&mut self, guest: &Netns, timeout: Duration) {
         let v4 = format!("inet {}/30 ", self.slot.guest_v4);
         let v6 = format!("inet6 {}/64 ", self.slot.guest_v6);
+        let exited = format!("before the guest was configured: `{}`", self.what);
         let deadline = Instant::now() + timeout;
         loop {
-            if let Ok(Some(s)) = self.child.try_wait() {
-                self.exited = Some(s);
-                panic!(
-                    "ringnet exited ({s}) before the guest was configured: `{}`\n--- stderr ---\n{}",
-                    self.what,
-                    tail(&self.stderr.read(), 4000)
-                );
-            }
+            self.panic_if_exited(&exited);
             let link = run_args(
                 &[
                     "ip",
@@ -200,11 +194,16 @@ impl Ringnet {
 
     /// Panics (with ringnet's stderr) if ringnet has exited.
     pub fn assert_alive(&mut self) {
+        let what = format!("while serving {}", self.guest);
+        self.panic_if_exited(&what);
+    }
+
+    /// Panics with "ringnet exited (STATUS) WHEN" and ringnet's stderr if it has exited.
+    fn panic_if_exited(&mut self, when: &str) {
         if let Ok(Some(s)) = self.child.try_wait() {
             self.exited = Some(s);
             panic!(
-                "ringnet exited ({s}) while serving {}\n--- stderr ---\n{}",
-                self.guest,
+                "ringnet exited ({s}) {when}\n--- stderr ---\n{}",
                 tail(&self.stderr.read(), 4000)
             );
         }

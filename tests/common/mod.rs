@@ -71,3 +71,19 @@ pub fn port(ready: &Json) -> String {
         .unwrap_or_else(|| panic!("no port in ready line {ready}"))
         .to_string()
 }
+
+/// `test_cases!(name: a(args…), b(args…));` runs the case function `name` as the tests
+/// `name::a`, `name::b`, … with those arguments (per MTU, per egress driver).
+#[macro_export]
+macro_rules! test_cases {
+    ($name:ident: $($case:ident($($arg:expr),* $(,)?)),+ $(,)?) => {
+        mod $name {
+            $(
+                #[test]
+                fn $case() {
+                    super::$name($($arg),*)
+                }
+            )+
+        }
+    };
+}
