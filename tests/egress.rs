@@ -106,15 +106,21 @@ fn assert_ok(out: &Output) -> Json {
     j
 }
 
+/// For IPv4, then IPv6: the host loopback address a server binds and the gateway address
+/// the guest reaches it by.
+fn loopback_via_gateway(tb: &Testbed) -> [(&'static str, String); 2] {
+    let s = tb.slot();
+    [
+        ("127.0.0.1", s.gw_v4.to_string()),
+        ("::1", s.gw_v6.to_string()),
+    ]
+}
+
 fn http_get_via_gateway(driver: &'static str, mtu: u32) {
     require_privileges!("python3");
     let _wd = Watchdog::new(CASE_LIMIT);
     let mut tb = start(driver, mtu);
-    let s = tb.slot();
-    for (bind, gw) in [
-        ("127.0.0.1", s.gw_v4.to_string()),
-        ("::1", s.gw_v6.to_string()),
-    ] {
+    for (bind, gw) in loopback_via_gateway(&tb) {
         let (_srv, ready) = tb.host.spawn_helper("http_server.py", &["--bind", bind]);
         let out = tb.guest.helper(
             "http_client.py",
@@ -196,11 +202,8 @@ fn bulk_via(driver: &'static str, mtu: u32, direction: &str, v6: bool, bytes: &s
     require_privileges!("python3");
     let _wd = Watchdog::new(BULK_LIMIT);
     let mut tb = start(driver, mtu);
-    let (gw, bind) = if v6 {
-        (tb.slot().gw_v6.to_string(), "::1")
-    } else {
-        (tb.slot().gw_v4.to_string(), "127.0.0.1")
-    };
+    let [v4_pair, v6_pair] = loopback_via_gateway(&tb);
+    let (bind, gw) = if v6 { v6_pair } else { v4_pair };
     let (mut srv, ready) = tb.host.spawn_helper("tcp_server.py", &["--bind", bind]);
     let bytes = bytes.to_string();
     let out = tcp_client_limit(
@@ -268,11 +271,7 @@ fn half_close(driver: &'static str, mtu: u32) {
     require_privileges!("python3");
     let _wd = Watchdog::new(CASE_LIMIT);
     let mut tb = start(driver, mtu);
-    let s = tb.slot();
-    for (bind, gw) in [
-        ("127.0.0.1", s.gw_v4.to_string()),
-        ("::1", s.gw_v6.to_string()),
-    ] {
+    for (bind, gw) in loopback_via_gateway(&tb) {
         let (_srv, ready) = tb.host.spawn_helper("tcp_server.py", &["--bind", bind]);
         assert_ok(&tcp_client(
             &tb,
@@ -289,11 +288,8 @@ fn udp_echo(driver: &'static str, mtu: u32) {
     require_privileges!("python3");
     let _wd = Watchdog::new(CASE_LIMIT);
     let mut tb = start(driver, mtu);
-    let s = tb.slot();
-    for (bind, gw, overhead) in [
-        ("127.0.0.1", s.gw_v4.to_string(), 28),
-        ("::1", s.gw_v6.to_string(), 48),
-    ] {
+    // IPv4 + UDP headers: 28 bytes; IPv6 + UDP: 48.
+    for ((bind, gw), overhead) in loopback_via_gateway(&tb).into_iter().zip([28, 48]) {
         let (_srv, ready) = tb
             .host
             .spawn_helper("udp_echo_server.py", &["--bind", bind]);
