@@ -418,14 +418,8 @@ impl Env {
         if arrived(&self.dev) {
             return;
         }
-        let mut pfd = libc::pollfd {
-            fd: self.dev.link.notify_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = delay.as_millis().clamp(1, 1000) as libc::c_int;
-        // SAFETY: one valid pollfd on the stack; the timeout is bounded.
-        unsafe { libc::poll(&mut pfd, 1, ms) };
+        let ms = delay.as_millis().clamp(1, 1000) as u64;
+        self.dev.link.wait(Duration::from_millis(ms));
     }
 
     fn fail(&self, what: &str) -> String {

@@ -303,6 +303,38 @@ impl GuestLink {
         self.link.to_guest.drain_fd();
     }
 
+    /// Block until [`GuestLink::notify_fd`] is readable (frames for the guest are waiting)
+    /// or `timeout` has passed; true when it is readable, false on timeout (or if `poll(2)`
+    /// fails). For a VMM thread without an event loop of its own: `poll(2)` on the fd,
+    /// retried with the time left when a signal interrupts it; the timeout is rounded up to
+    /// whole milliseconds, and a zero timeout only checks. It leaves the readiness as it is:
+    /// call [`GuestLink::clear_notify`], then drain with [`GuestLink::recv`].
+    pub fn wait(&self, timeout: std::time::Duration) -> bool {
+        let start = std::time::Instant::now();
+        let mut pfd = libc::pollfd {
+            fd: self.notify_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        loop {
+            let left = timeout.saturating_sub(start.elapsed());
+            let ms = left
+                .as_micros()
+                .div_ceil(1000)
+                .min(libc::c_int::MAX as u128) as libc::c_int;
+            // SAFETY: `pfd` is one valid pollfd on this stack frame, alive for the whole
+            // call (nfds 1); poll(2) writes only its `revents`. The fd is the ring's eventfd,
+            // owned by `self.link`, so it stays open while we wait.
+            let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+            if n > 0 {
+                return pfd.revents & libc::POLLIN != 0;
+            }
+            if n == 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                return false;
+            }
+        }
+    }
+
     /// Frame and byte counters of both directions.
     pub fn counters(&self) -> LinkCounters {
         let (f, t) = (self.link.from_guest.stats(), self.link.to_guest.stats());

@@ -205,14 +205,19 @@ mod tests {
     use crate::pool::Pool;
     use std::sync::Arc;
 
-    fn fd_readable(fd: RawFd) -> bool {
+    /// Wait up to `ms` milliseconds (0: just check) for `fd` to be readable.
+    fn wait_readable(fd: RawFd, ms: libc::c_int) -> bool {
         let mut p = libc::pollfd {
             fd,
             events: libc::POLLIN,
             revents: 0,
         };
-        // SAFETY: one valid pollfd, zero timeout.
-        unsafe { libc::poll(&mut p, 1, 0) == 1 }
+        // SAFETY: one valid pollfd on the stack for the duration of the call.
+        unsafe { libc::poll(&mut p, 1, ms) == 1 }
+    }
+
+    fn fd_readable(fd: RawFd) -> bool {
+        wait_readable(fd, 0)
     }
 
     #[test]
@@ -282,13 +287,7 @@ mod tests {
         while expect < N {
             let Some(f) = ring.pop() else {
                 if ring.park() {
-                    let mut pfd = libc::pollfd {
-                        fd: ring.fd(),
-                        events: libc::POLLIN,
-                        revents: 0,
-                    };
-                    // SAFETY: one valid pollfd.
-                    unsafe { libc::poll(&mut pfd, 1, 10) };
+                    wait_readable(ring.fd(), 10);
                 }
                 ring.unpark();
                 continue;

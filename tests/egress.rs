@@ -28,40 +28,19 @@ use std::time::Duration;
 /// `name::uring`, `name::epoll` (MTU 1500).
 macro_rules! per_driver {
     ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[test]
-            fn uring() {
-                super::$name("uring", 1500)
-            }
-            #[test]
-            fn epoll() {
-                super::$name("epoll", 1500)
-            }
-        }
+        test_cases!($name: uring("uring", 1500), epoll("epoll", 1500));
     )*};
 }
 
 /// `name::{uring,epoll}_mtu{1500,65520}`.
 macro_rules! per_driver_mtu {
     ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[test]
-            fn uring_mtu1500() {
-                super::$name("uring", 1500)
-            }
-            #[test]
-            fn uring_mtu65520() {
-                super::$name("uring", 65520)
-            }
-            #[test]
-            fn epoll_mtu1500() {
-                super::$name("epoll", 1500)
-            }
-            #[test]
-            fn epoll_mtu65520() {
-                super::$name("epoll", 65520)
-            }
-        }
+        test_cases!(
+            $name: uring_mtu1500("uring", 1500),
+            uring_mtu65520("uring", 65520),
+            epoll_mtu1500("epoll", 1500),
+            epoll_mtu65520("epoll", 65520),
+        );
     )*};
 }
 
@@ -90,14 +69,6 @@ const CONFIG_MAX_CONNECTIONS: &str = "max_connections = 10\n";
 
 fn start(driver: &'static str, mtu: u32) -> Testbed {
     Testbed::start(Opts::mtu(mtu).egress(driver))
-}
-
-fn port(ready: &Json) -> String {
-    ready
-        .get("port")
-        .as_u64()
-        .expect("port in ready line")
-        .to_string()
 }
 
 /// Run `tcp_client.py <cmd> --target T --port P <extra…>` in the guest.
@@ -131,19 +102,25 @@ fn tcp_client_limit(
 
 fn assert_ok(out: &Output) -> Json {
     let j = out.json();
-    assert!(j.is_true("ok"), "{out}");
+    assert!(j["ok"] == true, "{out}");
     j
+}
+
+/// For IPv4, then IPv6: the host loopback address a server binds and the gateway address
+/// the guest reaches it by.
+fn loopback_via_gateway(tb: &Testbed) -> [(&'static str, String); 2] {
+    let s = tb.slot();
+    [
+        ("127.0.0.1", s.gw_v4.to_string()),
+        ("::1", s.gw_v6.to_string()),
+    ]
 }
 
 fn http_get_via_gateway(driver: &'static str, mtu: u32) {
     require_privileges!("python3");
     let _wd = Watchdog::new(CASE_LIMIT);
     let mut tb = start(driver, mtu);
-    let s = tb.slot();
-    for (bind, gw) in [
-        ("127.0.0.1", s.gw_v4.to_string()),
-        ("::1", s.gw_v6.to_string()),
-    ] {
+    for (bind, gw) in loopback_via_gateway(&tb) {
         let (_srv, ready) = tb.host.spawn_helper("http_server.py", &["--bind", bind]);
         let out = tb.guest.helper(
             "http_client.py",
@@ -151,7 +128,7 @@ fn http_get_via_gateway(driver: &'static str, mtu: u32) {
             CLIENT,
         );
         let j = assert_ok(&out);
-        assert_eq!(j.get("sha256"), ready.get("sha256"), "{out}");
+        assert_eq!(j["sha256"], ready["sha256"], "{out}");
     }
     tb.ringnet.assert_alive();
 }
@@ -176,8 +153,8 @@ fn closed_port_refused(driver: &'static str, mtu: u32) {
     for gw in [s.gw_v4.to_string(), s.gw_v6.to_string()] {
         let out = tcp_client(&tb, "connect", &gw, "9", &["--connect-timeout", "5"]);
         let j = out.json();
-        assert_eq!(j.get("error").as_str(), Some("refused"), "{out}");
-        let secs = j.get("seconds").as_f64().unwrap_or(f64::MAX);
+        assert_eq!(j["error"].as_str(), Some("refused"), "{out}");
+        let secs = j["seconds"].as_f64().unwrap_or(f64::MAX);
         assert!(secs < 1.0, "refused only after {secs} s: {out}");
     }
     tb.ringnet.assert_alive();
@@ -191,13 +168,13 @@ fn blackhole_connect_times_out(driver: &'static str, mtu: u32) {
     for target in ["198.51.100.99", "2001:db8::99"] {
         let out = tcp_client(&tb, "connect", target, "80", &["--connect-timeout", "15"]);
         let j = out.json();
-        assert!(!j.is_true("ok"), "{out}");
+        assert!(j["ok"] != true, "{out}");
         assert_ne!(
-            j.get("error").as_str(),
+            j["error"].as_str(),
             Some("timeout"),
             "ringnet never gave up: {out}"
         );
-        let secs = j.get("seconds").as_f64().unwrap_or(f64::MAX);
+        let secs = j["seconds"].as_f64().unwrap_or(f64::MAX);
         assert!(
             (1.5..8.0).contains(&secs),
             "failed after {secs} s, want about 2 s: {out}"
@@ -225,11 +202,8 @@ fn bulk_via(driver: &'static str, mtu: u32, direction: &str, v6: bool, bytes: &s
     require_privileges!("python3");
     let _wd = Watchdog::new(BULK_LIMIT);
     let mut tb = start(driver, mtu);
-    let (gw, bind) = if v6 {
-        (tb.slot().gw_v6.to_string(), "::1")
-    } else {
-        (tb.slot().gw_v4.to_string(), "127.0.0.1")
-    };
+    let [v4_pair, v6_pair] = loopback_via_gateway(&tb);
+    let (bind, gw) = if v6 { v6_pair } else { v4_pair };
     let (mut srv, ready) = tb.host.spawn_helper("tcp_server.py", &["--bind", bind]);
     let bytes = bytes.to_string();
     let out = tcp_client_limit(
@@ -248,11 +222,11 @@ fn bulk_via(driver: &'static str, mtu: u32, direction: &str, v6: bool, bytes: &s
         BULK_LIMIT - Duration::from_secs(60),
     );
     let j = assert_ok(&out);
-    assert_eq!(j.get("sha256_local"), j.get("sha256_remote"), "{out}");
+    assert_eq!(j["sha256_local"], j["sha256_remote"], "{out}");
     eprintln!(
         "{driver} mtu {mtu} {direction}: {bytes} bytes in {:.1} s ({:.2} Gbit/s)",
-        j.get("seconds").as_f64().unwrap_or(0.0),
-        j.get("gbit_s").as_f64().unwrap_or(0.0)
+        j["seconds"].as_f64().unwrap_or(0.0),
+        j["gbit_s"].as_f64().unwrap_or(0.0)
     );
     srv.assert_alive();
     tb.ringnet.assert_alive();
@@ -297,11 +271,7 @@ fn half_close(driver: &'static str, mtu: u32) {
     require_privileges!("python3");
     let _wd = Watchdog::new(CASE_LIMIT);
     let mut tb = start(driver, mtu);
-    let s = tb.slot();
-    for (bind, gw) in [
-        ("127.0.0.1", s.gw_v4.to_string()),
-        ("::1", s.gw_v6.to_string()),
-    ] {
+    for (bind, gw) in loopback_via_gateway(&tb) {
         let (_srv, ready) = tb.host.spawn_helper("tcp_server.py", &["--bind", bind]);
         assert_ok(&tcp_client(
             &tb,
@@ -318,11 +288,8 @@ fn udp_echo(driver: &'static str, mtu: u32) {
     require_privileges!("python3");
     let _wd = Watchdog::new(CASE_LIMIT);
     let mut tb = start(driver, mtu);
-    let s = tb.slot();
-    for (bind, gw, overhead) in [
-        ("127.0.0.1", s.gw_v4.to_string(), 28),
-        ("::1", s.gw_v6.to_string(), 48),
-    ] {
+    // IPv4 + UDP headers: 28 bytes; IPv6 + UDP: 48.
+    for ((bind, gw), overhead) in loopback_via_gateway(&tb).into_iter().zip([28, 48]) {
         let (_srv, ready) = tb
             .host
             .spawn_helper("udp_echo_server.py", &["--bind", bind]);

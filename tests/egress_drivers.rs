@@ -10,6 +10,9 @@
 //!
 //! Only loopback addresses are used; nothing leaves the machine.
 
+#[macro_use]
+mod common;
+
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -573,63 +576,9 @@ fn many_sockets<D: Driver>(mut d: D) {
     }
 }
 
-/// Run `f` on a thread inside a fresh network namespace with `lo` up. `None` (after
-/// printing why) when that is not permitted and `CI` is not `true`.
-fn in_netns<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Option<R> {
-    let r = thread::spawn(move || -> io::Result<R> {
-        // SAFETY: unshare(2) takes no pointers; it moves only this thread to a new netns.
-        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        lo_up()?;
-        Ok(f())
-    })
-    .join()
-    .unwrap();
-    match r {
-        Ok(r) => Some(r),
-        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("CI=true: cannot create a network namespace for ping tests: {e}")
-        }
-        Err(e) => {
-            eprintln!("SKIPPED: ping tests need root for a private network namespace: {e}");
-            None
-        }
-    }
-}
-
-fn lo_up() -> io::Result<()> {
-    // SAFETY: socket(2) with no pointers; checked below, closed at the end.
-    let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if s < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: ifreq is plain old data; zeroed is valid.
-    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, c) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
-        *d = *c as libc::c_char;
-    }
-    // SAFETY: `ifr` is a live ifreq naming "lo"; the ioctls read/write only it.
-    let r = unsafe {
-        if libc::ioctl(s, libc::SIOCGIFFLAGS, &mut ifr) < 0 {
-            -1
-        } else {
-            ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-            libc::ioctl(s, libc::SIOCSIFFLAGS, &ifr)
-        }
-    };
-    let e = io::Error::last_os_error();
-    // SAFETY: closing the socket opened above.
-    unsafe { libc::close(s) };
-    if r < 0 {
-        Err(e)
-    } else {
-        Ok(())
-    }
-}
-
 fn ping<D: Driver + 'static>(make: fn(Limits) -> D) {
-    in_netns(move || {
+    require_privileges!();
+    common::in_private_netns(true, move || {
         let mut d = make(limits());
         // Default ping_group_range "1 0": refused, reported as a socket error.
         match d.open(SockKind::Ping, (Ipv4Addr::LOCALHOST, 0).into(), T, Token(1)) {
@@ -669,7 +618,8 @@ fn ping<D: Driver + 'static>(make: fn(Limits) -> D) {
             assert_eq!(&got[8..], b"ringnet ping payload");
             d.close(id, false);
         }
-    });
+    })
+    .expect("a private network namespace with lo up");
 }
 
 macro_rules! suite {

@@ -1,20 +1,18 @@
 //! The embedding API end to end, without root: a VMM-side test driver sends frames through
 //! `GuestLink` and checks what the gateway answers. Only gateway addresses are contacted.
 
+mod common;
+
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
+use common::frames::{self, arp_request, GUEST, GW, GW_MAC};
 use ringnet::config::EgressDriver;
 use ringnet::{GuestLink, HostRoutes, Network, NetworkConfig};
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    EthernetRepr, Icmpv4Packet, Icmpv4Repr, IpProtocol, Ipv4Packet, Ipv4Repr,
+    Icmpv4Packet, Icmpv4Repr, IpProtocol, Ipv4Packet,
 };
-
-const GUEST_MAC: [u8; 6] = [0x02, 0x6d, 0x73, 0, 0, 2];
-const GW_MAC: [u8; 6] = [0x02, 0x6d, 0x73, 0, 0, 1];
-const GUEST: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 2);
-const GW: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 1);
 
 fn network() -> Network {
     let mut cfg = NetworkConfig::default();
@@ -32,69 +30,17 @@ fn network() -> Network {
     net
 }
 
-fn arp_request(target: Ipv4Addr) -> Vec<u8> {
-    let arp = ArpRepr::EthernetIpv4 {
-        operation: ArpOperation::Request,
-        source_hardware_addr: EthernetAddress(GUEST_MAC),
-        source_protocol_addr: GUEST,
-        target_hardware_addr: EthernetAddress([0; 6]),
-        target_protocol_addr: target,
-    };
-    let eth = EthernetRepr {
-        src_addr: EthernetAddress(GUEST_MAC),
-        dst_addr: EthernetAddress::BROADCAST,
-        ethertype: EthernetProtocol::Arp,
-    };
-    let mut buf = vec![0u8; 14 + arp.buffer_len()];
-    let mut f = EthernetFrame::new_unchecked(&mut buf);
-    eth.emit(&mut f);
-    arp.emit(&mut ArpPacket::new_unchecked(f.payload_mut()));
-    buf
-}
-
 fn echo_request(dst: Ipv4Addr, seq: u16) -> Vec<u8> {
-    let data = b"ringnet-echo";
-    let icmp = Icmpv4Repr::EchoRequest {
-        ident: 0x4242,
-        seq_no: seq,
-        data,
-    };
-    let ip = Ipv4Repr {
-        src_addr: GUEST,
-        dst_addr: dst,
-        next_header: IpProtocol::Icmp,
-        payload_len: icmp.buffer_len(),
-        hop_limit: 64,
-    };
-    let eth = EthernetRepr {
-        src_addr: EthernetAddress(GUEST_MAC),
-        dst_addr: EthernetAddress(GW_MAC),
-        ethertype: EthernetProtocol::Ipv4,
-    };
-    let mut buf = vec![0u8; 14 + ip.buffer_len() + icmp.buffer_len()];
-    let mut f = EthernetFrame::new_unchecked(&mut buf);
-    eth.emit(&mut f);
-    let mut p = Ipv4Packet::new_unchecked(f.payload_mut());
-    ip.emit(&mut p, &smoltcp::phy::ChecksumCapabilities::default());
-    icmp.emit(
-        &mut Icmpv4Packet::new_unchecked(p.payload_mut()),
-        &smoltcp::phy::ChecksumCapabilities::default(),
-    );
-    buf
+    let icmp = frames::icmpv4_echo(0x4242, seq, b"ringnet-echo");
+    frames::ipv4(GUEST, dst, IpProtocol::Icmp, &icmp)
 }
 
 /// Frames the gateway sends within `wait`.
 fn collect(link: &GuestLink, wait: Duration) -> Vec<Vec<u8>> {
     let deadline = Instant::now() + wait;
     let mut out = Vec::new();
-    while Instant::now() < deadline {
-        let mut pfd = libc::pollfd {
-            fd: link.notify_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd for the duration of the call.
-        unsafe { libc::poll(&mut pfd, 1, 20) };
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        link.wait(left);
         link.clear_notify();
         while let Some(f) = link.recv() {
             out.push(f.to_vec());
@@ -253,6 +199,30 @@ fn guest_env_and_mac() {
     let env = net.guest_env_vars();
     assert_eq!(env.len(), 3);
     assert_eq!(env[2].1, "addr=172.16.0.6/30,gw=172.16.0.5,dns=172.16.0.5");
+}
+
+#[test]
+fn wait_times_out_then_wakes_on_a_frame() {
+    let mut net = network();
+    let link = net.take_link().unwrap();
+    let t0 = Instant::now();
+    assert!(
+        !link.wait(Duration::from_millis(50)),
+        "nothing sent, nothing came"
+    );
+    assert!(t0.elapsed() >= Duration::from_millis(50));
+    assert!(!link.wait(Duration::ZERO));
+    link.send(None, &arp_request(GW));
+    assert!(
+        link.wait(Duration::from_secs(2)),
+        "the ARP reply wakes the waiter"
+    );
+    assert!(link.wait(Duration::ZERO), "still readable until cleared");
+    link.clear_notify();
+    let reply = link.recv().expect("the frame that woke us");
+    assert_eq!(arp_replies(&[reply.to_vec()]).len(), 1);
+    drop(reply);
+    net.shutdown().unwrap();
 }
 
 #[test]

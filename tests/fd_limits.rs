@@ -52,7 +52,7 @@ fn exhaustion(driver: &str) {
     let host = HostNs::new();
     let (_tcp, tcp_ready) = host.spawn_helper("tcp_server.py", &["--bind", "127.0.0.1"]);
     let (_udp, udp_ready) = host.spawn_helper("udp_echo_server.py", &["--bind", "127.0.0.1"]);
-    let port = |j: &Json| j.get("port").as_u64().expect("port").to_string();
+    let port = |j: &Json| j["port"].as_u64().expect("port").to_string();
     let cfg = TempFile::with_contents("fdcfg", "[egress]\nudp_idle_timeout_ms = 3000\n");
     let client = helper("fd_exhaust.py");
     let (tcp_port, udp_port) = (port(&tcp_ready), port(&udp_ready));
@@ -95,7 +95,7 @@ fn exhaustion(driver: &str) {
     let out = host.sh_timeout(&script, RUN_LIMIT);
     assert!(out.success(), "{out}");
     let res = out.json();
-    assert!(res.is_true("ok"), "ringnet stopped working: {out}");
+    assert!(res["ok"] == true, "ringnet stopped working: {out}");
 
     // The start-up warning: one line naming the limit and what it should be.
     let startup: Vec<&str> = out
@@ -111,14 +111,10 @@ fn exhaustion(driver: &str) {
 
     // The guest really ran out: all 30 held, the UDP echo flow (opened first) answered,
     // the extra connections were refused.
-    assert_eq!(res.get("held").as_u64(), Some(30), "{out}");
-    assert_eq!(res.get("udp_echoed").as_bool(), Some(true), "{out}");
-    assert_eq!(res.get("extra_held").as_u64(), Some(0), "{out}");
-    assert_eq!(
-        res.get("extra_failures").get("refused").as_u64(),
-        Some(10),
-        "{out}"
-    );
+    assert_eq!(res["held"].as_u64(), Some(30), "{out}");
+    assert_eq!(res["udp_echoed"].as_bool(), Some(true), "{out}");
+    assert_eq!(res["extra_held"].as_u64(), Some(0), "{out}");
+    assert_eq!(res["extra_failures"]["refused"].as_u64(), Some(10), "{out}");
 
     // Counted…
     let exhausted = counter(&out, "host_fd_exhausted");

@@ -29,16 +29,7 @@ use std::time::Duration;
 /// Run one case at MTU 1500 and at 65520: `name::mtu1500`, `name::mtu65520`.
 macro_rules! per_mtu {
     ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[test]
-            fn mtu1500() {
-                super::$name(1500)
-            }
-            #[test]
-            fn mtu65520() {
-                super::$name(65520)
-            }
-        }
+        test_cases!($name: mtu1500(1500), mtu65520(65520));
     )*};
 }
 
@@ -86,27 +77,31 @@ fn ping(tb: &Testbed, args: &[&str]) -> Output {
 }
 
 fn ping_gateway_v4(mtu: u32) {
-    require_privileges!("ping");
-    let _wd = Watchdog::new(CASE_LIMIT);
-    let mut tb = Testbed::start(Opts::mtu(mtu));
-    let gw = tb.slot().gw_v4.to_string();
-    let out = ping(&tb, &["-c", "3", "-W", "2", &gw]);
-    assert!(out.success(), "{out}");
-    assert!(out.stdout.contains("3 received"), "{out}");
-    let neigh = tb.guest.ip(&["-4", "neigh", "show", "dev", "eth0", &gw]);
-    assert!(neigh.to_lowercase().contains(GATEWAY_MAC), "{neigh}");
-    tb.ringnet.assert_alive();
+    ping_gateway(mtu, false)
 }
 
 fn ping_gateway_v6(mtu: u32) {
+    ping_gateway(mtu, true)
+}
+
+/// Echo from the gateway of one family; the guest's neighbour entry for it carries the
+/// gateway MAC.
+fn ping_gateway(mtu: u32, v6: bool) {
     require_privileges!("ping");
     let _wd = Watchdog::new(CASE_LIMIT);
     let mut tb = Testbed::start(Opts::mtu(mtu));
-    let gw = tb.slot().gw_v6.to_string();
-    let out = ping(&tb, &["-6", "-c", "3", "-W", "2", &gw]);
+    let s = tb.slot();
+    let (family, gw) = if v6 {
+        ("-6", s.gw_v6.to_string())
+    } else {
+        ("-4", s.gw_v4.to_string())
+    };
+    let mut args = if v6 { vec!["-6"] } else { vec![] };
+    args.extend(["-c", "3", "-W", "2", gw.as_str()]);
+    let out = ping(&tb, &args);
     assert!(out.success(), "{out}");
     assert!(out.stdout.contains("3 received"), "{out}");
-    let neigh = tb.guest.ip(&["-6", "neigh", "show", "dev", "eth0", &gw]);
+    let neigh = tb.guest.ip(&[family, "neigh", "show", "dev", "eth0", &gw]);
     assert!(neigh.to_lowercase().contains(GATEWAY_MAC), "{neigh}");
     tb.ringnet.assert_alive();
 }

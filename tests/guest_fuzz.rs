@@ -13,13 +13,10 @@ mod common;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
+use common::frames::{self, GUEST, GW, GW_MAC};
 use ringnet::config::EgressDriver;
 use ringnet::{GuestLink, HostRoutes, Network, NetworkConfig};
-use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::*;
-
-const GUEST_MAC: [u8; 6] = [0x02, 0x6d, 0x73, 0, 0, 2];
-const GW_MAC: [u8; 6] = [0x02, 0x6d, 0x73, 0, 0, 1];
 
 /// xorshift64*: deterministic, seedable.
 struct Rng(u64);
@@ -36,40 +33,18 @@ impl Rng {
     }
 }
 
-fn eth(buf: &mut [u8], ethertype: EthernetProtocol) {
-    let mut f = EthernetFrame::new_unchecked(buf);
-    EthernetRepr {
-        src_addr: EthernetAddress(GUEST_MAC),
-        dst_addr: EthernetAddress(GW_MAC),
-        ethertype,
-    }
-    .emit(&mut f);
-}
-
 fn ipv4_frame(rng: &mut Rng, proto: IpProtocol, l4: &[u8]) -> Vec<u8> {
     let dst = match rng.below(3) {
-        0 => Ipv4Addr::new(172, 16, 0, 1),
+        0 => GW,
         1 => Ipv4Addr::new(198, 51, 100, rng.below(255) as u8),
         _ => Ipv4Addr::from(rng.next() as u32),
     };
     let src = if rng.below(8) == 0 {
         Ipv4Addr::from(rng.next() as u32)
     } else {
-        Ipv4Addr::new(172, 16, 0, 2)
+        GUEST
     };
-    let ip = Ipv4Repr {
-        src_addr: src,
-        dst_addr: dst,
-        next_header: proto,
-        payload_len: l4.len(),
-        hop_limit: 64,
-    };
-    let mut buf = vec![0u8; 14 + 20 + l4.len()];
-    eth(&mut buf, EthernetProtocol::Ipv4);
-    let mut p = Ipv4Packet::new_unchecked(&mut buf[14..]);
-    ip.emit(&mut p, &ChecksumCapabilities::default());
-    p.payload_mut().copy_from_slice(l4);
-    buf
+    frames::ipv4(src, dst, proto, l4)
 }
 
 fn tcp_segment(rng: &mut Rng) -> Vec<u8> {
@@ -102,41 +77,23 @@ fn udp_datagram(rng: &mut Rng) -> Vec<u8> {
 
 fn echo(rng: &mut Rng) -> Vec<u8> {
     let data = vec![0x5a; rng.below(64) as usize];
-    let repr = Icmpv4Repr::EchoRequest {
-        ident: rng.next() as u16,
-        seq_no: rng.next() as u16,
-        data: &data,
-    };
-    let mut l4 = vec![0u8; repr.buffer_len()];
-    repr.emit(
-        &mut Icmpv4Packet::new_unchecked(&mut l4[..]),
-        &ChecksumCapabilities::default(),
-    );
-    l4
+    let (ident, seq_no) = (rng.next() as u16, rng.next() as u16);
+    frames::icmpv4_echo(ident, seq_no, &data)
 }
 
 fn arp(rng: &mut Rng) -> Vec<u8> {
-    let repr = ArpRepr::EthernetIpv4 {
-        operation: if rng.below(2) == 0 {
-            ArpOperation::Request
-        } else {
-            ArpOperation::Reply
-        },
-        source_hardware_addr: EthernetAddress(GUEST_MAC),
-        source_protocol_addr: Ipv4Addr::new(172, 16, 0, 2),
-        target_hardware_addr: EthernetAddress([0; 6]),
-        target_protocol_addr: Ipv4Addr::new(172, 16, 0, rng.below(4) as u8),
+    let op = if rng.below(2) == 0 {
+        ArpOperation::Request
+    } else {
+        ArpOperation::Reply
     };
-    let mut buf = vec![0u8; 14 + repr.buffer_len()];
-    eth(&mut buf, EthernetProtocol::Arp);
-    repr.emit(&mut ArpPacket::new_unchecked(&mut buf[14..]));
-    buf
+    let target = Ipv4Addr::new(172, 16, 0, rng.below(4) as u8);
+    frames::arp(EthernetAddress(GW_MAC), op, target)
 }
 
 fn ipv6_frame(rng: &mut Rng) -> Vec<u8> {
     let len = rng.below(80) as usize;
-    let mut buf = vec![0u8; 14 + 40 + len];
-    eth(&mut buf, EthernetProtocol::Ipv6);
+    let mut buf = frames::ethernet(EthernetAddress(GW_MAC), EthernetProtocol::Ipv6, 40 + len);
     let mut p = Ipv6Packet::new_unchecked(&mut buf[14..]);
     p.set_version(6);
     p.set_payload_len(len as u16);
@@ -212,12 +169,7 @@ fn drain(link: &GuestLink) -> usize {
 }
 
 fn arp_answered(link: &GuestLink) -> bool {
-    let mut rng = Rng(1);
-    let mut req = arp(&mut rng);
-    // Force a request for the gateway.
-    let mut p = ArpPacket::new_unchecked(&mut req[14..]);
-    p.set_operation(ArpOperation::Request);
-    p.set_target_protocol_addr(&[172, 16, 0, 1]);
+    let req = frames::arp(EthernetAddress(GW_MAC), ArpOperation::Request, GW);
     drain(link);
     // After a storm the from_guest ring may still be full: wait for room so the request
     // itself is not dropped (that would test the ring, not the gateway).
@@ -227,8 +179,8 @@ fn arp_answered(link: &GuestLink) -> bool {
         drain(link);
     }
     let deadline = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        link.wait(left);
         link.clear_notify();
         while let Some(f) = link.recv() {
             if f.len() >= 14 && f[12..14] == [0x08, 0x06] {
@@ -282,17 +234,9 @@ fn fuzz(driver: EgressDriver, seed: u64) {
     assert_eq!(net.pool_free(), net.pool_capacity(), "no pool slot leaked");
 }
 
+/// `f` on a thread in a new, empty network namespace (`lo` down: nothing is reachable).
 fn in_empty_netns(f: impl FnOnce() + Send + 'static) {
-    let h = std::thread::spawn(move || {
-        // SAFETY: unshare(2) on this test thread only; later threads it spawns inherit the
-        // new, empty namespace.
-        let r = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-        assert_eq!(r, 0, "unshare: {}", std::io::Error::last_os_error());
-        f();
-    });
-    if let Err(e) = h.join() {
-        std::panic::resume_unwind(e);
-    }
+    common::in_private_netns(false, f).expect("unshare(CLONE_NEWNET)");
 }
 
 #[test]

@@ -3,7 +3,8 @@
 //!
 //! Cases:
 //! - `decide_*`: the run / skip / fail-under-CI decision.
-//! - `json_*`: the result-line reader.
+//! - `json_*`: the result-line reader (serde_json) on a helper's line, the ready line's port,
+//!   ringnet's `--stats` counters.
 //! - `host_ns_is_isolated_and_removed`: HostNs has lo, the ifb sink with both documentation
 //!   addresses, default routes of both families into the sink, ping sockets enabled, connects
 //!   to unanswered sink addresses time out; it is gone after drop.
@@ -15,6 +16,7 @@
 mod common;
 
 use common::*;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -34,19 +36,31 @@ fn decide_runs_skips_or_fails() {
 
 #[test]
 fn json_reads_helper_lines() {
-    let j = Json::parse(
+    let parse = serde_json::from_str::<Json>;
+    let j = parse(
         r#"{"ok": true, "bytes": 1073741824, "sha256": "ab\"c", "errors": ["x"], "n": null, "f": -1.5e0}"#,
     )
     .unwrap();
-    assert!(j.is_true("ok"));
-    assert_eq!(j.get("bytes").as_u64(), Some(1 << 30));
-    assert_eq!(j.get("sha256").as_str(), Some("ab\"c"));
-    assert_eq!(j.get("errors"), &Json::Arr(vec![Json::Str("x".into())]));
-    assert_eq!(j.get("n"), &Json::Null);
-    assert_eq!(j.get("f").as_f64(), Some(-1.5));
-    assert_eq!(j.get("absent"), &Json::Null);
-    assert!(Json::parse("{\"a\": 1} x").is_err());
-    assert!(Json::parse("{\"a\": }").is_err());
+    assert!(j["ok"] == true);
+    assert_eq!(j["bytes"].as_u64(), Some(1 << 30));
+    assert_eq!(j["sha256"].as_str(), Some("ab\"c"));
+    assert_eq!(j["errors"], serde_json::json!(["x"]));
+    assert_eq!(j["n"], Json::Null);
+    assert_eq!(j["f"].as_f64(), Some(-1.5));
+    assert_eq!(j["absent"], Json::Null);
+    assert!(parse("{\"a\": 1} x").is_err());
+    assert!(parse("{\"a\": }").is_err());
+}
+
+#[test]
+fn json_ready_port_and_stats_counters() {
+    let ready: Json =
+        serde_json::from_str(r#"{"bind": "::1", "port": 40123, "ready": true}"#).unwrap();
+    assert_eq!(port(&ready), "40123");
+    let stats = "tcp_opened 3\ntcp_opened_v6 9\nneigh_spoofed 12\n";
+    assert_eq!(stats_counter(stats, "tcp_opened"), Some(3));
+    assert_eq!(stats_counter(stats, "neigh_spoofed"), Some(12));
+    assert_eq!(stats_counter(stats, "tcp_connect_failed"), None);
 }
 
 #[test]
@@ -85,9 +99,9 @@ fn host_ns_is_isolated_and_removed() {
         );
         // Ping sockets work there (unprivileged ICMP, as ringnet's echo relay uses them).
         let ping = host.helper("ping_socket.py", &["--target", SINK_V4], SHORT);
-        assert!(ping.json().is_true("ok"), "{ping}");
+        assert!(ping.json()["ok"] == true, "{ping}");
         let ping6 = host.helper("ping_socket.py", &["--target", SINK_V6], SHORT);
-        assert!(ping6.json().is_true("ok"), "{ping6}");
+        assert!(ping6.json()["ok"] == true, "{ping6}");
         // The blackhole premise of the egress tests: a connect to an unanswered address on
         // the sink times out (ifb is NOARP and drops everything; no "unreachable" comes back).
         for target in ["198.51.100.99", "2001:db8::99"] {
@@ -104,7 +118,7 @@ fn host_ns_is_isolated_and_removed() {
                 ],
                 SHORT,
             );
-            assert_eq!(out.json().get("error").as_str(), Some("timeout"), "{out}");
+            assert_eq!(out.json()["error"].as_str(), Some("timeout"), "{out}");
         }
     }
     assert!(!netns_list().contains(&name), "{name} left behind");
@@ -174,37 +188,17 @@ fn veth_standin(host: &HostNs, guest: &Netns, mtu: u32) {
         "netns",
         guest.name(),
     ]);
-    host.ip(&["addr", "add", &format!("{}/30", s.gw_v4), "dev", "gw0"]);
-    host.ip(&[
-        "addr",
-        "add",
-        &format!("{}/64", s.gw_v6),
-        "dev",
-        "gw0",
-        "nodad",
-    ]);
+    let addrs = |ns: &Netns, dev: &str, v4: Ipv4Addr, v6: Ipv6Addr| {
+        ns.ip(&["addr", "add", &format!("{v4}/30"), "dev", dev]);
+        ns.ip(&["addr", "add", &format!("{v6}/64"), "dev", dev, "nodad"]);
+    };
+    addrs(host, "gw0", s.gw_v4, s.gw_v6);
     host.ip(&["link", "set", "gw0", "up"]);
     guest.ip(&["link", "set", "eth0", "mtu", &mtu]);
-    guest.ip(&["addr", "add", &format!("{}/30", s.guest_v4), "dev", "eth0"]);
-    guest.ip(&[
-        "addr",
-        "add",
-        &format!("{}/64", s.guest_v6),
-        "dev",
-        "eth0",
-        "nodad",
-    ]);
+    addrs(guest, "eth0", s.guest_v4, s.guest_v6);
     guest.ip(&["link", "set", "eth0", "up"]);
     guest.ip(&["-4", "route", "add", "default", "via", &s.gw_v4.to_string()]);
     guest.ip(&["-6", "route", "add", "default", "via", &s.gw_v6.to_string()]);
-}
-
-fn port(ready: &Json) -> String {
-    ready
-        .get("port")
-        .as_u64()
-        .expect("port in ready line")
-        .to_string()
 }
 
 #[test]
@@ -230,8 +224,8 @@ fn helpers_over_veth_standin() {
             SHORT,
         );
         let j = out.json();
-        assert!(j.is_true("ok"), "{out}");
-        assert_eq!(j.get("sha256"), ready.get("sha256"), "{out}");
+        assert!(j["ok"] == true, "{out}");
+        assert_eq!(j["sha256"], ready["sha256"], "{out}");
     }
 
     let (mut tcp, ready) = host.spawn_helper("tcp_server.py", &["--bind", &gw4]);
@@ -250,14 +244,14 @@ fn helpers_over_veth_standin() {
         &["echo-many", "--conns", "500", "--size", "65536"],
     ] {
         let out = client(args);
-        assert!(out.json().is_true("ok"), "{out}");
+        assert!(out.json()["ok"] == true, "{out}");
     }
     // Without a limit, the connection after ten held ones is accepted: the client says so.
     let out = client(&["max-conns", "--hold", "10"]);
     let j = out.json();
-    assert!(!j.is_true("ok"), "{out}");
-    assert_eq!(j.get("held").as_u64(), Some(10), "{out}");
-    assert_eq!(j.get("extra").as_str(), Some("accepted"), "{out}");
+    assert!(j["ok"] != true, "{out}");
+    assert_eq!(j["held"].as_u64(), Some(10), "{out}");
+    assert_eq!(j["extra"].as_str(), Some("accepted"), "{out}");
     tcp.assert_alive();
 
     // A closed port is refused at once.
@@ -267,8 +261,8 @@ fn helpers_over_veth_standin() {
         SHORT,
     );
     let j = out.json();
-    assert_eq!(j.get("error").as_str(), Some("refused"), "{out}");
-    assert!(j.get("seconds").as_f64().unwrap() < 1.0, "{out}");
+    assert_eq!(j["error"].as_str(), Some("refused"), "{out}");
+    assert!(j["seconds"].as_f64().unwrap() < 1.0, "{out}");
 
     // UDP echo, both families, up to the largest unfragmented datagram.
     for (gw, max) in [(&gw4, "1472"), (&gw6, "1452")] {
@@ -287,6 +281,6 @@ fn helpers_over_veth_standin() {
             ],
             Duration::from_secs(120),
         );
-        assert!(out.json().is_true("ok"), "{out}");
+        assert!(out.json()["ok"] == true, "{out}");
     }
 }

@@ -46,16 +46,6 @@ fn ping_counts(out: &Output) -> (u64, u64) {
     (num("transmitted"), num("received"))
 }
 
-/// The value of counter `name` in ringnet's `--stats` output (0 when not printed: only
-/// non-zero counters are).
-fn counter(stats: &str, name: &str) -> u64 {
-    stats
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn spoofing_does_not_cut_the_guest_off() {
     require_privileges!("ping", "python3");
@@ -64,7 +54,6 @@ fn spoofing_does_not_cut_the_guest_off() {
     let guest = Netns::new("guest");
     let (_srv4, r4) = host.spawn_helper("tcp_server.py", &["--bind", "127.0.0.1"]);
     let (_srv6, r6) = host.spawn_helper("tcp_server.py", &["--bind", "::1"]);
-    let port = |r: &Json| (r.get("port").as_f64().expect("port") as u64).to_string();
     let (port4, port6) = (port(&r4), port(&r6));
     let mut rn = Ringnet::attach(&host, &guest, &["--stats"]);
     let s = rn.slot;
@@ -142,19 +131,19 @@ fn spoofing_does_not_cut_the_guest_off() {
     rn.stop();
     let stats = rn.stderr();
 
-    let spoofed = counter(&stats, "neigh_spoofed");
+    let spoofed = stats_counter(&stats, "neigh_spoofed").unwrap_or(0);
     let tcp_json: Vec<Json> = tcp.iter().map(Output::json).collect();
     let ping_n: Vec<(u64, u64)> = pings.iter().map(ping_counts).collect();
-    let stall = |j: &Json| j.get("max_stall_s").as_f64().unwrap_or(f64::NAN);
+    let stall = |j: &Json| j["max_stall_s"].as_f64().unwrap_or(f64::NAN);
     let summary = format!(
         "tcp v4: ok {:?} rounds {:?} max stall {:.3} s; tcp v6: ok {:?} rounds {:?} max stall \
          {:.3} s; ping v4 {}/{} answered; ping v6 {}/{} answered (lost ≈ {:.1} s / {:.1} s); \
          neigh_spoofed {spoofed}; spoofer sent {}",
-        tcp_json[0].get("ok").as_bool(),
-        tcp_json[0].get("rounds").as_f64(),
+        tcp_json[0]["ok"].as_bool(),
+        tcp_json[0]["rounds"].as_f64(),
         stall(&tcp_json[0]),
-        tcp_json[1].get("ok").as_bool(),
-        tcp_json[1].get("rounds").as_f64(),
+        tcp_json[1]["ok"].as_bool(),
+        tcp_json[1]["rounds"].as_f64(),
         stall(&tcp_json[1]),
         ping_n[0].1,
         ping_n[0].0,
@@ -170,12 +159,12 @@ fn spoofing_does_not_cut_the_guest_off() {
     spoof.ok();
     let sent = spoof.json();
     for kind in ["arp-request", "arp-reply", "ndp-ns", "ndp-na"] {
-        let n = sent.get("sent").get(kind).as_f64().unwrap_or(0.0);
+        let n = sent["sent"][kind].as_f64().unwrap_or(0.0);
         assert!(n > 0.0, "spoofer sent no {kind}: {spoof}");
     }
     for (out, j) in tcp.iter().zip(&tcp_json) {
         assert_eq!(
-            j.get("ok").as_bool(),
+            j["ok"].as_bool(),
             Some(true),
             "TCP stream broken by spoofed neighbour frames: {summary}\n{out}"
         );

@@ -47,23 +47,11 @@ fn edges(driver: &str) {
     let _wd = Watchdog::new(LIMIT * 2);
     let host = HostNs::new();
     let (srv, ready) = host.spawn_helper("reset_server.py", &["--lifetime", "30"]);
-    let port = ready.get("port").as_f64().expect("port") as u64;
-    let cfg = TempFile::with_contents("edges", "[egress]\nconnect_timeout_ms = 2500\n");
-    let port_s = port.to_string();
-    let out = host.ringnet(
-        &[
-            "run",
-            "--stats",
-            "--egress",
-            driver,
-            "--config",
-            cfg.path_str(),
-            "--",
-            "python3",
-            "-c",
-            CLIENT,
-            &port_s,
-        ],
+    let out = host.run_python(
+        driver,
+        Some("[egress]\nconnect_timeout_ms = 2500\n"),
+        CLIENT,
+        &[&port(&ready)],
         LIMIT,
     );
     assert!(out.success(), "{out}");
@@ -137,29 +125,11 @@ fn reuse(driver: &str) {
     let _wd = Watchdog::new(LIMIT * 2);
     let host = HostNs::new();
     let (_srv, ready) = host.spawn_helper("tcp_server.py", &["--bind", "127.0.0.1"]);
-    let port = (ready.get("port").as_f64().expect("port") as u64).to_string();
-    let out = host.ringnet(
-        &[
-            "run",
-            "--stats",
-            "--egress",
-            driver,
-            "--",
-            "python3",
-            "-c",
-            REUSE_CLIENT,
-            &port,
-        ],
-        LIMIT,
-    );
+    let out = host.run_python(driver, None, REUSE_CLIENT, &[&port(&ready)], LIMIT);
     assert!(out.success(), "{out}");
     assert!(out.stdout.contains("reuse: 0 bad of 40"), "{out}");
     assert!(out.stderr.contains("tcp_opened 40\n"), "{out}");
-    let reused = out
-        .stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("tcp_sockets_reused "))
-        .and_then(|v| v.trim().parse::<u64>().ok())
+    let reused = stats_counter(&out.stderr, "tcp_sockets_reused")
         .expect("tcp_sockets_reused counter printed");
     // Every flow after the first can find a finished one's socket (a flow is reaped when
     // both sides have closed, which the client's next connect usually follows).

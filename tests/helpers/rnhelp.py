@@ -4,6 +4,7 @@ Every helper bounds its own run time (SIGALRM), prints exactly one JSON line as 
 (servers: one "ready" line when listening) and exits 0 when it ran, whatever the verdict in
 the JSON; exit 3 means the helper itself timed out, 4 an unexpected exception.
 """
+import argparse
 import hashlib
 import ipaddress
 import json
@@ -42,6 +43,25 @@ def deadline(seconds, what):
 
 def family(host):
     return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def server(what, kind, timeout, sockopt):
+    """The start of a server helper: parse --bind/--port/--timeout (default `timeout`), arm
+    the deadline, bind a socket of `kind` with the SOL_SOCKET option `sockopt` (name, value)
+    set (a SOCK_STREAM one also listens) and print the ready line; returns the socket."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bind", required=True)
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--timeout", type=float, default=timeout)
+    a = ap.parse_args()
+    deadline(a.timeout, what)
+    s = socket.socket(family(a.bind), kind)
+    s.setsockopt(socket.SOL_SOCKET, *sockopt)
+    s.bind((a.bind, a.port))
+    if kind == socket.SOCK_STREAM:
+        s.listen(4096)
+    emit(ready=True, port=s.getsockname()[1], bind=a.bind)
+    return s
 
 
 def same_host(a, b):

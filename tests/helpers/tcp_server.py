@@ -12,7 +12,6 @@ request; the op decides the rest:
                                       trailer line {"bytes", "sha256"}, close
   {"op": "hold"}                      reply {"ok": true} line, wait for EOF, close
 """
-import argparse
 import json
 import socket
 import threading
@@ -65,17 +64,7 @@ def serve(conn):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bind", required=True)
-    ap.add_argument("--port", type=int, default=0)
-    ap.add_argument("--timeout", type=float, default=900)
-    a = ap.parse_args()
-    rnhelp.deadline(a.timeout, "tcp_server")
-    s = socket.socket(rnhelp.family(a.bind), socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((a.bind, a.port))
-    s.listen(4096)
-    rnhelp.emit(ready=True, port=s.getsockname()[1], bind=a.bind)
+    s = rnhelp.server("tcp_server", socket.SOCK_STREAM, 900, (socket.SO_REUSEADDR, 1))
     while True:
         conn, _ = s.accept()
         threading.Thread(target=serve, args=(conn,), daemon=True).start()
