@@ -110,6 +110,20 @@ impl phy::TxToken for TxToken<'_> {
     }
 }
 
+impl GuestDevice<'_> {
+    fn tx_token(&mut self) -> TxToken<'_> {
+        TxToken {
+            pool: self.pool,
+            to_guest: self.to_guest,
+            sent: self.sent,
+            scratch: self.scratch,
+            offload: self.offload,
+            guest_mac: self.guest_mac,
+            meta: PacketMeta::default(),
+        }
+    }
+}
+
 impl phy::Device for GuestDevice<'_> {
     type RxToken<'b>
         = RxToken
@@ -122,30 +136,11 @@ impl phy::Device for GuestDevice<'_> {
 
     fn receive(&mut self, _ts: Instant) -> Option<(RxToken, TxToken<'_>)> {
         let frame = self.rx.take()?;
-        Some((
-            RxToken { frame },
-            TxToken {
-                pool: self.pool,
-                to_guest: self.to_guest,
-                sent: self.sent,
-                scratch: self.scratch,
-                offload: self.offload,
-                guest_mac: self.guest_mac,
-                meta: PacketMeta::default(),
-            },
-        ))
+        Some((RxToken { frame }, self.tx_token()))
     }
 
     fn transmit(&mut self, _ts: Instant) -> Option<TxToken<'_>> {
-        Some(TxToken {
-            pool: self.pool,
-            to_guest: self.to_guest,
-            sent: self.sent,
-            scratch: self.scratch,
-            offload: self.offload,
-            guest_mac: self.guest_mac,
-            meta: PacketMeta::default(),
-        })
+        Some(self.tx_token())
     }
 
     fn capabilities(&self) -> DeviceCapabilities {

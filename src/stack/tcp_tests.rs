@@ -30,10 +30,7 @@ fn connecting(h: &mut Harness) -> (smoltcp::iface::SocketHandle, u64) {
 fn established(h: &mut Harness) -> (smoltcp::iface::SocketHandle, u64) {
     let (g, id) = connecting(h);
     h.host().connect(id, Ok(()));
-    assert!(
-        h.run_until(Duration::from_secs(2), |h| h.guest.sock(g).state()
-            == State::Established)
-    );
+    guest_reaches(h, g, State::Established, 2);
     // Deliver the guest's ACK of the SYN-ACK too.
     h.run_for(Duration::from_millis(20));
     (g, id)
@@ -41,6 +38,24 @@ fn established(h: &mut Harness) -> (smoltcp::iface::SocketHandle, u64) {
 
 fn closed(h: &Harness, id: u64) -> Option<bool> {
     h.host().socks[&id].closed
+}
+
+/// Run until the guest's socket `g` is in `state` (panics after `secs` of virtual time).
+fn guest_reaches(h: &mut Harness, g: smoltcp::iface::SocketHandle, state: State, secs: u64) {
+    let ok = h.run_until(Duration::from_secs(secs), |h| {
+        h.guest.sock(g).state() == state
+    });
+    assert!(
+        ok,
+        "guest socket is {}, not {state}",
+        h.guest.sock(g).state()
+    );
+}
+
+/// Run until the engine closed host socket `id`; returns whether it was a reset.
+fn host_closed(h: &mut Harness, id: u64) -> bool {
+    assert!(h.run_until(Duration::from_secs(1), |h| closed(h, id).is_some()));
+    closed(h, id) == Some(true)
 }
 
 #[test]
@@ -62,41 +77,29 @@ fn connect_success_relays_both_ways() {
     assert_eq!(closed(&h, id), None);
 }
 
-#[test]
-fn connect_refused_on_both_targets_is_a_reset() {
+/// Both host targets of a gateway connect (the loopback of each family) fail with `kind`.
+fn fails_on_both_targets(kind: io::ErrorKind) {
     let mut h = harness();
     let (g, id) = connecting(&mut h);
-    h.host()
-        .connect(id, Err(io::ErrorKind::ConnectionRefused.into()));
+    h.host().connect(id, Err(kind.into()));
     h.run_for(Duration::from_millis(20));
-    // The gateway leads to the loopback of both families: the second is tried.
     let second = *h.host().ids().last().unwrap();
-    assert_ne!(second, id);
+    assert_ne!(second, id, "the second target is tried");
     assert_eq!(h.guest.sock(g).state(), State::SynSent, "no answer yet");
-    h.host()
-        .connect(second, Err(io::ErrorKind::ConnectionRefused.into()));
-    assert!(
-        h.run_until(Duration::from_secs(1), |h| h.guest.sock(g).state()
-            == State::Closed)
-    );
+    h.host().connect(second, Err(kind.into()));
+    guest_reaches(&mut h, g, State::Closed, 1);
     assert_eq!(h.stat("tcp_connect_failed"), 1);
     assert_eq!(h.stat("tcp_active"), 0);
 }
 
 #[test]
+fn connect_refused_on_both_targets_is_a_reset() {
+    fails_on_both_targets(io::ErrorKind::ConnectionRefused);
+}
+
+#[test]
 fn connect_timeout_is_a_reset() {
-    let mut h = harness();
-    let (g, id) = connecting(&mut h);
-    h.host().connect(id, Err(io::ErrorKind::TimedOut.into()));
-    h.run_for(Duration::from_millis(20));
-    let second = *h.host().ids().last().unwrap();
-    h.host()
-        .connect(second, Err(io::ErrorKind::TimedOut.into()));
-    assert!(
-        h.run_until(Duration::from_secs(1), |h| h.guest.sock(g).state()
-            == State::Closed)
-    );
-    assert_eq!(h.stat("tcp_active"), 0);
+    fails_on_both_targets(io::ErrorKind::TimedOut);
 }
 
 #[test]
@@ -124,8 +127,7 @@ fn guest_reset_while_connecting_closes_the_host_socket() {
     let mut h = harness();
     let (g, id) = connecting(&mut h);
     h.guest.sock(g).abort();
-    assert!(h.run_until(Duration::from_secs(1), |h| closed(h, id).is_some()));
-    assert_eq!(closed(&h, id), Some(true));
+    assert!(host_closed(&mut h, id), "reset");
     assert_eq!(h.stat("tcp_active"), 0);
     assert_eq!(h.stat("tcp_connecting"), 0);
     assert_eq!(h.stat("tcp_guest_reset"), 1);
@@ -150,8 +152,7 @@ fn guest_reset_when_established_resets_the_host() {
     let mut h = harness();
     let (g, id) = established(&mut h);
     h.guest.sock(g).abort();
-    assert!(h.run_until(Duration::from_secs(1), |h| closed(h, id).is_some()));
-    assert_eq!(closed(&h, id), Some(true));
+    assert!(host_closed(&mut h, id), "reset");
     assert_eq!(h.stat("tcp_active"), 0);
 }
 
@@ -160,10 +161,7 @@ fn host_reset_reaches_the_guest_as_rst() {
     let mut h = harness();
     let (g, id) = established(&mut h);
     h.host().host_reset(id);
-    assert!(
-        h.run_until(Duration::from_secs(1), |h| h.guest.sock(g).state()
-            == State::Closed)
-    );
+    guest_reaches(&mut h, g, State::Closed, 1);
     assert_eq!(h.stat("tcp_host_reset"), 1);
     assert_eq!(h.stat("tcp_active"), 0);
 }
@@ -173,18 +171,12 @@ fn host_reset_after_its_eof_still_reaches_the_guest() {
     let mut h = harness();
     let (g, id) = established(&mut h);
     h.host().host_eof(id);
-    assert!(
-        h.run_until(Duration::from_secs(1), |h| h.guest.sock(g).state()
-            == State::CloseWait)
-    );
+    guest_reaches(&mut h, g, State::CloseWait, 1);
     // The guest keeps uploading to a server that closed; the server resets.
     h.guest.sock(g).send_slice(b"more").unwrap();
     h.run_for(Duration::from_millis(20));
     h.host().host_reset(id);
-    assert!(
-        h.run_until(Duration::from_secs(1), |h| h.guest.sock(g).state()
-            == State::Closed)
-    );
+    guest_reaches(&mut h, g, State::Closed, 1);
     assert_eq!(h.stat("tcp_host_reset"), 1);
     assert_eq!(h.stat("tcp_active"), 0);
 }
@@ -214,10 +206,7 @@ fn half_close_host_first() {
     let (g, id) = established(&mut h);
     h.host().host_sends(id, b"banner");
     h.host().host_eof(id);
-    assert!(
-        h.run_until(Duration::from_secs(1), |h| h.guest.sock(g).state()
-            == State::CloseWait)
-    );
+    guest_reaches(&mut h, g, State::CloseWait, 1);
     // The guest still sends, then closes: both FINs are through.
     h.guest.sock(g).send_slice(b"bye").unwrap();
     h.guest.sock(g).close();
@@ -277,10 +266,7 @@ fn the_oldest_pending_connect_is_evicted_at_the_cap() {
     }
     let (g, id) = first.unwrap();
     assert_eq!(closed(&h, id), Some(true), "evicted");
-    assert!(
-        h.run_until(Duration::from_secs(1), |h| h.guest.sock(g).state()
-            == State::Closed)
-    );
+    guest_reaches(&mut h, g, State::Closed, 1);
     assert_eq!(h.stat("tcp_connect_evicted"), 1);
     assert_eq!(h.stat("tcp_connecting"), 4);
 }

@@ -202,12 +202,7 @@ impl Flows {
                 match peer {
                     Peer::Udp(guest, dst) => {
                         let off = udp_payload_offset(dst.is_ipv6());
-                        out.emit(max_len, |buf| {
-                            let room = buf.len().checked_sub(off)?;
-                            if d.len() > room {
-                                return None;
-                            }
-                            buf[off..off + d.len()].copy_from_slice(d);
+                        emit_after(out, max_len, off, d, |buf| {
                             emit_udp(buf, gw_mac, guest_mac, dst, guest, d.len()).ok()
                         });
                     }
@@ -216,21 +211,10 @@ impl Flows {
                             let seq = u16::from_be_bytes([d[6], d[7]]);
                             let data = &d[8..];
                             let off = icmp_payload_offset(dst.is_ipv6());
-                            out.emit(max_len, |buf| {
-                                let room = buf.len().checked_sub(off)?;
-                                if data.len() > room {
-                                    return None;
-                                }
-                                buf[off..off + data.len()].copy_from_slice(data);
+                            emit_after(out, max_len, off, data, |buf| {
+                                let (src, n) = (dst, data.len());
                                 emit_icmp_echo_reply(
-                                    buf,
-                                    gw_mac,
-                                    guest_mac,
-                                    dst,
-                                    guest,
-                                    ident,
-                                    seq,
-                                    data.len(),
+                                    buf, gw_mac, guest_mac, src, guest, ident, seq, n,
                                 )
                                 .ok()
                             });
@@ -284,4 +268,23 @@ impl Flows {
         }
         self.map.clear();
     }
+}
+
+/// Queue a frame to the guest whose payload `data` sits at `off`, headers written in front
+/// by `headers` (which returns the frame length); dropped and counted when it does not fit.
+fn emit_after(
+    out: &mut Port<'_>,
+    max_len: usize,
+    off: usize,
+    data: &[u8],
+    headers: impl FnOnce(&mut [u8]) -> Option<usize>,
+) {
+    out.emit(max_len, |buf| {
+        let room = buf.len().checked_sub(off)?;
+        if data.len() > room {
+            return None;
+        }
+        buf[off..off + data.len()].copy_from_slice(data);
+        headers(buf)
+    });
 }
