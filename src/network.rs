@@ -170,7 +170,7 @@ impl Network {
             max_sockets: self.cfg.max_connections + self.cfg.egress.max_udp_flows + 64,
             ..Limits::default()
         };
-        let (driver, note) = egress::select(self.cfg.egress.driver.into(), limits)?;
+        let (driver, note) = egress::select(self.cfg.egress.driver, limits)?;
         tracing::info!(slot = self.cfg.slot, "egress driver: {note}");
         self.driver_note = note;
         let engine = Engine::new(&self.cfg, self.link.clone(), driver, tap)?;

@@ -40,7 +40,7 @@ use mio::{Interest, Poll};
 use super::flow::{Flow, Pools, Shut, Slab};
 use super::sys::{self, SockAddr};
 use super::{
-    Driver, DriverKind, EgressError, Event, Limits, Recv, SockId, SockKind, Token, CLOSE_LINGER,
+    Driver, EgressDriver, EgressError, Event, Limits, Recv, SockId, SockKind, Token, CLOSE_LINGER,
 };
 
 /// mio tokens of watched fds have this bit set; sockets use `generation << 32 | slot`.
@@ -319,8 +319,8 @@ impl Sock {
 }
 
 impl Driver for EpollDriver {
-    fn kind(&self) -> DriverKind {
-        DriverKind::Epoll
+    fn kind(&self) -> EgressDriver {
+        EgressDriver::Epoll
     }
 
     fn open(

@@ -42,6 +42,8 @@ use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
+use crate::config::EgressDriver;
+
 /// Caller-chosen value returned with every event about a socket or watched fd.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Token(pub u64);
@@ -61,23 +63,6 @@ pub enum SockKind {
     /// remote address). Datagrams are ICMP echo messages (header + payload); the kernel
     /// rewrites the identifier, the caller restores the guest's.
     Ping,
-}
-
-/// Which implementation runs.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum DriverKind {
-    Uring,
-    Epoll,
-}
-
-/// What the caller asks for on the command line / in the config.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
-pub enum DriverChoice {
-    /// io_uring when it can be set up, else epoll.
-    #[default]
-    Auto,
-    Uring,
-    Epoll,
 }
 
 /// Per-socket and global bounds. Every buffer the driver holds is bounded by these.
@@ -164,7 +149,8 @@ pub const CLOSE_LINGER: Duration = Duration::from_secs(10);
 
 /// The egress driver contract, implemented by io_uring and by epoll.
 pub trait Driver {
-    fn kind(&self) -> DriverKind;
+    /// Which implementation this is: [`EgressDriver::Uring`] or [`EgressDriver::Epoll`].
+    fn kind(&self) -> EgressDriver;
 
     /// Create a socket of `kind` and connect it to `remote`. TCP connects asynchronously
     /// (result in [`Event::Connected`], failing with `TimedOut` after `connect_timeout`;
@@ -253,16 +239,16 @@ pub trait Driver {
 /// Build a driver: `Auto` tries io_uring first and falls back to epoll; the returned string
 /// says which one runs and why (for the start-up log line).
 pub fn select(
-    choice: DriverChoice,
+    choice: EgressDriver,
     limits: Limits,
 ) -> Result<(Box<dyn Driver + Send>, String), EgressError> {
     match choice {
-        DriverChoice::Uring => Ok((Box::new(UringDriver::new(limits)?), "io_uring".into())),
-        DriverChoice::Epoll => Ok((
+        EgressDriver::Uring => Ok((Box::new(UringDriver::new(limits)?), "io_uring".into())),
+        EgressDriver::Epoll => Ok((
             Box::new(EpollDriver::new(limits)?),
             "epoll (requested)".into(),
         )),
-        DriverChoice::Auto => match UringDriver::new(limits) {
+        EgressDriver::Auto => match UringDriver::new(limits) {
             Ok(d) => Ok((Box::new(d), "io_uring".into())),
             Err(e) => {
                 let why = match &e {

@@ -38,7 +38,7 @@ use self::op::{cqe_result, Op, Tag};
 use super::flow::{Flow, Pools, Shut, Slab};
 use super::sys::{self, SockAddr};
 use super::{
-    Driver, DriverKind, EgressError, Event, Limits, Recv, SockId, SockKind, Token, CLOSE_LINGER,
+    Driver, EgressDriver, EgressError, Event, Limits, Recv, SockId, SockKind, Token, CLOSE_LINGER,
 };
 
 /// Submission queue entries.
@@ -517,8 +517,8 @@ fn unknown() -> Recv {
 }
 
 impl Driver for UringDriver {
-    fn kind(&self) -> DriverKind {
-        DriverKind::Uring
+    fn kind(&self) -> EgressDriver {
+        EgressDriver::Uring
     }
 
     fn open(
