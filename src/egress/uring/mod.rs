@@ -25,7 +25,7 @@
 //! | close | `AsyncCancel(fd, ALL)`; the fd is closed and buffers freed when the last CQE naming the socket is reaped. A graceful close with unsent data keeps sending for up to [`CLOSE_LINGER`](super::CLOSE_LINGER) first |
 //! | watched fds | one-shot `PollAdd(POLLIN)`, re-armed at the start of the next `wait` after it fired: if the caller did not drain the fd it fires again at once, which is level-triggered behaviour (a multishot poll would be edge-triggered: it fires per wake-up, not per readiness) |
 //!
-//! Memory per idle established TCP socket: the slab entry (~300 bytes) plus the kernel's
+//! Memory per idle established TCP socket: the slab entry (360 bytes) plus the kernel's
 //! poll request; no data buffer.
 
 mod op;
@@ -126,8 +126,8 @@ pub struct UringIo {
     lingers: Vec<(Instant, Key)>,
 }
 
-/// Everything socket-level code needs besides the socket.
-struct Cx<'a> {
+/// Everything socket-level io_uring code needs besides the socket: the ring, buffers, events.
+struct RingCx<'a> {
     sq: &'a mut Sq,
     bufs: &'a mut BufferPool,
     ready: &'a mut Vec<Event>,
@@ -182,8 +182,8 @@ impl UringIo {
         free_if_done(t, key);
     }
 
-    fn cx<'a>(&'a mut self, bufs: &'a mut BufferPool, ready: &'a mut Vec<Event>) -> Cx<'a> {
-        Cx {
+    fn cx<'a>(&'a mut self, bufs: &'a mut BufferPool, ready: &'a mut Vec<Event>) -> RingCx<'a> {
+        RingCx {
             sq: &mut self.sq,
             bufs,
             ready,
@@ -272,7 +272,7 @@ impl Sock<UringSock> {
         types::Fd(self.fd.as_raw_fd())
     }
 
-    fn push(&mut self, cx: &mut Cx<'_>, sqe: squeue::Entry, op: Op, key: Key) {
+    fn push(&mut self, cx: &mut RingCx<'_>, sqe: squeue::Entry, op: Op, key: Key) {
         let sqe = sqe.user_data(key.pack(op as u8));
         // SAFETY: every caller lends the memory the SQE points to (ring regions marked lent,
         // the head datagram, or `addr`/`timeout` in this slab entry, which never moves: the
@@ -283,7 +283,7 @@ impl Sock<UringSock> {
     }
 
     /// Queue whatever the socket's state allows.
-    fn arm(&mut self, cx: &mut Cx<'_>, key: Key) {
+    fn arm(&mut self, cx: &mut RingCx<'_>, key: Key) {
         match self.phase {
             SockPhase::Open => {
                 self.arm_rx(cx, key);
@@ -299,7 +299,7 @@ impl Sock<UringSock> {
         }
     }
 
-    fn arm_rx(&mut self, cx: &mut Cx<'_>, key: Key) {
+    fn arm_rx(&mut self, cx: &mut RingCx<'_>, key: Key) {
         // A stream known readable needs no poll until a recv(2) hits EAGAIN.
         if self.io.rx_op != RxOp::Idle || self.rx_ready || !self.state.rx_room(&cx.bufs.limits) {
             return;
@@ -309,7 +309,7 @@ impl Sock<UringSock> {
         self.io.rx_op = RxOp::Poll;
     }
 
-    fn arm_tx(&mut self, cx: &mut Cx<'_>, key: Key) {
+    fn arm_tx(&mut self, cx: &mut RingCx<'_>, key: Key) {
         if self.io.tx_op || self.state.err.is_some() {
             return;
         }
@@ -342,7 +342,7 @@ impl Sock<UringSock> {
     }
 
     /// Stop everything: cancel ops on the fd; the entry is freed when the last CQE is in.
-    fn start_close(&mut self, cx: &mut Cx<'_>, key: Key) {
+    fn start_close(&mut self, cx: &mut RingCx<'_>, key: Key) {
         self.phase = SockPhase::Closing;
         self.state.quiet = true;
         if self.io.inflight > 0 {
@@ -352,7 +352,7 @@ impl Sock<UringSock> {
         }
     }
 
-    fn complete(&mut self, cx: &mut Cx<'_>, op: Op, key: Key, res: io::Result<usize>) {
+    fn complete(&mut self, cx: &mut RingCx<'_>, op: Op, key: Key, res: io::Result<usize>) {
         match op {
             Op::Connect => {
                 if self.phase != SockPhase::Connecting {
