@@ -324,7 +324,7 @@ struct Env {
 
 impl Env {
     fn new(driver: EgressDriver, mtu: u32) -> Result<Env, String> {
-        let name = format!("datapath/{}/mtu{mtu}", driver_name(driver));
+        let name = format!("datapath/{}/mtu{mtu}", driver.name());
         let mut cfg = NetworkConfig::default();
         cfg.interface.mtu = mtu;
         cfg.egress.driver = driver;
@@ -632,14 +632,6 @@ impl Case {
     }
 }
 
-fn driver_name(d: EgressDriver) -> &'static str {
-    match d {
-        EgressDriver::Auto => "auto",
-        EgressDriver::Uring => "uring",
-        EgressDriver::Epoll => "epoll",
-    }
-}
-
 /// Frames and time accumulated over the timed transfers of one case.
 #[derive(Default)]
 struct FrameTally {
@@ -691,7 +683,7 @@ fn bench_datapath(c: &mut Criterion) {
             let mut env = match Env::new(driver, mtu) {
                 Ok(env) => env,
                 Err(e) => {
-                    let name = format!("datapath/{}/mtu{mtu}", driver_name(driver));
+                    let name = format!("datapath/{}/mtu{mtu}", driver.name());
                     let e = if e.starts_with(&name) {
                         e
                     } else {

@@ -71,8 +71,6 @@ use std::str::FromStr;
 use ipnetwork::{Ipv4Network, Ipv6Network};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::egress::DriverChoice;
-
 /// DNS name under which the guest reaches the host (served by the gateway's resolver).
 pub const HOST_ALIAS: &str = "host.ringnet.internal";
 
@@ -126,6 +124,9 @@ pub enum ConfigError {
     /// A MAC address string is not six hex octets separated by `:` or `-`.
     #[error("invalid MAC address {value:?}: expected six hex octets separated by ':' or '-'")]
     MacSyntax { value: String },
+    /// An egress driver name is not one of [`EgressDriver::ALL`].
+    #[error("invalid egress driver {value:?}: expected auto, uring or epoll")]
+    EgressDriver { value: String },
     /// `interface.mtu` is outside [`MTU_RANGE`].
     #[error("interface.mtu = {value} is out of range (576..=65520)")]
     MtuOutOfRange { value: u32 },
@@ -343,7 +344,8 @@ impl Default for InterfaceConfig {
     }
 }
 
-/// `egress.driver`: which egress implementation to run.
+/// `egress.driver` and `--egress`: which egress implementation runs. A running driver
+/// reports `Uring` or `Epoll` (`Driver::kind`); `Auto` is only ever asked for.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EgressDriver {
@@ -354,13 +356,38 @@ pub enum EgressDriver {
     Epoll,
 }
 
-impl From<EgressDriver> for DriverChoice {
-    fn from(driver: EgressDriver) -> Self {
-        match driver {
-            EgressDriver::Auto => DriverChoice::Auto,
-            EgressDriver::Uring => DriverChoice::Uring,
-            EgressDriver::Epoll => DriverChoice::Epoll,
+impl EgressDriver {
+    /// Every value, in the order `--help` lists them.
+    pub const ALL: [EgressDriver; 3] =
+        [EgressDriver::Auto, EgressDriver::Uring, EgressDriver::Epoll];
+
+    /// The name in the config file and on the command line.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            EgressDriver::Auto => "auto",
+            EgressDriver::Uring => "uring",
+            EgressDriver::Epoll => "epoll",
         }
+    }
+}
+
+impl fmt::Display for EgressDriver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for EgressDriver {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EgressDriver::ALL
+            .into_iter()
+            .find(|d| d.name() == s)
+            .ok_or_else(|| ConfigError::EgressDriver {
+                value: s.to_owned(),
+            })
     }
 }
 

@@ -17,7 +17,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{Args, Parser, Subcommand};
 
 use ringnet::backend::netns::NetNs;
 use ringnet::backend::tap::Tap;
@@ -65,13 +66,6 @@ enum Cmd {
     },
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum EgressArg {
-    Auto,
-    Uring,
-    Epoll,
-}
-
 #[derive(Args, Debug)]
 struct Opts {
     /// Sandbox slot: selects MAC and addresses (0..=65535).
@@ -87,14 +81,21 @@ struct Opts {
     #[arg(long)]
     cpu: Option<usize>,
     /// Egress driver.
-    #[arg(long, value_enum)]
-    egress: Option<EgressArg>,
+    #[arg(long, value_parser = egress_driver_parser())]
+    egress: Option<EgressDriver>,
     /// Print counters on exit.
     #[arg(long)]
     stats: bool,
     /// More logging (-v info, -vv debug).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+}
+
+/// `--egress`: one of the names of [`EgressDriver::ALL`] (clap lists them in `--help` and in
+/// the error for any other value), parsed by `EgressDriver`'s `FromStr`.
+fn egress_driver_parser() -> impl TypedValueParser<Value = EgressDriver> {
+    PossibleValuesParser::new(EgressDriver::ALL.map(EgressDriver::name))
+        .try_map(|name| name.parse::<EgressDriver>())
 }
 
 /// A one-line failure: printed as `ringnet: …`, exit status `code`.
@@ -214,12 +215,8 @@ fn load_config(opts: &Opts) -> Result<NetworkConfig, Fail> {
         }
         cfg.egress.cpu = Some(cpu);
     }
-    if let Some(e) = opts.egress {
-        cfg.egress.driver = match e {
-            EgressArg::Auto => EgressDriver::Auto,
-            EgressArg::Uring => EgressDriver::Uring,
-            EgressArg::Epoll => EgressDriver::Epoll,
-        };
+    if let Some(driver) = opts.egress {
+        cfg.egress.driver = driver;
     }
     cfg.validate()?;
     Ok(cfg)

@@ -164,7 +164,7 @@ impl Network {
             max_sockets: crate::stack::limits::host_sockets(&self.cfg),
             ..Limits::default()
         };
-        let (driver, note) = egress::select(self.cfg.egress.driver.into(), limits)?;
+        let (driver, note) = egress::select(self.cfg.egress.driver, limits)?;
         tracing::info!(slot = self.cfg.slot, "egress driver: {note}");
         self.driver_note = note;
         let engine = Engine::new(

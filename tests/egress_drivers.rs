@@ -694,12 +694,13 @@ suite!(egress_epoll, |l| EpollDriver::new(l).unwrap());
 
 #[test]
 fn egress_select() {
-    use ringnet::egress::{select, DriverChoice, DriverKind};
-    let (d, why) = select(DriverChoice::Auto, limits()).unwrap();
-    assert_eq!((d.kind(), why.as_str()), (DriverKind::Uring, "io_uring"));
-    let (d, why) = select(DriverChoice::Epoll, limits()).unwrap();
+    use ringnet::config::EgressDriver;
+    use ringnet::egress::select;
+    let (d, why) = select(EgressDriver::Auto, limits()).unwrap();
+    assert_eq!((d.kind(), why.as_str()), (EgressDriver::Uring, "io_uring"));
+    let (d, why) = select(EgressDriver::Epoll, limits()).unwrap();
     assert_eq!(
         (d.kind(), why.as_str()),
-        (DriverKind::Epoll, "epoll (requested)")
+        (EgressDriver::Epoll, "epoll (requested)")
     );
 }

@@ -177,9 +177,11 @@ fn unknown_driver_is_rejected() {
             NetworkConfig::from_toml_str(&format!("[egress]\ndriver = \"{name}\"")).unwrap();
         assert_eq!(config.egress.driver, driver);
     }
-    assert_eq!(DriverChoice::from(EgressDriver::Auto), DriverChoice::Auto);
-    assert_eq!(DriverChoice::from(EgressDriver::Uring), DriverChoice::Uring);
-    assert_eq!(DriverChoice::from(EgressDriver::Epoll), DriverChoice::Epoll);
+    for driver in EgressDriver::ALL {
+        assert_eq!(driver.to_string().parse::<EgressDriver>().unwrap(), driver);
+    }
+    let e = "fast".parse::<EgressDriver>().unwrap_err().to_string();
+    assert!(e.contains("\"fast\"") && e.contains("epoll"), "{e}");
 }
 
 #[test]

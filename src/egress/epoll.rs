@@ -1,14 +1,17 @@
-//! epoll (mio) egress driver: the fallback when io_uring cannot be set up.
+//! epoll (mio) egress: [`EpollIo`], the [`SockIo`] of [`EpollDriver`], the fallback when
+//! io_uring cannot be set up (the socket table, `open`, the caller's side of send and
+//! receive, `close`'s decision and the `wait` loop are shared: `super::driver`).
 //!
 //! # Theory of operation
 //!
 //! Completion semantics are emulated over readiness. Every socket is a raw nonblocking fd
 //! (created by [`super::sys::socket`], so TCP, UDP and ping sockets take the same path)
-//! registered with `mio::Poll` through `SourceFd` for `READABLE | WRITABLE`, edge-triggered.
-//! A socket remembers the readiness it was told about (`rx_ready`, `tx_ready`) until a
-//! syscall returns `EAGAIN`. The work (reads, writes, shutdown) happens inside `wait`, for
-//! the sockets on the `dirty` list: those that got an event, or whose caller sent, consumed
-//! or asked for a shutdown since.
+//! registered with `mio::Poll` through `SourceFd` for `READABLE | WRITABLE`, edge-triggered;
+//! its mio token is its slab [`Key`] packed with the tag [`SOCK`] (a watched fd's:
+//! `Key::fixed(index)` with [`WATCH`]). A socket remembers the readiness it was told about
+//! (`rx_ready`, `tx_ready`) until a syscall returns `EAGAIN`. The work (reads, writes,
+//! shutdown) happens inside `wait`, for the sockets on the `dirty` list: those that got an
+//! event, or whose caller sent or asked for a shutdown since.
 //!
 //! - connect: `connect(2)` returns `EINPROGRESS`; the first event reads `SO_ERROR`: an error
 //!   fails the connect, writability completes it. Timeouts sit in a deadline heap that `wait`
@@ -25,117 +28,77 @@
 //!   again if it is still readable, so an fd the caller did not drain is reported again:
 //!   level-triggered behaviour at one `epoll_ctl` per wake-up.
 //! - close: synchronous (no kernel op holds our buffers). A graceful close with unsent data
-//!   keeps flushing for up to [`CLOSE_LINGER`].
+//!   keeps flushing for up to [`CLOSE_LINGER`](super::CLOSE_LINGER).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
-use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Interest, Poll};
 
-use super::flow::{Flow, Pools, Shut, Slab};
-use super::sys::{self, SockAddr};
-use super::{
-    Driver, DriverKind, EgressError, Event, Limits, Recv, SockId, SockKind, Token, CLOSE_LINGER,
+use super::driver::{
+    connect_timed_out, Connect, Sock, SockDriver, SockIo, SockPhase, SockRef, SockTable, Touch,
+    Watch,
 };
+use super::state::{BufferPool, Shut};
+use super::sys;
+use super::{EgressDriver, EgressError, Event, Limits, Token};
+use crate::slab::Key;
 
-/// mio tokens of watched fds have this bit set; sockets use `generation << 32 | slot`.
-const WATCH_BIT: usize = 1 << 63;
+/// The epoll implementation of [`super::Driver`].
+pub type EpollDriver = SockDriver<EpollIo>;
 
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-enum Phase {
-    Connecting,
-    Open,
-    Failed,
-    Lingering,
+/// Tag of a socket's mio token.
+const SOCK: u8 = 0;
+/// Tag of a watched fd's mio token.
+const WATCH: u8 = 1;
+
+/// The mio token of `key` with `tag` (64-bit targets: the packed key fits in usize).
+fn mio_token(tag: u8, key: Key) -> mio::Token {
+    mio::Token(key.pack(tag) as usize)
 }
 
-struct Sock {
-    fd: OwnedFd,
-    flow: Flow,
-    phase: Phase,
-    rx_ready: bool,
+/// Per-socket state of epoll ([`Sock::io`]).
+pub struct EpollSock {
+    /// Writable as far as we know: no `send(2)` has hit `EAGAIN` since readiness said so.
     tx_ready: bool,
     /// On the dirty list already.
     dirty: bool,
 }
 
-struct Watch {
-    fd: RawFd,
-    token: Token,
-    fired: bool,
-}
-
-/// The epoll implementation of [`Driver`].
-pub struct EpollDriver {
+/// The epoll mechanism: the poll, the watched fds, the dirty list and the deadlines.
+pub struct EpollIo {
     poll: Poll,
     mevents: mio::Events,
-    socks: Slab<Sock>,
-    pools: Pools,
     watches: Vec<Watch>,
-    ready: Vec<Event>,
-    dirty: Vec<(u32, u32)>,
-    /// Connect timeouts and graceful-close deadlines: (when, slot, generation).
-    deadlines: BinaryHeap<Reverse<(Instant, u32, u32)>>,
+    dirty: Vec<Key>,
+    /// Connect timeouts and graceful-close deadlines.
+    deadlines: BinaryHeap<Reverse<(Instant, Key)>>,
 }
 
-fn mio_token(slot: u32, gen: u32) -> mio::Token {
-    // 64-bit targets: the id fits in usize.
-    mio::Token(Slab::<Sock>::id(slot, gen).0 as usize)
-}
-
-/// The socket `sock` names, unless it is unknown or closed by the caller.
-fn live(socks: &mut Slab<Sock>, sock: SockId) -> Result<&mut Sock, Recv> {
-    let (slot, gen) = Slab::<Sock>::split(sock);
-    match socks.get_mut(slot, gen) {
-        Some(s) if !s.flow.quiet => Ok(s),
-        _ => Err(unknown()),
-    }
-}
-
-fn unknown() -> Recv {
-    Recv::Error(io::Error::new(io::ErrorKind::NotFound, "unknown socket"))
-}
-
-impl EpollDriver {
-    pub fn new(limits: Limits) -> Result<EpollDriver, EgressError> {
-        Ok(EpollDriver {
-            poll: Poll::new().map_err(EgressError::EpollSetup)?,
-            mevents: mio::Events::with_capacity(1024),
-            socks: Slab::new(limits.max_sockets),
-            pools: Pools::new(limits),
-            watches: Vec::new(),
-            ready: Vec::new(),
-            dirty: Vec::new(),
-            deadlines: BinaryHeap::new(),
-        })
-    }
-
-    fn mark_dirty(&mut self, slot: u32, gen: u32) {
-        if let Some(s) = self.socks.get_mut(slot, gen) {
-            if !s.dirty {
-                s.dirty = true;
-                self.dirty.push((slot, gen));
-            }
+impl EpollIo {
+    fn mark_dirty(&mut self, s: &mut Sock<EpollSock>, key: Key) {
+        if !s.io.dirty {
+            s.io.dirty = true;
+            self.dirty.push(key);
         }
     }
 
-    fn process_dirty(&mut self) {
+    fn process_dirty(&mut self, t: &mut SockTable<EpollSock>) {
         let mut list = std::mem::take(&mut self.dirty);
-        for &(slot, gen) in &list {
-            let close = match self.socks.get_mut(slot, gen) {
-                Some(s) => {
-                    s.dirty = false;
-                    s.io(&mut self.pools, &mut self.ready)
+        for &key in &list {
+            let close = match t.entry(key) {
+                Some(at) => {
+                    at.s.io.dirty = false;
+                    at.s.work(at.bufs, at.ready)
                 }
                 None => false,
             };
             if close {
-                self.close_now(slot, gen);
+                self.close_now(t, key);
             }
         }
         list.clear();
@@ -143,148 +106,103 @@ impl EpollDriver {
         self.dirty = list;
     }
 
-    fn close_now(&mut self, slot: u32, gen: u32) {
-        if let Some(mut s) = self.socks.remove(slot, gen) {
+    fn close_now(&mut self, t: &mut SockTable<EpollSock>, key: Key) {
+        if let Some(s) = t.remove(key) {
             let fd = s.fd.as_raw_fd();
             if let Err(e) = self.poll.registry().deregister(&mut SourceFd(&fd)) {
                 tracing::debug!(error = %e, "deregister failed");
             }
-            s.flow.free(&mut self.pools);
         }
     }
 
-    fn expire(&mut self, now: Instant) {
-        while let Some(&Reverse((at, slot, gen))) = self.deadlines.peek() {
+    fn expire(&mut self, t: &mut SockTable<EpollSock>, now: Instant) {
+        while let Some(&Reverse((at, key))) = self.deadlines.peek() {
             if at > now {
                 break;
             }
             self.deadlines.pop();
-            let Some(s) = self.socks.get_mut(slot, gen) else {
+            let Some(at) = t.entry(key) else {
                 continue;
             };
-            match s.phase {
-                Phase::Connecting => {
-                    s.phase = Phase::Failed;
-                    if !s.flow.quiet {
-                        self.ready.push(Event::Connected {
-                            token: s.flow.token,
-                            result: Err(io::Error::new(
-                                io::ErrorKind::TimedOut,
-                                "connect timed out",
-                            )),
-                        });
-                    }
-                }
-                Phase::Lingering => {
-                    tracing::debug!(slot, "graceful close timed out with unsent data");
-                    self.close_now(slot, gen);
+            match at.s.phase {
+                SockPhase::Connecting => at.s.connected(Err(connect_timed_out()), at.ready),
+                SockPhase::Lingering => {
+                    tracing::debug!(?key, "graceful close timed out with unsent data");
+                    self.close_now(t, key);
                 }
                 _ => {}
             }
         }
     }
 
-    fn handle(&mut self, token: mio::Token, readable: bool, writable: bool, error: bool) {
-        if token.0 & WATCH_BIT != 0 {
-            if let Some(w) = self.watches.get_mut(token.0 & !WATCH_BIT) {
-                w.fired = true;
-                self.ready.push(Event::Wake { token: w.token });
+    fn handle(&mut self, t: &mut SockTable<EpollSock>, ev: &mio::event::Event) {
+        let (tag, key) = Key::unpack(ev.token().0 as u64);
+        if tag == WATCH {
+            if let Some(w) = self.watches.get_mut(key.index() as usize) {
+                w.armed = false;
+                t.ready.push(Event::Wake { token: w.token });
             }
             return;
         }
-        let (slot, gen) = Slab::<Sock>::split(SockId(token.0 as u64));
-        let Some(s) = self.socks.get_mut(slot, gen) else {
+        let Some(SockRef { s, ready, .. }) = t.entry(key) else {
             return;
         };
         match s.phase {
-            Phase::Connecting => {
+            SockPhase::Connecting => {
                 let result = match sys::take_error(s.fd.as_raw_fd()) {
                     Ok(Some(e)) | Err(e) => Err(e),
-                    Ok(None) if writable => Ok(()),
+                    Ok(None) if ev.is_writable() => Ok(()),
                     Ok(None) => return,
                 };
-                s.phase = if result.is_ok() {
-                    Phase::Open
-                } else {
-                    Phase::Failed
-                };
                 s.rx_ready = true;
-                s.tx_ready = true;
-                if !s.flow.quiet {
-                    self.ready.push(Event::Connected {
-                        token: s.flow.token,
-                        result,
-                    });
-                }
+                s.io.tx_ready = true;
+                s.connected(result, ready);
             }
-            Phase::Open | Phase::Lingering => {
-                s.rx_ready |= readable || error;
-                s.tx_ready |= writable || error;
+            SockPhase::Open | SockPhase::Lingering => {
+                let error = ev.is_error() || ev.is_read_closed() || ev.is_write_closed();
+                s.rx_ready |= ev.is_readable() || error;
+                s.io.tx_ready |= ev.is_writable() || error;
             }
-            Phase::Failed => return,
+            SockPhase::Failed | SockPhase::Closing => return,
         }
-        self.mark_dirty(slot, gen);
+        self.mark_dirty(s, key);
     }
 }
 
-impl Sock {
+impl Sock<EpollSock> {
     /// Move bytes while readiness and buffers allow. Returns true when a lingering close is
     /// finished and the socket should be closed now.
-    fn io(&mut self, pools: &mut Pools, ready: &mut Vec<Event>) -> bool {
-        if !matches!(self.phase, Phase::Open | Phase::Lingering) {
+    fn work(&mut self, bufs: &mut BufferPool, ready: &mut Vec<Event>) -> bool {
+        if !matches!(self.phase, SockPhase::Open | SockPhase::Lingering) {
             return false;
         }
-        let fd = self.fd.as_raw_fd();
-        if self.phase == Phase::Open {
-            self.read(fd, pools, ready);
+        if self.phase == SockPhase::Open {
+            self.read(bufs, ready);
         }
-        self.write(fd, pools, ready);
-        self.flow.release(pools);
-        self.phase == Phase::Lingering && (!self.flow.tx_pending() || self.flow.err.is_some())
+        self.write(bufs, ready);
+        self.state.release(bufs);
+        self.phase == SockPhase::Lingering && (!self.state.tx_pending() || self.state.err.is_some())
     }
 
-    fn read(&mut self, fd: RawFd, pools: &mut Pools, ready: &mut Vec<Event>) {
-        if self.flow.is_stream() {
+    fn read(&mut self, bufs: &mut BufferPool, ready: &mut Vec<Event>) {
+        if self.state.is_stream() {
             // Streams are read on demand by `recv` / `recv_into` (straight into the
             // caller's memory); here readiness only becomes an event.
-            if self.rx_ready && !self.flow.eof && self.flow.err.is_none() {
-                self.flow.notify_readable(ready);
+            if self.rx_ready && !self.state.eof && self.state.err.is_none() {
+                self.state.notify_readable(ready);
             }
-            return;
-        }
-        let mut got = false;
-        let mut rounds = 0;
-        while self.rx_ready && self.flow.rx_room(&pools.limits) {
-            rounds += 1;
-            let mut buf = std::mem::take(&mut pools.scratch);
-            let r = sys::recv(fd, &mut buf);
-            if let Ok(n) = r {
-                self.flow.push_datagram(&buf[..n.min(buf.len())], pools);
-            }
-            pools.scratch = buf;
-            match r {
-                Ok(_) => got = true,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.rx_ready = false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    tracing::debug!(error = %e, "datagram socket error ignored");
-                    if rounds > pools.limits.rx_datagrams + 8 {
-                        break;
-                    }
-                }
-            }
-        }
-        if got {
-            self.flow.notify_readable(ready);
+        } else if self.rx_ready {
+            self.drain_datagrams(bufs, ready);
         }
     }
 
-    fn write(&mut self, fd: RawFd, pools: &mut Pools, ready: &mut Vec<Event>) {
-        while self.tx_ready && self.flow.err.is_none() {
-            let data: &[u8] = if self.flow.is_stream() {
-                self.flow.tx.data()
+    fn write(&mut self, bufs: &mut BufferPool, ready: &mut Vec<Event>) {
+        let fd = self.fd.as_raw_fd();
+        while self.io.tx_ready && self.state.err.is_none() {
+            let data: &[u8] = if self.state.is_stream() {
+                self.state.tx.data()
             } else {
-                match self.flow.dtx.front() {
+                match self.state.dtx.front() {
                     Some(d) => d,
                     None => break,
                 }
@@ -293,285 +211,162 @@ impl Sock {
                 break;
             }
             match sys::send(fd, data) {
-                Ok(n) if self.flow.is_stream() => self.flow.tx.consume(n),
-                Ok(_) => self.flow.pop_datagram(pools),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.tx_ready = false,
+                Ok(n) if self.state.is_stream() => self.state.tx.consume(n),
+                Ok(_) => self.state.pop_datagram(bufs),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.io.tx_ready = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if !self.flow.is_stream() => {
+                Err(e) if !self.state.is_stream() => {
                     tracing::debug!(error = %e, "datagram send failed; dropped");
-                    self.flow.pop_datagram(pools);
+                    self.state.pop_datagram(bufs);
                 }
-                Err(e) => self.flow.fail(e, pools, ready),
+                Err(e) => self.state.fail(e, bufs, ready),
             }
         }
-        if self.flow.is_stream()
-            && self.phase == Phase::Open
-            && self.flow.shut == Shut::Wanted
-            && self.flow.tx.len() == 0
+        if self.state.is_stream()
+            && self.phase == SockPhase::Open
+            && self.state.shut == Shut::Wanted
+            && self.state.tx.len() == 0
         {
             if let Err(e) = sys::shutdown_write(fd) {
                 tracing::debug!(error = %e, "shutdown(SHUT_WR) failed");
             }
-            self.flow.shut = Shut::Done;
+            self.state.shut = Shut::Done;
         }
-        self.flow.notify_writable(ready, &pools.limits);
+        self.state.notify_writable(ready, &bufs.limits);
     }
 }
 
-impl Driver for EpollDriver {
-    fn kind(&self) -> DriverKind {
-        DriverKind::Epoll
-    }
+impl SockIo for EpollIo {
+    const KIND: EgressDriver = EgressDriver::Epoll;
+    const NONBLOCKING: bool = true;
+    type Sock = EpollSock;
 
-    fn open(
-        &mut self,
-        kind: SockKind,
-        remote: SocketAddr,
-        connect_timeout: Duration,
-        token: Token,
-    ) -> Result<SockId, EgressError> {
-        let limits = self.pools.limits;
-        if self.socks.len() >= limits.max_sockets {
-            return Err(EgressError::TooManySockets(self.socks.len()));
-        }
-        let sock_err = |source| EgressError::Socket {
-            kind,
-            remote,
-            source,
-        };
-        let fd = sys::socket(kind, &remote, true).map_err(sock_err)?;
-        let addr = SockAddr::new(&remote);
-        let stream = kind == SockKind::Tcp;
-        let mut connect_result = None;
-        let phase = if stream {
-            if let Err(e) = sys::set_nodelay(fd.as_raw_fd()) {
-                tracing::debug!(error = %e, "TCP_NODELAY failed");
-            }
-            match sys::connect(fd.as_raw_fd(), &addr) {
-                Ok(()) => {
-                    connect_result = Some(Ok(()));
-                    Phase::Open
-                }
-                Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Phase::Connecting,
-                Err(e) => {
-                    connect_result = Some(Err(e));
-                    Phase::Failed
-                }
-            }
-        } else {
-            sys::connect(fd.as_raw_fd(), &addr).map_err(sock_err)?;
-            Phase::Open
-        };
-        let raw = fd.as_raw_fd();
-        let sock = Sock {
-            fd,
-            flow: Flow::new(kind, token, &limits),
-            phase,
-            rx_ready: phase == Phase::Open,
-            tx_ready: phase == Phase::Open,
-            dirty: false,
-        };
-        let (slot, gen) = self
-            .socks
-            .insert(sock)
-            .ok_or(EgressError::TooManySockets(self.socks.len()))?;
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        if let Err(source) =
-            self.poll
-                .registry()
-                .register(&mut SourceFd(&raw), mio_token(slot, gen), interest)
-        {
-            self.close_now(slot, gen);
-            return Err(sock_err(source));
-        }
-        if let Some(result) = connect_result {
-            self.ready.push(Event::Connected { token, result });
-        }
-        if phase == Phase::Connecting && !connect_timeout.is_zero() {
-            self.deadlines
-                .push(Reverse((Instant::now() + connect_timeout, slot, gen)));
-        }
-        Ok(Slab::<Sock>::id(slot, gen))
-    }
-
-    fn send(&mut self, sock: SockId, data: &[u8]) -> usize {
-        let (slot, gen) = Slab::<Sock>::split(sock);
-        let Some(s) = self.socks.get_mut(slot, gen) else {
-            return 0;
-        };
-        let n = s.flow.send(data, &mut self.pools);
-        if n > 0 {
-            self.mark_dirty(slot, gen);
-        }
-        n
-    }
-
-    fn send_space(&self, sock: SockId) -> usize {
-        let (slot, gen) = Slab::<Sock>::split(sock);
-        self.socks
-            .get(slot, gen)
-            .map_or(0, |s| s.flow.send_space(&self.pools.limits))
-    }
-
-    fn send_pending(&self, sock: SockId) -> usize {
-        let (slot, gen) = Slab::<Sock>::split(sock);
-        self.socks.get(slot, gen).map_or(0, |s| {
-            if s.flow.is_stream() {
-                s.flow.tx.len()
-            } else {
-                s.flow.dtx.len()
-            }
+    fn new(_limits: &Limits) -> Result<EpollIo, EgressError> {
+        Ok(EpollIo {
+            poll: Poll::new().map_err(EgressError::EpollSetup)?,
+            mevents: mio::Events::with_capacity(1024),
+            watches: Vec::new(),
+            dirty: Vec::new(),
+            deadlines: BinaryHeap::new(),
         })
     }
 
-    fn recv(&mut self, sock: SockId, f: &mut dyn FnMut(&[u8]) -> usize) -> Result<usize, Recv> {
-        let s = live(&mut self.socks, sock)?;
-        if s.flow.is_stream() && s.phase == Phase::Open {
-            s.flow
-                .fill_stream(s.fd.as_raw_fd(), &mut s.rx_ready, &mut self.pools);
+    fn new_sock(_connect: &Connect) -> EpollSock {
+        EpollSock {
+            tx_ready: false,
+            dirty: false,
         }
-        s.flow.recv(f, &mut self.pools)
     }
 
-    fn recv_into(&mut self, sock: SockId, buf: &mut [u8]) -> Result<usize, Recv> {
-        let s = live(&mut self.socks, sock)?;
-        if s.flow.is_stream() && s.phase == Phase::Open {
-            let fd = s.fd.as_raw_fd();
-            return s
-                .flow
-                .recv_stream_into(fd, &mut s.rx_ready, buf, &mut self.pools);
-        }
-        s.flow.recv_copy(buf, &mut self.pools)
-    }
-
-    fn shutdown_write(&mut self, sock: SockId) {
-        let (slot, gen) = Slab::<Sock>::split(sock);
-        if let Some(s) = self.socks.get_mut(slot, gen) {
-            if s.flow.is_stream() && s.flow.shut == Shut::No && !s.flow.quiet {
-                s.flow.shut = Shut::Wanted;
-                self.mark_dirty(slot, gen);
+    /// A stream's nonblocking `connect(2)` (`EINPROGRESS`: the first event completes it);
+    /// then the fd is registered, and the outcome of a connect that finished at once is
+    /// reported (only once the open cannot fail any more).
+    fn start(&mut self, at: SockRef<'_, EpollSock>, connect: &Connect) -> io::Result<()> {
+        let SockRef { key, s, ready, .. } = at;
+        let fd = s.fd.as_raw_fd();
+        let mut finished = None;
+        if s.phase == SockPhase::Connecting {
+            match sys::connect(fd, &connect.addr) {
+                Ok(()) => finished = Some(Ok(())),
+                Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+                Err(e) => finished = Some(Err(e)),
             }
         }
-    }
-
-    fn close(&mut self, sock: SockId, reset: bool) {
-        let (slot, gen) = Slab::<Sock>::split(sock);
-        let Some(s) = self.socks.get_mut(slot, gen) else {
-            return;
-        };
-        if s.flow.quiet && !reset {
-            return;
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        self.poll
+            .registry()
+            .register(&mut SourceFd(&fd), mio_token(SOCK, key), interest)?;
+        if let Some(result) = finished {
+            s.connected(result, ready);
         }
-        s.flow.quiet = true;
-        if reset {
-            if let Err(e) = sys::set_linger_zero(s.fd.as_raw_fd()) {
-                tracing::debug!(error = %e, "SO_LINGER failed");
-            }
-        } else if s.phase == Phase::Open
-            && s.flow.is_stream()
-            && s.flow.tx_pending()
-            && s.flow.err.is_none()
-        {
-            s.phase = Phase::Lingering;
+        s.rx_ready = s.phase == SockPhase::Open;
+        s.io.tx_ready = s.phase == SockPhase::Open;
+        if s.phase == SockPhase::Connecting && !connect.timeout.is_zero() {
             self.deadlines
-                .push(Reverse((Instant::now() + CLOSE_LINGER, slot, gen)));
-            self.mark_dirty(slot, gen);
-            return;
+                .push(Reverse((Instant::now() + connect.timeout, key)));
         }
-        self.close_now(slot, gen);
+        Ok(())
+    }
+
+    /// Queued data or a shutdown: the socket is worked in the next `wait`. Consuming
+    /// changes nothing here: streams are read on demand, and datagrams on readiness.
+    fn touched(&mut self, at: SockRef<'_, EpollSock>, what: Touch) {
+        if what == Touch::Queued {
+            self.mark_dirty(at.s, at.key);
+        }
+    }
+
+    fn linger(&mut self, t: &mut SockTable<EpollSock>, key: Key, until: Instant) {
+        self.deadlines.push(Reverse((until, key)));
+        if let Some(s) = t.socks.get_mut(key) {
+            self.mark_dirty(s, key);
+        }
+    }
+
+    fn close(&mut self, t: &mut SockTable<EpollSock>, key: Key) {
+        self.close_now(t, key);
     }
 
     fn watch(&mut self, fd: RawFd, token: Token) -> Result<(), EgressError> {
-        let idx = self.watches.len();
+        // A handful of watched fds (the poll thread's wake-ups): the index fits u32.
+        let key = Key::fixed(self.watches.len() as u32);
         self.poll
             .registry()
             .register(
                 &mut SourceFd(&fd),
-                mio::Token(WATCH_BIT | idx),
+                mio_token(WATCH, key),
                 Interest::READABLE,
             )
             .map_err(|source| EgressError::Watch { fd, source })?;
         self.watches.push(Watch {
             fd,
             token,
-            fired: false,
+            armed: true,
+            dead: false,
         });
         Ok(())
     }
 
-    fn wait(
-        &mut self,
-        timeout: Option<Duration>,
-        events: &mut Vec<Event>,
-    ) -> Result<(), EgressError> {
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        loop {
-            for (i, w) in self.watches.iter_mut().enumerate() {
-                if w.fired {
-                    w.fired = false;
-                    let r = self.poll.registry().reregister(
-                        &mut SourceFd(&w.fd),
-                        mio::Token(WATCH_BIT | i),
-                        Interest::READABLE,
-                    );
-                    if let Err(e) = r {
-                        tracing::warn!(fd = w.fd, error = %e, "re-arming a watched fd failed");
-                    }
+    fn prepare(&mut self, t: &mut SockTable<EpollSock>, now: Instant) -> Option<Instant> {
+        for (i, w) in self.watches.iter_mut().enumerate() {
+            if w.armed || w.dead {
+                continue;
+            }
+            let r = self.poll.registry().reregister(
+                &mut SourceFd(&w.fd),
+                mio_token(WATCH, Key::fixed(i as u32)),
+                Interest::READABLE,
+            );
+            match r {
+                Ok(()) => w.armed = true,
+                Err(e) => {
+                    tracing::warn!(fd = w.fd, error = %e, "re-arming a watched fd failed");
+                    w.dead = true;
                 }
             }
-            self.process_dirty();
-            let now = Instant::now();
-            self.expire(now);
-            let mut t = deadline.map(|d| d.saturating_duration_since(now));
-            if let Some(Reverse((at, _, _))) = self.deadlines.peek() {
-                let dt = at.saturating_duration_since(now);
-                t = Some(t.map_or(dt, |t| t.min(dt)));
-            }
-            if !self.ready.is_empty() {
-                t = Some(Duration::ZERO);
-            }
-            match self.poll.poll(&mut self.mevents, t) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(EgressError::Wait(e)),
-            }
-            let mut batch = std::mem::replace(&mut self.mevents, mio::Events::with_capacity(0));
-            for ev in batch.iter() {
-                let error = ev.is_error() || ev.is_read_closed() || ev.is_write_closed();
-                self.handle(ev.token(), ev.is_readable(), ev.is_writable(), error);
-            }
-            batch.clear();
-            self.mevents = batch;
-            self.process_dirty();
-            if !self.ready.is_empty() || deadline.is_some_and(|d| Instant::now() >= d) {
-                break;
-            }
         }
-        events.append(&mut self.ready);
+        self.process_dirty(t);
+        self.expire(t, now);
+        self.deadlines.peek().map(|&Reverse((at, _))| at)
+    }
+
+    fn poll(
+        &mut self,
+        t: &mut SockTable<EpollSock>,
+        timeout: Option<Duration>,
+    ) -> Result<(), EgressError> {
+        match self.poll.poll(&mut self.mevents, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(EgressError::Wait(e)),
+        }
+        let mut batch = std::mem::replace(&mut self.mevents, mio::Events::with_capacity(0));
+        for ev in batch.iter() {
+            self.handle(t, ev);
+        }
+        batch.clear();
+        self.mevents = batch;
+        self.process_dirty(t);
         Ok(())
-    }
-
-    fn open_sockets(&self) -> usize {
-        self.socks.len()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// After an exchange, an idle established socket holds no data buffer, and its slab
-    /// entry is small.
-    #[test]
-    fn idle_socket_holds_no_buffer() {
-        let mut d = EpollDriver::new(Limits::default()).unwrap();
-        let (id, _peer) = crate::egress::test_util::exchange_then_idle(&mut d);
-        let (slot, gen) = Slab::<Sock>::split(id);
-        let s = d.socks.get(slot, gen).unwrap();
-        assert!(!s.flow.rx.holds_memory() && !s.flow.tx.holds_memory());
-
-        let entry = std::mem::size_of::<(u32, Option<Sock>)>();
-        eprintln!("epoll slab entry: {entry} bytes");
-        assert!(entry <= 1024, "{entry}");
     }
 }

@@ -21,19 +21,28 @@
 //!   consuming stops the host socket being read (backpressure towards the host).
 //! - Memory is taken on demand: an idle socket holds no data buffers.
 //!
-//! Two implementations serve the same contract: `uring` (io_uring, the default) and `epoll`
-//! (mio), chosen by [`select`]. The wake-up file descriptors of the poll thread (eventfds,
-//! the TAP fd) are registered with [`Driver::watch`] so that one `wait` is the thread's only
-//! blocking point.
+//! Two drivers serve the same contract, [`UringDriver`] (io_uring, the default) and
+//! [`EpollDriver`] (mio), chosen by [`select`] from [`EgressDriver`]. They are one
+//! implementation, [`SockDriver`] (`driver.rs`: the socket table, `open`, the caller's side
+//! of sending and receiving, `close`, the `wait` loop), over two mechanisms that differ only
+//! in how the kernel is asked for I/O (`uring/`, `epoll.rs`). Socket state and buffers that
+//! depend on neither are in `state.rs`, the syscall wrappers in `sys.rs`. Sockets live in the crate's
+//! generational [`Slab`](crate::slab::Slab): a [`SockId`] carries the socket's
+//! [`Key`], and so do io_uring's `user_data` and epoll's tokens.
+//! The wake-up file descriptors of the poll thread (eventfds, the TAP fd) are registered
+//! with [`Driver::watch`] so that one `wait` is the thread's only blocking point.
 //!
-//! A negative CQE result or a failed syscall becomes an `io::Error` in exactly one place per
-//! driver.
+//! Syscalls are made by `sys.rs`, `driver.rs` and the two mechanisms only (`state.rs` is
+//! handed its one read as a closure). A negative CQE result or a failed syscall becomes an
+//! `io::Error` in exactly one place each (`uring/op.rs`, `sys.rs`).
 
+mod driver;
 mod epoll;
-mod flow;
+mod state;
 mod sys;
 mod uring;
 
+pub use driver::SockDriver;
 pub use epoll::EpollDriver;
 pub use uring::UringDriver;
 
@@ -42,13 +51,17 @@ use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
+use crate::config::EgressDriver;
+use crate::slab::Key;
+
 /// Caller-chosen value returned with every event about a socket or watched fd.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Token(pub u64);
 
-/// Driver-assigned socket handle. Stale handles (used after `close`) are ignored.
+/// Driver-assigned socket handle, opaque to the caller: the socket's [`Key`] in the driver's
+/// slab, so a stale handle (used after `close`) matches nothing and is ignored.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
-pub struct SockId(pub u64);
+pub struct SockId(pub(crate) Key);
 
 /// What kind of host socket to open.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -61,23 +74,6 @@ pub enum SockKind {
     /// remote address). Datagrams are ICMP echo messages (header + payload); the kernel
     /// rewrites the identifier, the caller restores the guest's.
     Ping,
-}
-
-/// Which implementation runs.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum DriverKind {
-    Uring,
-    Epoll,
-}
-
-/// What the caller asks for on the command line / in the config.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
-pub enum DriverChoice {
-    /// io_uring when it can be set up, else epoll.
-    #[default]
-    Auto,
-    Uring,
-    Epoll,
 }
 
 /// Per-socket and global bounds. Every buffer the driver holds is bounded by these.
@@ -164,7 +160,8 @@ pub const CLOSE_LINGER: Duration = Duration::from_secs(10);
 
 /// The egress driver contract, implemented by io_uring and by epoll.
 pub trait Driver {
-    fn kind(&self) -> DriverKind;
+    /// Which implementation this is: [`EgressDriver::Uring`] or [`EgressDriver::Epoll`].
+    fn kind(&self) -> EgressDriver;
 
     /// Create a socket of `kind` and connect it to `remote`. TCP connects asynchronously
     /// (result in [`Event::Connected`], failing with `TimedOut` after `connect_timeout`;
@@ -253,16 +250,16 @@ pub trait Driver {
 /// Build a driver: `Auto` tries io_uring first and falls back to epoll; the returned string
 /// says which one runs and why (for the start-up log line).
 pub fn select(
-    choice: DriverChoice,
+    choice: EgressDriver,
     limits: Limits,
 ) -> Result<(Box<dyn Driver + Send>, String), EgressError> {
     match choice {
-        DriverChoice::Uring => Ok((Box::new(UringDriver::new(limits)?), "io_uring".into())),
-        DriverChoice::Epoll => Ok((
+        EgressDriver::Uring => Ok((Box::new(UringDriver::new(limits)?), "io_uring".into())),
+        EgressDriver::Epoll => Ok((
             Box::new(EpollDriver::new(limits)?),
             "epoll (requested)".into(),
         )),
-        DriverChoice::Auto => match UringDriver::new(limits) {
+        EgressDriver::Auto => match UringDriver::new(limits) {
             Ok(d) => Ok((Box::new(d), "io_uring".into())),
             Err(e) => {
                 let why = match &e {
@@ -279,14 +276,15 @@ pub fn select(
 /// Shared by the drivers' unit tests (which then look at their private state).
 #[cfg(test)]
 pub(crate) mod test_util {
+    use super::driver::{Sock, SockDriver, SockIo};
     use super::{Driver, Event, SockId, SockKind, Token};
     use std::io::{Read, Write};
-    use std::net::TcpListener;
+    use std::net::{TcpListener, TcpStream};
     use std::time::Duration;
 
     /// Connect `d` to a local peer, exchange "hello" / "world", and let the socket go
     /// idle; returns its id (and the peer, to keep the connection up).
-    pub fn exchange_then_idle<D: Driver>(d: &mut D) -> (SockId, std::net::TcpStream) {
+    pub fn exchange_then_idle<D: Driver>(d: &mut D) -> (SockId, TcpStream) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let id = d
             .open(
@@ -319,5 +317,18 @@ pub(crate) mod test_util {
         assert_eq!(got, b"world");
         d.wait(Some(Duration::from_millis(20)), &mut evs).unwrap();
         (id, peer)
+    }
+
+    /// After an exchange, an idle established socket holds no data buffer, and its slab
+    /// entry is small. Returns the socket, for the mechanism's own checks (and the peer).
+    pub fn idle_socket<I: SockIo>(d: &mut SockDriver<I>) -> (&Sock<I::Sock>, TcpStream) {
+        assert_eq!(d.kind(), I::KIND);
+        let (id, peer) = exchange_then_idle(d);
+        let s = d.t.socks.get(id.0).unwrap();
+        assert!(!s.state.rx.holds_memory() && !s.state.tx.holds_memory());
+        let entry = std::mem::size_of::<(u32, Option<Sock<I::Sock>>)>();
+        eprintln!("{} slab entry: {entry} bytes", I::KIND);
+        assert!(entry <= 1024, "{entry}");
+        (s, peer)
     }
 }

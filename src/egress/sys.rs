@@ -27,7 +27,7 @@ fn cvt_size(ret: libc::ssize_t) -> io::Result<usize> {
 
 /// A `sockaddr` for `connect(2)`, stored by value so it can outlive the call that built it.
 #[derive(Copy, Clone)]
-pub(crate) struct SockAddr {
+pub struct SockAddr {
     pub storage: libc::sockaddr_storage,
     pub len: libc::socklen_t,
 }
@@ -83,11 +83,7 @@ impl SockAddr {
 
 /// `socket(2)` for `kind` in the family of `remote`, always `SOCK_CLOEXEC`.
 /// Ping sockets fail with `EACCES` when `net.ipv4.ping_group_range` excludes our group.
-pub(crate) fn socket(
-    kind: SockKind,
-    remote: &SocketAddr,
-    nonblocking: bool,
-) -> io::Result<OwnedFd> {
+pub fn socket(kind: SockKind, remote: &SocketAddr, nonblocking: bool) -> io::Result<OwnedFd> {
     let v6 = remote.is_ipv6();
     let domain = if v6 { libc::AF_INET6 } else { libc::AF_INET };
     let (ty, proto) = match kind {
@@ -104,7 +100,7 @@ pub(crate) fn socket(
 }
 
 /// `connect(2)`; a nonblocking stream socket fails with `EINPROGRESS`.
-pub(crate) fn connect(fd: RawFd, addr: &SockAddr) -> io::Result<()> {
+pub fn connect(fd: RawFd, addr: &SockAddr) -> io::Result<()> {
     // SAFETY: `addr` points to an initialised sockaddr of `addr.len` bytes, valid for the call.
     cvt(unsafe { libc::connect(fd, addr.as_ptr(), addr.len) }).map(drop)
 }
@@ -124,7 +120,7 @@ fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, val: &T) -> i
 }
 
 /// `SO_LINGER {1, 0}`: the following close(2) sends RST and drops unsent data.
-pub(crate) fn set_linger_zero(fd: RawFd) -> io::Result<()> {
+pub fn set_linger_zero(fd: RawFd) -> io::Result<()> {
     let l = libc::linger {
         l_onoff: 1,
         l_linger: 0,
@@ -134,12 +130,12 @@ pub(crate) fn set_linger_zero(fd: RawFd) -> io::Result<()> {
 
 /// `TCP_NODELAY`: the guest's own stack already decided segment boundaries (it runs Nagle);
 /// delaying again on the host side only adds latency.
-pub(crate) fn set_nodelay(fd: RawFd) -> io::Result<()> {
+pub fn set_nodelay(fd: RawFd) -> io::Result<()> {
     setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, &1 as &libc::c_int)
 }
 
 /// `getsockopt(SO_ERROR)`: the pending socket error, cleared by reading it.
-pub(crate) fn take_error(fd: RawFd) -> io::Result<Option<io::Error>> {
+pub fn take_error(fd: RawFd) -> io::Result<Option<io::Error>> {
     let mut val: libc::c_int = 0;
     let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `val` and `len` are live locals of the sizes the kernel expects for SO_ERROR.
@@ -156,28 +152,20 @@ pub(crate) fn take_error(fd: RawFd) -> io::Result<Option<io::Error>> {
 }
 
 /// `recv(2)` with `MSG_DONTWAIT` into `buf`.
-pub(crate) fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `buf` is a live, writable slice of `buf.len()` bytes for the whole call.
     cvt_size(unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) })
 }
 
 /// `send(2)` with `MSG_DONTWAIT | MSG_NOSIGNAL` (a reset peer yields `EPIPE`, not SIGPIPE).
-pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+pub fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
     // SAFETY: `buf` is a live, readable slice of `buf.len()` bytes for the whole call.
     cvt_size(unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), flags) })
 }
 
 /// `shutdown(fd, SHUT_WR)`.
-pub(crate) fn shutdown_write(fd: RawFd) -> io::Result<()> {
+pub fn shutdown_write(fd: RawFd) -> io::Result<()> {
     // SAFETY: shutdown(2) takes no pointers.
     cvt(unsafe { libc::shutdown(fd, libc::SHUT_WR) }).map(drop)
-}
-
-/// Duplicate an `io::Error` (it is not `Clone`); keeps the errno when there is one.
-pub(crate) fn clone_error(e: &io::Error) -> io::Error {
-    match e.raw_os_error() {
-        Some(code) => io::Error::from_raw_os_error(code),
-        None => io::Error::new(e.kind(), e.to_string()),
-    }
 }

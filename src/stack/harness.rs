@@ -25,9 +25,11 @@ use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address};
 
 use super::{Clock, Engine};
+use crate::config::EgressDriver;
 use crate::config::{HostRoutes, NetworkConfig, SlotConfig};
-use crate::egress::{Driver, DriverKind, EgressError, Event, Recv, SockId, SockKind, Token};
+use crate::egress::{Driver, EgressError, Event, Recv, SockId, SockKind, Token};
 use crate::link::{Link, RingPort};
+use crate::slab::Key;
 
 /// Time under the test's control.
 #[derive(Clone, Default)]
@@ -120,13 +122,15 @@ impl FakeHost {
     }
 
     fn live(&mut self, sock: SockId) -> Option<&mut FakeSock> {
-        self.socks.get_mut(&sock.0).filter(|s| s.closed.is_none())
+        self.socks
+            .get_mut(&u64::from(sock.0.index()))
+            .filter(|s| s.closed.is_none())
     }
 }
 
 impl Driver for FakeDriver {
-    fn kind(&self) -> DriverKind {
-        DriverKind::Epoll
+    fn kind(&self) -> EgressDriver {
+        EgressDriver::Epoll
     }
 
     fn open(
@@ -151,7 +155,9 @@ impl Driver for FakeDriver {
                 error: None,
             },
         );
-        Ok(SockId(id))
+        // Ids stay far below u32::MAX in a test.
+        #[allow(clippy::cast_possible_truncation)]
+        Ok(SockId(Key::fixed(id as u32)))
     }
 
     fn send(&mut self, sock: SockId, data: &[u8]) -> usize {

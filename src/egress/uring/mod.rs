@@ -1,16 +1,19 @@
-//! io_uring egress driver.
+//! io_uring egress: [`UringIo`], the [`SockIo`] of [`UringDriver`] (the socket table, `open`,
+//! the caller's side of send and receive, `close`'s decision and the `wait` loop are shared:
+//! `super::driver`).
 //!
 //! # Theory of operation
 //!
 //! One ring (SQ 4096 entries, CQ sized for every socket's ops) carries every socket
-//! operation; `wait` is one `io_uring_enter(2)` with an `EXT_ARG` timeout that submits the
-//! queued SQEs and waits for a completion, then drains the CQ. Every SQE carries a
-//! [`op::Tag`] (op, slot generation, slot) in `user_data`.
+//! operation; a `wait` round is one `io_uring_enter(2)` with an `EXT_ARG` timeout that
+//! submits the queued SQEs and waits for a completion, then drains the CQ. Every SQE's
+//! `user_data` is the socket's slab [`Key`] packed with its [`Op`] as the tag
+//! (`key.pack(op as u8)`); a watched fd's is `Key::fixed(index)` with [`Op::Wake`].
 //!
 //! Per socket, at most: one receive-side op ([`Op::Poll`]), one
-//! [`Op::Send`], plus connect/link-timeout and cancel. A slot is freed only after
+//! [`Op::Send`], plus connect/link-timeout and cancel. A slab entry is freed only after
 //! every op that names it has completed, so a kernel op never outlives the buffers it may
-//! touch, and a CQE always finds its slot (the generation check is defence in depth).
+//! touch, and a CQE always finds its socket (the generation check is defence in depth).
 //!
 //! | direction | ops |
 //! |---|---|
@@ -19,42 +22,36 @@
 //! | `from_host`, datagram | `PollAdd(POLLIN)`, then `recv(2, MSG_DONTWAIT)` into the driver's one landing buffer until `EAGAIN`, copying each datagram into the queue: no per-socket 64 KiB landing buffer |
 //! | `to_host`, stream | with nothing queued or in flight, one `send(2, MSG_DONTWAIT)` at once for what the socket takes; the rest: one `Send(MSG_NOSIGNAL)` of the contiguous head of the tx ring (re-issued for the remainder after a short send; the ring grows past its first 4 KiB tier when a send completes with data still queued); then `shutdown(2, SHUT_WR)` directly when asked and drained (`IORING_OP_SHUTDOWN` always goes to an io-wq worker thread) |
 //! | `to_host`, datagram | with nothing queued ahead, one `send(2, MSG_DONTWAIT)` at once (a ring round trip per datagram would cap UDP at one datagram per `wait`); on `EAGAIN` the datagram is queued and sent by `Send` |
-//! | close | `AsyncCancel(fd, ALL)`; the fd is closed and buffers freed when the last CQE naming the socket is reaped. A graceful close with unsent data keeps sending for up to [`CLOSE_LINGER`] first |
+//! | close | `AsyncCancel(fd, ALL)`; the fd is closed and buffers freed when the last CQE naming the socket is reaped. A graceful close with unsent data keeps sending for up to [`CLOSE_LINGER`](super::CLOSE_LINGER) first |
 //! | watched fds | one-shot `PollAdd(POLLIN)`, re-armed at the start of the next `wait` after it fired: if the caller did not drain the fd it fires again at once, which is level-triggered behaviour (a multishot poll would be edge-triggered: it fires per wake-up, not per readiness) |
 //!
-//! Memory per idle established TCP socket: the slab entry (~250 bytes) plus the kernel's
+//! Memory per idle established TCP socket: the slab entry (360 bytes) plus the kernel's
 //! poll request; no data buffer.
 
 mod op;
 
 use std::io;
-use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::ops::ControlFlow;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use io_uring::{opcode, squeue, types, IoUring};
 
-use self::op::{cqe_result, Op, Tag};
-use super::flow::{Flow, Pools, Shut, Slab};
-use super::sys::{self, SockAddr};
-use super::{
-    Driver, DriverKind, EgressError, Event, Limits, Recv, SockId, SockKind, Token, CLOSE_LINGER,
+use self::op::{cqe_result, Op};
+use super::driver::{
+    connect_timed_out, Connect, Sock, SockDriver, SockIo, SockPhase, SockRef, SockTable, Touch,
+    Watch,
 };
+use super::state::{BufferPool, Shut};
+use super::sys::{self, SockAddr};
+use super::{EgressDriver, EgressError, Event, Limits, Token};
+use crate::slab::{Key, Slab};
+
+/// The io_uring implementation of [`super::Driver`].
+pub type UringDriver = SockDriver<UringIo>;
 
 /// Submission queue entries.
 const SQ_ENTRIES: u32 = 4096;
-
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-enum Phase {
-    Connecting,
-    Open,
-    /// The connect failed; waiting for the caller's `close`.
-    Failed,
-    /// Closed by the caller with unsent data: flushing until drained or the deadline.
-    Lingering,
-    /// Cancelling; freed when `inflight` reaches 0.
-    Closing,
-}
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 enum RxOp {
@@ -62,18 +59,15 @@ enum RxOp {
     Poll,
 }
 
-struct Sock {
-    fd: OwnedFd,
-    flow: Flow,
-    phase: Phase,
+/// Per-socket state of io_uring ([`Sock::io`]).
+pub struct UringSock {
     /// SQEs naming this socket whose CQE has not been reaped.
     inflight: u32,
-    /// Connect arguments; they live in the slab (which never moves) until the CQE.
+    /// Connect arguments; they live in the slab entry (which never moves) until the CQE.
     addr: SockAddr,
     timeout: types::Timespec,
     rx_op: RxOp,
-    /// Stream: the last poll said readable and no `recv(2)` has hit `EAGAIN` since.
-    rx_ready: bool,
+    /// A `Send` is in flight.
     tx_op: bool,
 }
 
@@ -122,71 +116,37 @@ impl Sq {
     }
 }
 
-/// A watched fd.
-struct Watch {
-    fd: RawFd,
-    token: Token,
-    armed: bool,
-    dead: bool,
-}
-
-/// The io_uring implementation of [`Driver`].
-pub struct UringDriver {
+/// The io_uring mechanism: the ring, the watched fds and the lingering closes.
+pub struct UringIo {
     sq: Sq,
-    socks: Slab<Sock>,
-    pools: Pools,
     watches: Vec<Watch>,
-    /// Events produced but not yet handed to the caller.
-    ready: Vec<Event>,
     /// Reused CQE batch.
     cqes: Vec<(u64, i32)>,
-    /// Graceful closes still flushing: (deadline, slot, generation).
-    lingers: Vec<(Instant, u32, u32)>,
+    /// Graceful closes still flushing: (deadline, socket).
+    lingers: Vec<(Instant, Key)>,
 }
 
-/// Everything socket-level code needs besides the socket.
-struct Cx<'a> {
+/// Everything socket-level io_uring code needs besides the socket: the ring, buffers, events.
+struct RingCx<'a> {
     sq: &'a mut Sq,
-    pools: &'a mut Pools,
+    bufs: &'a mut BufferPool,
     ready: &'a mut Vec<Event>,
 }
 
-impl UringDriver {
-    /// Set up the ring; fails with the kernel's error (`EPERM` under seccomp or
-    /// `kernel.io_uring_disabled`, `ENOSYS` without io_uring).
-    pub fn new(limits: Limits) -> Result<UringDriver, EgressError> {
-        let cq = (limits.max_sockets.saturating_mul(4))
-            .next_power_of_two()
-            .clamp(2 * SQ_ENTRIES as usize, 65536);
-        let ring = IoUring::builder()
-            // cq <= 65536: fits.
-            .setup_cqsize(cq as u32)
-            .build(SQ_ENTRIES)
-            .map_err(EgressError::UringSetup)?;
-        Ok(UringDriver {
-            sq: Sq { ring, inflight: 0 },
-            socks: Slab::new(limits.max_sockets),
-            pools: Pools::new(limits),
-            watches: Vec::new(),
-            ready: Vec::new(),
-            cqes: Vec::new(),
-            lingers: Vec::new(),
-        })
+/// Free a closing socket once the kernel let go of it (no SQE naming it in flight).
+fn free_if_done(t: &mut SockTable<UringSock>, key: Key) {
+    let done = t
+        .socks
+        .get(key)
+        .is_some_and(|s| s.phase == SockPhase::Closing && s.io.inflight == 0);
+    if done {
+        t.remove(key);
     }
+}
 
-    fn cx(&mut self) -> (Cx<'_>, &mut Slab<Sock>) {
-        (
-            Cx {
-                sq: &mut self.sq,
-                pools: &mut self.pools,
-                ready: &mut self.ready,
-            },
-            &mut self.socks,
-        )
-    }
-
+impl UringIo {
     /// Drain the CQ and act on every completion.
-    fn reap(&mut self) {
+    fn reap(&mut self, t: &mut SockTable<UringSock>) {
         let mut batch = std::mem::take(&mut self.cqes);
         batch.clear();
         batch.extend(
@@ -196,43 +156,47 @@ impl UringDriver {
                 .map(|c| (c.user_data(), c.result())),
         );
         for &(ud, res) in &batch {
-            self.complete(ud, res);
+            self.complete(t, ud, res);
         }
         self.cqes = batch;
     }
 
-    fn complete(&mut self, ud: u64, res: i32) {
-        let Some(tag) = Tag::unpack(ud) else {
+    fn complete(&mut self, t: &mut SockTable<UringSock>, ud: u64, res: i32) {
+        let (tag, key) = Key::unpack(ud);
+        let Some(op) = Op::from_tag(tag) else {
             tracing::warn!(ud, "completion with an unknown user_data");
             return;
         };
         self.sq.inflight = self.sq.inflight.saturating_sub(1);
         let res = cqe_result(res);
-        if tag.op == Op::Wake {
-            self.wake_done(tag.slot as usize, res);
+        if op == Op::Wake {
+            self.wake_done(key.index() as usize, res, &mut t.ready);
             return;
         }
-        let (mut cx, socks) = self.cx();
-        let Some(s) = socks.get_mut(tag.slot, tag.gen) else {
-            tracing::debug!(?tag, "stale completion ignored");
+        let Some(at) = t.entry(key) else {
+            tracing::debug!(?op, ?key, "stale completion ignored");
             return;
         };
-        s.inflight = s.inflight.saturating_sub(1);
-        s.complete(&mut cx, tag, res);
-        if s.phase == Phase::Closing && s.inflight == 0 {
-            if let Some(mut s) = socks.remove(tag.slot, tag.gen) {
-                s.flow.free(cx.pools);
-            }
+        at.s.io.inflight = at.s.io.inflight.saturating_sub(1);
+        at.s.complete(&mut self.cx(at.bufs, at.ready), op, key, res);
+        free_if_done(t, key);
+    }
+
+    fn cx<'a>(&'a mut self, bufs: &'a mut BufferPool, ready: &'a mut Vec<Event>) -> RingCx<'a> {
+        RingCx {
+            sq: &mut self.sq,
+            bufs,
+            ready,
         }
     }
 
-    fn wake_done(&mut self, idx: usize, res: io::Result<usize>) {
+    fn wake_done(&mut self, idx: usize, res: io::Result<usize>, ready: &mut Vec<Event>) {
         let Some(w) = self.watches.get_mut(idx) else {
             return;
         };
         w.armed = false;
         match res {
-            Ok(_) => self.ready.push(Event::Wake { token: w.token }),
+            Ok(_) => ready.push(Event::Wake { token: w.token }),
             Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => {}
             Err(e) => {
                 tracing::warn!(fd = w.fd, error = %e, "watched fd failed; no longer watched");
@@ -247,7 +211,7 @@ impl UringDriver {
                 continue;
             }
             // Watch indices are far below u32::MAX (one per wake-up fd of the poll thread).
-            let ud = Tag::new(Op::Wake, i as u32, 0).pack();
+            let ud = Key::fixed(i as u32).pack(Op::Wake as u8);
             let sqe = opcode::PollAdd::new(types::Fd(w.fd), libc::POLLIN as u32)
                 .build()
                 .user_data(ud);
@@ -257,31 +221,25 @@ impl UringDriver {
         }
     }
 
-    fn expire_lingers(&mut self, now: Instant) -> Option<Instant> {
-        let mut expired = std::mem::take(&mut self.lingers);
+    fn expire_lingers(&mut self, t: &mut SockTable<UringSock>, now: Instant) -> Option<Instant> {
+        let mut lingers = std::mem::take(&mut self.lingers);
         let mut next = None::<Instant>;
-        expired.retain(|&(at, slot, gen)| {
-            if at <= now {
-                let (mut cx, socks) = self.cx();
-                if let Some(s) = socks.get_mut(slot, gen) {
-                    if s.phase == Phase::Lingering {
-                        tracing::debug!(slot, "graceful close timed out with unsent data");
-                        s.start_close(&mut cx, slot, gen);
-                    }
-                    if s.phase == Phase::Closing && s.inflight == 0 {
-                        if let Some(mut s) = socks.remove(slot, gen) {
-                            s.flow.free(cx.pools);
-                        }
-                    }
-                }
-                false
-            } else {
+        lingers.retain(|&(at, key)| {
+            if at > now {
                 next = Some(next.map_or(at, |n| n.min(at)));
-                true
+                return true;
             }
+            if let Some(at) = t.entry(key) {
+                if at.s.phase == SockPhase::Lingering {
+                    tracing::debug!(?key, "graceful close timed out with unsent data");
+                    at.s.start_close(&mut self.cx(at.bufs, at.ready), key);
+                }
+            }
+            free_if_done(t, key);
+            false
         });
-        expired.append(&mut self.lingers);
-        self.lingers = expired;
+        lingers.append(&mut self.lingers);
+        self.lingers = lingers;
         next
     }
 
@@ -309,147 +267,137 @@ impl UringDriver {
     }
 }
 
-impl Sock {
-    fn fd(&self) -> types::Fd {
+impl Sock<UringSock> {
+    fn ring_fd(&self) -> types::Fd {
         types::Fd(self.fd.as_raw_fd())
     }
 
-    fn push(&mut self, cx: &mut Cx<'_>, sqe: squeue::Entry, op: Op, slot: u32, gen: u32) {
-        let sqe = sqe.user_data(Tag::new(op, slot, gen).pack());
+    fn push(&mut self, cx: &mut RingCx<'_>, sqe: squeue::Entry, op: Op, key: Key) {
+        let sqe = sqe.user_data(key.pack(op as u8));
         // SAFETY: every caller lends the memory the SQE points to (ring regions marked lent,
-        // the head datagram, or `addr`/`timeout` in this slab entry); none of it is freed or
-        // moved before the CQE, because the slot is only freed once `inflight` is 0.
+        // the head datagram, or `addr`/`timeout` in this slab entry, which never moves: the
+        // slab never grows past the room it reserved); none of it is freed or moved before
+        // the CQE, because the entry is only freed once `inflight` is 0.
         unsafe { cx.sq.push(&sqe) };
-        self.inflight += 1;
+        self.io.inflight += 1;
     }
 
     /// Queue whatever the socket's state allows.
-    fn arm(&mut self, cx: &mut Cx<'_>, slot: u32, gen: u32) {
+    fn arm(&mut self, cx: &mut RingCx<'_>, key: Key) {
         match self.phase {
-            Phase::Open => {
-                self.arm_rx(cx, slot, gen);
-                self.arm_tx(cx, slot, gen);
+            SockPhase::Open => {
+                self.arm_rx(cx, key);
+                self.arm_tx(cx, key);
             }
-            Phase::Lingering => {
-                self.arm_tx(cx, slot, gen);
-                if !self.tx_op && !self.flow.tx_pending() {
-                    self.start_close(cx, slot, gen);
+            SockPhase::Lingering => {
+                self.arm_tx(cx, key);
+                if !self.io.tx_op && !self.state.tx_pending() {
+                    self.start_close(cx, key);
                 }
             }
             _ => {}
         }
     }
 
-    fn arm_rx(&mut self, cx: &mut Cx<'_>, slot: u32, gen: u32) {
+    fn arm_rx(&mut self, cx: &mut RingCx<'_>, key: Key) {
         // A stream known readable needs no poll until a recv(2) hits EAGAIN.
-        if self.rx_op != RxOp::Idle || self.rx_ready || !self.flow.rx_room(&cx.pools.limits) {
+        if self.io.rx_op != RxOp::Idle || self.rx_ready || !self.state.rx_room(&cx.bufs.limits) {
             return;
         }
-        let sqe = opcode::PollAdd::new(self.fd(), libc::POLLIN as u32).build();
-        self.push(cx, sqe, Op::Poll, slot, gen);
-        self.rx_op = RxOp::Poll;
+        let sqe = opcode::PollAdd::new(self.ring_fd(), libc::POLLIN as u32).build();
+        self.push(cx, sqe, Op::Poll, key);
+        self.io.rx_op = RxOp::Poll;
     }
 
-    fn arm_tx(&mut self, cx: &mut Cx<'_>, slot: u32, gen: u32) {
-        if self.tx_op || self.flow.err.is_some() {
+    fn arm_tx(&mut self, cx: &mut RingCx<'_>, key: Key) {
+        if self.io.tx_op || self.state.err.is_some() {
             return;
         }
-        let (ptr, len) = if self.flow.is_stream() {
-            if self.flow.tx.len() == 0 {
-                if self.flow.shut == Shut::Wanted && self.phase == Phase::Open {
+        let (ptr, len) = if self.state.is_stream() {
+            if self.state.tx.len() == 0 {
+                if self.state.shut == Shut::Wanted && self.phase == SockPhase::Open {
                     // shutdown(2) never blocks, but `IORING_OP_SHUTDOWN` is always punted
                     // to an io-wq worker thread (a thread switch per connection): call it
                     // directly (pinned connect/request/close rate: see the commit).
                     if let Err(e) = sys::shutdown_write(self.fd.as_raw_fd()) {
                         tracing::debug!(error = %e, "shutdown(SHUT_WR) failed");
                     }
-                    self.flow.shut = Shut::Done;
+                    self.state.shut = Shut::Done;
                 }
                 return;
             }
-            self.flow.tx.lend_data()
+            self.state.tx.lend_data()
         } else {
-            match self.flow.dtx.front() {
+            match self.state.dtx.front() {
                 Some(d) => (d.as_ptr(), d.len()),
                 None => return,
             }
         };
         let len = u32::try_from(len).unwrap_or(u32::MAX);
-        let sqe = opcode::Send::new(self.fd(), ptr, len)
+        let sqe = opcode::Send::new(self.ring_fd(), ptr, len)
             .flags(libc::MSG_NOSIGNAL)
             .build();
-        self.push(cx, sqe, Op::Send, slot, gen);
-        self.tx_op = true;
+        self.push(cx, sqe, Op::Send, key);
+        self.io.tx_op = true;
     }
 
-    /// Stop everything: cancel ops on the fd; the slot is freed when the last CQE is in.
-    fn start_close(&mut self, cx: &mut Cx<'_>, slot: u32, gen: u32) {
-        self.phase = Phase::Closing;
-        self.flow.quiet = true;
-        if self.inflight > 0 {
-            let b = types::CancelBuilder::fd(self.fd()).all();
+    /// Stop everything: cancel ops on the fd; the entry is freed when the last CQE is in.
+    fn start_close(&mut self, cx: &mut RingCx<'_>, key: Key) {
+        self.phase = SockPhase::Closing;
+        self.state.quiet = true;
+        if self.io.inflight > 0 {
+            let b = types::CancelBuilder::fd(self.ring_fd()).all();
             let sqe = opcode::AsyncCancel2::new(b).build();
-            self.push(cx, sqe, Op::Cancel, slot, gen);
+            self.push(cx, sqe, Op::Cancel, key);
         }
     }
 
-    fn complete(&mut self, cx: &mut Cx<'_>, tag: Tag, res: io::Result<usize>) {
-        let (slot, gen) = (tag.slot, tag.gen);
-        match tag.op {
+    fn complete(&mut self, cx: &mut RingCx<'_>, op: Op, key: Key, res: io::Result<usize>) {
+        match op {
             Op::Connect => {
-                if self.phase != Phase::Connecting {
+                if self.phase != SockPhase::Connecting {
                     return;
                 }
-                let result = match res {
-                    Ok(_) => {
-                        self.phase = Phase::Open;
-                        Ok(())
+                let result = res.map(drop).map_err(|e| {
+                    if e.raw_os_error() == Some(libc::ECANCELED) {
+                        connect_timed_out()
+                    } else {
+                        e
                     }
-                    Err(e) => {
-                        self.phase = Phase::Failed;
-                        if e.raw_os_error() == Some(libc::ECANCELED) {
-                            Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))
-                        } else {
-                            Err(e)
-                        }
-                    }
-                };
-                if !self.flow.quiet {
-                    cx.ready.push(Event::Connected {
-                        token: self.flow.token,
-                        result,
-                    });
-                }
+                });
+                self.connected(result, cx.ready);
             }
             Op::LinkTimeout | Op::Cancel | Op::Wake => {}
             Op::Poll => {
-                self.rx_op = RxOp::Idle;
-                if self.phase == Phase::Open && self.flow.rx_room(&cx.pools.limits) {
-                    if self.flow.is_stream() {
+                self.io.rx_op = RxOp::Idle;
+                if self.phase == SockPhase::Open && self.state.rx_room(&cx.bufs.limits) {
+                    if self.state.is_stream() {
                         // Read on demand by `recv_into` / `recv`, straight into the
                         // caller's memory (an io_uring `Recv` would need a buffer of ours
                         // and a second copy).
                         self.rx_ready = true;
-                        self.flow.notify_readable(cx.ready);
+                        self.state.notify_readable(cx.ready);
                     } else {
-                        self.drain_datagrams(cx);
+                        // Datagram sockets keep `rx_ready` clear: the next poll is armed
+                        // as soon as the queue has room.
+                        self.drain_datagrams(cx.bufs, cx.ready);
                     }
                 }
             }
             Op::Send => {
-                self.tx_op = false;
-                if self.flow.is_stream() {
+                self.io.tx_op = false;
+                if self.state.is_stream() {
                     match res {
                         Ok(n) => {
-                            self.flow.tx.consume(n);
-                            self.flow.tx.grow(cx.pools);
+                            self.state.tx.consume(n);
+                            self.state.tx.grow(cx.bufs);
                         }
                         Err(e) => {
-                            self.flow.tx.unlend();
-                            if matches!(self.phase, Phase::Open | Phase::Lingering) {
-                                self.flow.fail(e, cx.pools, cx.ready);
-                                if self.phase == Phase::Lingering {
-                                    self.start_close(cx, slot, gen);
+                            self.state.tx.unlend();
+                            if matches!(self.phase, SockPhase::Open | SockPhase::Lingering) {
+                                self.state.fail(e, cx.bufs, cx.ready);
+                                if self.phase == SockPhase::Lingering {
+                                    self.start_close(cx, key);
                                 }
                             }
                         }
@@ -458,175 +406,109 @@ impl Sock {
                     if let Err(e) = res {
                         tracing::debug!(error = %e, "datagram send failed; dropped");
                     }
-                    self.flow.pop_datagram(cx.pools);
+                    self.state.pop_datagram(cx.bufs);
                 }
-                self.flow.notify_writable(cx.ready, &cx.pools.limits);
-                self.flow.release(cx.pools);
+                self.state.notify_writable(cx.ready, &cx.bufs.limits);
+                self.state.release(cx.bufs);
             }
         }
-        self.arm(cx, slot, gen);
-    }
-
-    /// After a poll on a datagram socket: read datagrams until `EAGAIN` or the queue is full.
-    fn drain_datagrams(&mut self, cx: &mut Cx<'_>) {
-        let fd = self.fd.as_raw_fd();
-        let mut buf = std::mem::take(&mut cx.pools.scratch);
-        let mut got = false;
-        // Bounded: each failed recv consumes one pending ICMP error.
-        for _ in 0..cx.pools.limits.rx_datagrams + 8 {
-            if !self.flow.rx_room(&cx.pools.limits) {
-                break;
-            }
-            match sys::recv(fd, &mut buf) {
-                Ok(n) => {
-                    self.flow.push_datagram(&buf[..n.min(buf.len())], cx.pools);
-                    got = true;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => tracing::debug!(error = %e, "datagram socket error ignored"),
-            }
-        }
-        cx.pools.scratch = buf;
-        if got {
-            self.flow.notify_readable(cx.ready);
-        }
+        self.arm(cx, key);
     }
 }
 
-impl UringDriver {
-    /// Run a receive on the socket `sock` names (unless unknown or closed by the caller),
-    /// then queue whatever its state allows.
-    fn with_live(
-        &mut self,
-        sock: SockId,
-        f: impl FnOnce(&mut Sock, &mut Pools) -> Result<usize, Recv>,
-    ) -> Result<usize, Recv> {
-        let (slot, gen) = Slab::<Sock>::split(sock);
-        let (mut cx, socks) = self.cx();
-        let Some(s) = socks.get_mut(slot, gen).filter(|s| !s.flow.quiet) else {
-            return Err(unknown());
-        };
-        let r = f(s, cx.pools);
-        s.arm(&mut cx, slot, gen);
-        r
-    }
-}
+impl SockIo for UringIo {
+    const KIND: EgressDriver = EgressDriver::Uring;
+    const NONBLOCKING: bool = false;
+    type Sock = UringSock;
 
-fn unknown() -> Recv {
-    Recv::Error(io::Error::new(io::ErrorKind::NotFound, "unknown socket"))
-}
-
-impl Driver for UringDriver {
-    fn kind(&self) -> DriverKind {
-        DriverKind::Uring
+    fn new(limits: &Limits) -> Result<UringIo, EgressError> {
+        let cq = (limits.max_sockets.saturating_mul(4))
+            .next_power_of_two()
+            .clamp(2 * SQ_ENTRIES as usize, 65536);
+        let ring = IoUring::builder()
+            // cq <= 65536: fits.
+            .setup_cqsize(cq as u32)
+            .build(SQ_ENTRIES)
+            .map_err(EgressError::UringSetup)?;
+        Ok(UringIo {
+            sq: Sq { ring, inflight: 0 },
+            watches: Vec::new(),
+            cqes: Vec::new(),
+            lingers: Vec::new(),
+        })
     }
 
-    fn open(
-        &mut self,
-        kind: SockKind,
-        remote: SocketAddr,
-        connect_timeout: Duration,
-        token: Token,
-    ) -> Result<SockId, EgressError> {
-        let limits = self.pools.limits;
-        if self.socks.len() >= limits.max_sockets {
-            return Err(EgressError::TooManySockets(self.socks.len()));
-        }
-        let sock_err = |source| EgressError::Socket {
-            kind,
-            remote,
-            source,
-        };
-        // Blocking fd: io_uring does the waiting; direct syscalls pass MSG_DONTWAIT.
-        let fd = sys::socket(kind, &remote, false).map_err(sock_err)?;
-        let addr = SockAddr::new(&remote);
-        let stream = kind == SockKind::Tcp;
-        if stream {
-            if let Err(e) = sys::set_nodelay(fd.as_raw_fd()) {
-                tracing::debug!(error = %e, "TCP_NODELAY failed");
-            }
-        } else {
-            sys::connect(fd.as_raw_fd(), &addr).map_err(sock_err)?;
-        }
-        let sock = Sock {
-            fd,
-            flow: Flow::new(kind, token, &limits),
-            phase: if stream {
-                Phase::Connecting
-            } else {
-                Phase::Open
-            },
+    fn new_sock(connect: &Connect) -> UringSock {
+        UringSock {
             inflight: 0,
-            addr,
-            timeout: types::Timespec::from(connect_timeout),
+            addr: connect.addr,
+            timeout: types::Timespec::from(connect.timeout),
             rx_op: RxOp::Idle,
-            rx_ready: false,
             tx_op: false,
-        };
-        let (slot, gen) = self
-            .socks
-            .insert(sock)
-            .ok_or(EgressError::TooManySockets(self.socks.len()))?;
-        let (mut cx, socks) = self.cx();
-        let Some(s) = socks.get_mut(slot, gen) else {
-            unreachable!("slot {slot} was inserted just above");
-        };
-        if stream {
-            let timed = !connect_timeout.is_zero();
-            cx.sq.reserve(2);
-            let mut connect = opcode::Connect::new(s.fd(), s.addr.as_ptr(), s.addr.len).build();
-            if timed {
-                connect = connect.flags(squeue::Flags::IO_LINK);
-            }
-            s.push(&mut cx, connect, Op::Connect, slot, gen);
-            if timed {
-                let lt = opcode::LinkTimeout::new(&raw const s.timeout).build();
-                s.push(&mut cx, lt, Op::LinkTimeout, slot, gen);
-            }
-        } else {
-            s.arm(&mut cx, slot, gen);
         }
-        Ok(Slab::<Sock>::id(slot, gen))
     }
 
-    fn send(&mut self, sock: SockId, data: &[u8]) -> usize {
-        let (slot, gen) = Slab::<Sock>::split(sock);
-        let (mut cx, socks) = self.cx();
-        let Some(s) = socks.get_mut(slot, gen) else {
-            return 0;
-        };
+    /// The connect's address and timeout are read from the slab entry (`new_sock` put
+    /// them there), which stays put until the CQEs are in.
+    fn start(&mut self, at: SockRef<'_, UringSock>, connect: &Connect) -> io::Result<()> {
+        let SockRef {
+            key,
+            s,
+            bufs,
+            ready,
+        } = at;
+        let mut cx = self.cx(bufs, ready);
+        if s.phase != SockPhase::Connecting {
+            s.arm(&mut cx, key);
+            return Ok(());
+        }
+        let timed = !connect.timeout.is_zero();
+        cx.sq.reserve(2);
+        let mut sqe = opcode::Connect::new(s.ring_fd(), s.io.addr.as_ptr(), s.io.addr.len).build();
+        if timed {
+            sqe = sqe.flags(squeue::Flags::IO_LINK);
+        }
+        s.push(&mut cx, sqe, Op::Connect, key);
+        if timed {
+            let lt = opcode::LinkTimeout::new(&raw const s.io.timeout).build();
+            s.push(&mut cx, lt, Op::LinkTimeout, key);
+        }
+        Ok(())
+    }
+
+    fn send_now(at: &mut SockRef<'_, UringSock>, data: &[u8]) -> ControlFlow<usize, usize> {
+        let SockRef { s, bufs, ready, .. } = at;
         // A datagram with nothing queued ahead of it goes out at once with one non-blocking
         // send(2) (as the epoll driver does): a ring round trip per datagram would cap UDP
         // at one datagram per `wait`. Only a full socket buffer queues it for io_uring.
-        if !s.flow.is_stream()
-            && s.phase == Phase::Open
-            && !s.tx_op
-            && s.flow.dtx.is_empty()
-            && !s.flow.quiet
-            && data.len() <= cx.pools.limits.max_datagram
+        if !s.state.is_stream()
+            && s.phase == SockPhase::Open
+            && !s.io.tx_op
+            && s.state.dtx.is_empty()
+            && !s.state.quiet
+            && data.len() <= bufs.limits.max_datagram
         {
             match sys::send(s.fd.as_raw_fd(), data) {
-                Ok(_) => return data.len(),
+                Ok(_) => return ControlFlow::Break(data.len()),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => {
                     // Like a NAT: ICMP-caused errors and failed sends drop the datagram.
                     tracing::debug!(error = %e, "datagram send failed; dropped");
-                    return data.len();
+                    return ControlFlow::Break(data.len());
                 }
             }
         }
         // The same for a stream with nothing queued or in flight: write what the socket
         // takes now, queue only the rest (pinned upload through ringnet: 10.0 -> 13.9 Gbit/s).
-        let mut direct = 0;
-        if s.flow.is_stream()
-            && s.phase == Phase::Open
-            && !s.tx_op
-            && s.flow.tx.len() == 0
-            && s.flow.send_space(&cx.pools.limits) > 0
+        if s.state.is_stream()
+            && s.phase == SockPhase::Open
+            && !s.io.tx_op
+            && s.state.tx.len() == 0
+            && s.state.send_space(&bufs.limits) > 0
         {
             match sys::send(s.fd.as_raw_fd(), data) {
-                Ok(k) if k == data.len() => return k,
-                Ok(k) => direct = k,
+                Ok(k) if k == data.len() => return ControlFlow::Break(k),
+                Ok(k) => return ControlFlow::Continue(k),
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -636,105 +518,36 @@ impl Driver for UringDriver {
                     // This send(2) consumed the socket's pending error (a reset): a later
                     // recv(2) would read a clean EOF. Keep it for `recv` (the guest must
                     // see the reset) and take nothing.
-                    s.flow.fail(e, cx.pools, cx.ready);
-                    return 0;
+                    s.state.fail(e, bufs, ready);
+                    return ControlFlow::Break(0);
                 }
             }
         }
-        let n = direct + s.flow.send(&data[direct..], cx.pools);
-        if n > direct {
-            s.arm(&mut cx, slot, gen);
-        }
-        n
+        ControlFlow::Continue(0)
     }
 
-    fn send_space(&self, sock: SockId) -> usize {
-        let (slot, gen) = Slab::<Sock>::split(sock);
-        self.socks
-            .get(slot, gen)
-            .map_or(0, |s| s.flow.send_space(&self.pools.limits))
+    /// Queue the work the caller's data or shutdown needs; after a receive, re-arm the
+    /// poll if the socket was read dry.
+    fn touched(&mut self, at: SockRef<'_, UringSock>, _what: Touch) {
+        at.s.arm(&mut self.cx(at.bufs, at.ready), at.key);
     }
 
-    fn send_pending(&self, sock: SockId) -> usize {
-        let (slot, gen) = Slab::<Sock>::split(sock);
-        self.socks.get(slot, gen).map_or(0, |s| {
-            if s.flow.is_stream() {
-                s.flow.tx.len()
-            } else {
-                s.flow.dtx.len()
+    fn linger(&mut self, t: &mut SockTable<UringSock>, key: Key, until: Instant) {
+        if let Some(at) = t.entry(key) {
+            if at.s.io.rx_op == RxOp::Poll {
+                let b = types::CancelBuilder::user_data(key.pack(Op::Poll as u8));
+                let sqe = opcode::AsyncCancel2::new(b).build();
+                at.s.push(&mut self.cx(at.bufs, at.ready), sqe, Op::Cancel, key);
             }
-        })
+        }
+        self.lingers.push((until, key));
     }
 
-    fn recv(&mut self, sock: SockId, f: &mut dyn FnMut(&[u8]) -> usize) -> Result<usize, Recv> {
-        self.with_live(sock, |s, pools| {
-            if s.flow.is_stream() && s.phase == Phase::Open {
-                s.flow.fill_stream(s.fd.as_raw_fd(), &mut s.rx_ready, pools);
-            }
-            s.flow.recv(f, pools)
-        })
-    }
-
-    fn recv_into(&mut self, sock: SockId, buf: &mut [u8]) -> Result<usize, Recv> {
-        self.with_live(sock, |s, pools| {
-            if s.flow.is_stream() && s.phase == Phase::Open {
-                let fd = s.fd.as_raw_fd();
-                s.flow.recv_stream_into(fd, &mut s.rx_ready, buf, pools)
-            } else {
-                s.flow.recv_copy(buf, pools)
-            }
-        })
-    }
-
-    fn shutdown_write(&mut self, sock: SockId) {
-        let (slot, gen) = Slab::<Sock>::split(sock);
-        let (mut cx, socks) = self.cx();
-        if let Some(s) = socks.get_mut(slot, gen) {
-            if s.flow.is_stream() && s.flow.shut == Shut::No && !s.flow.quiet {
-                s.flow.shut = Shut::Wanted;
-                s.arm(&mut cx, slot, gen);
-            }
+    fn close(&mut self, t: &mut SockTable<UringSock>, key: Key) {
+        if let Some(at) = t.entry(key) {
+            at.s.start_close(&mut self.cx(at.bufs, at.ready), key);
         }
-    }
-
-    fn close(&mut self, sock: SockId, reset: bool) {
-        let (slot, gen) = Slab::<Sock>::split(sock);
-        let now = Instant::now();
-        let (mut cx, socks) = self.cx();
-        let Some(s) = socks.get_mut(slot, gen) else {
-            return;
-        };
-        if s.flow.quiet && !(reset && s.phase == Phase::Lingering) {
-            return;
-        }
-        s.flow.quiet = true;
-        if reset {
-            if let Err(e) = sys::set_linger_zero(s.fd.as_raw_fd()) {
-                tracing::debug!(error = %e, "SO_LINGER failed");
-            }
-        }
-        let flush = !reset && s.phase == Phase::Open && s.flow.is_stream() && s.flow.tx_pending();
-        if flush {
-            s.phase = Phase::Lingering;
-            if s.rx_op == RxOp::Poll {
-                let b = types::CancelBuilder::user_data(Tag::new(Op::Poll, slot, gen).pack());
-                s.push(
-                    &mut cx,
-                    opcode::AsyncCancel2::new(b).build(),
-                    Op::Cancel,
-                    slot,
-                    gen,
-                );
-            }
-            self.lingers.push((now + CLOSE_LINGER, slot, gen));
-            return;
-        }
-        s.start_close(&mut cx, slot, gen);
-        if s.inflight == 0 {
-            if let Some(mut s) = socks.remove(slot, gen) {
-                s.flow.free(cx.pools);
-            }
-        }
+        free_if_done(t, key);
     }
 
     fn watch(&mut self, fd: RawFd, token: Token) -> Result<(), EgressError> {
@@ -754,51 +567,34 @@ impl Driver for UringDriver {
         Ok(())
     }
 
-    fn wait(
+    fn prepare(&mut self, t: &mut SockTable<UringSock>, now: Instant) -> Option<Instant> {
+        self.arm_watches();
+        self.expire_lingers(t, now)
+    }
+
+    fn poll(
         &mut self,
+        t: &mut SockTable<UringSock>,
         timeout: Option<Duration>,
-        events: &mut Vec<Event>,
     ) -> Result<(), EgressError> {
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        loop {
-            self.arm_watches();
-            let now = Instant::now();
-            let next_linger = self.expire_lingers(now);
-            let mut t = deadline.map(|d| d.saturating_duration_since(now));
-            if let Some(l) = next_linger {
-                let lt = l.saturating_duration_since(now);
-                t = Some(t.map_or(lt, |t| t.min(lt)));
-            }
-            if !self.ready.is_empty() {
-                t = Some(Duration::ZERO);
-            }
-            self.enter(t)?;
-            self.reap();
-            if !self.ready.is_empty() || deadline.is_some_and(|d| Instant::now() >= d) {
-                break;
-            }
-        }
-        events.append(&mut self.ready);
+        self.enter(timeout)?;
+        self.reap(t);
         Ok(())
     }
 
-    fn open_sockets(&self) -> usize {
-        self.socks.len()
-    }
-}
-
-impl Drop for UringDriver {
     /// Cancel everything and reap until no op can touch our memory; if the kernel does not
-    /// let go within a bound, leak the buffers rather than free memory it may still write.
-    fn drop(&mut self) {
+    /// let go within a bound, leak the sockets' buffers rather than free memory it may
+    /// still write.
+    fn finish(&mut self, t: &mut SockTable<UringSock>) {
         if self.sq.inflight == 0 {
             return;
         }
-        for (_, _, s) in self.socks.iter_mut() {
-            s.phase = Phase::Closing;
-            s.flow.quiet = true;
+        for (_, s) in t.socks.iter_mut() {
+            s.phase = SockPhase::Closing;
+            s.state.quiet = true;
         }
-        let ud = Tag::new(Op::Cancel, u32::MAX, 0).pack();
+        // Names no socket: its completion is ignored as stale.
+        let ud = Key::fixed(u32::MAX).pack(Op::Cancel as u8);
         let sqe = opcode::AsyncCancel2::new(types::CancelBuilder::any())
             .build()
             .user_data(ud);
@@ -809,14 +605,14 @@ impl Drop for UringDriver {
             if self.enter(Some(Duration::from_millis(10))).is_err() {
                 break;
             }
-            self.reap();
+            self.reap(t);
         }
         if self.sq.inflight > 0 {
             tracing::error!(
                 inflight = self.sq.inflight,
                 "io_uring ops outlive the driver; leaking buffers"
             );
-            std::mem::forget(std::mem::replace(&mut self.socks, Slab::new(0)));
+            std::mem::forget(std::mem::replace(&mut t.socks, Slab::new(0)));
         }
     }
 }
@@ -825,18 +621,11 @@ impl Drop for UringDriver {
 mod tests {
     use super::*;
 
-    /// After an exchange, an idle established socket holds no data buffer, and its slab
-    /// entry is small.
+    /// An idle stream has a poll armed (no buffer), not a receive.
     #[test]
-    fn idle_socket_holds_no_buffer() {
+    fn idle_stream_is_polled() {
         let mut d = UringDriver::new(Limits::default()).unwrap();
-        let (id, _peer) = crate::egress::test_util::exchange_then_idle(&mut d);
-        let (slot, gen) = Slab::<Sock>::split(id);
-        let s = d.socks.get(slot, gen).unwrap();
-        assert!(!s.flow.rx.holds_memory() && !s.flow.tx.holds_memory());
-        assert_eq!(s.rx_op, RxOp::Poll, "idle: a poll, not a recv, is armed");
-        let entry = std::mem::size_of::<(u32, Option<Sock>)>();
-        eprintln!("uring slab entry: {entry} bytes");
-        assert!(entry <= 1024, "{entry}");
+        let (s, _peer) = crate::egress::test_util::idle_socket(&mut d);
+        assert_eq!(s.io.rx_op, RxOp::Poll, "idle: a poll, not a recv, is armed");
     }
 }

@@ -1,8 +1,9 @@
-//! The typed token carried in `user_data`, and the one place a CQE result becomes an
-//! `io::Result`.
+//! What an SQE was for ([`Op`], the tag of its `user_data`), and the one place a CQE result
+//! becomes an `io::Result`.
 //!
-//! Layout of `user_data` (64 bits): `op (8) | generation (24) | slot (32)`. For
-//! [`Op::Wake`] the slot is the index of the watched fd and the generation is 0.
+//! `user_data` is a slab [`Key`](crate::slab::Key) packed with the op as its tag
+//! (`key.pack(op as u8)`: `op (8) | generation (24) | index (32)`): the socket's key, or for
+//! [`Op::Wake`] `Key::fixed(index of the watched fd)`.
 
 use std::io;
 
@@ -23,47 +24,19 @@ pub(super) enum Op {
     Wake = 8,
 }
 
-/// A decoded `user_data`.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub(super) struct Tag {
-    pub op: Op,
-    pub gen: u32,
-    pub slot: u32,
-}
+impl Op {
+    const ALL: [Op; 6] = [
+        Op::Connect,
+        Op::LinkTimeout,
+        Op::Poll,
+        Op::Send,
+        Op::Cancel,
+        Op::Wake,
+    ];
 
-pub(super) const GEN_MASK: u32 = 0x00ff_ffff;
-
-impl Tag {
-    pub fn new(op: Op, slot: u32, gen: u32) -> Tag {
-        Tag {
-            op,
-            gen: gen & GEN_MASK,
-            slot,
-        }
-    }
-
-    pub fn pack(self) -> u64 {
-        ((self.op as u64) << 56) | (u64::from(self.gen & GEN_MASK) << 32) | u64::from(self.slot)
-    }
-
-    /// `None` for a value this driver never produced.
-    pub fn unpack(ud: u64) -> Option<Tag> {
-        let op = match ud >> 56 {
-            1 => Op::Connect,
-            2 => Op::LinkTimeout,
-            3 => Op::Poll,
-            5 => Op::Send,
-            7 => Op::Cancel,
-            8 => Op::Wake,
-            _ => return None,
-        };
-        // Truncations intended: fields of the packed word.
-        #[allow(clippy::cast_possible_truncation)]
-        Some(Tag {
-            op,
-            gen: ((ud >> 32) as u32) & GEN_MASK,
-            slot: ud as u32,
-        })
+    /// The op a `user_data` tag names; `None` for a tag this driver never produced.
+    pub fn from_tag(tag: u8) -> Option<Op> {
+        Op::ALL.into_iter().find(|&op| op as u8 == tag)
     }
 }
 
@@ -79,12 +52,13 @@ mod tests {
 
     #[test]
     fn tag_round_trip() {
-        for op in [Op::Connect, Op::Poll, Op::Wake, Op::Cancel] {
-            let t = Tag::new(op, 0xdead_beef, 0x0123_4567);
-            let u = Tag::unpack(t.pack()).expect("packed by us");
-            assert_eq!(u, Tag::new(op, 0xdead_beef, 0x0023_4567));
+        use crate::slab::Key;
+        for op in Op::ALL {
+            let k = Key::fixed(0xdead_beef);
+            let (tag, key) = Key::unpack(k.pack(op as u8));
+            assert_eq!((Op::from_tag(tag), key), (Some(op), k));
         }
-        assert_eq!(Tag::unpack(0), None);
+        assert_eq!(Op::from_tag(0), None);
     }
 
     #[test]

@@ -1,68 +1,67 @@
-//! Driver-independent socket state: buffers, buffer pools, the socket slab.
+//! Driver-independent socket state: [`SockState`] (the caller-visible state of one host
+//! socket and its buffers), its [`ByteRing`]s, and the [`BufferPool`] they draw from. No
+//! syscalls here: the drivers hand in the one read this needs as a closure.
 //!
 //! # Buffers
 //! - Stream sockets hold one [`ByteRing`] per direction. A ring's memory is taken from the
-//!   pools when the first byte needs it — [`SMALL_BUFFER`] bytes first, regrown (data copied
+//!   pool when the first byte needs it — [`SMALL_BUFFER`] bytes first, regrown (data copied
 //!   to the start) to `Limits::rx_buffer` / `tx_buffer` only when more is needed and nothing
 //!   is lent — and handed back as soon as the ring is empty and not lent to the kernel, so an
 //!   idle socket holds no data buffer and 10,000 flows exchanging small messages at once hold
-//!   4 KiB each, not 256 KiB. The pools keep spares so the steady state does not allocate.
+//!   4 KiB each, not 256 KiB. The pool keeps spares so the steady state does not allocate.
 //! - A transmit ring's head data may be *lent* (to an in-flight io_uring `Send`): while lent,
 //!   the ring's memory is never freed or moved and the lent bytes are not consumed by us.
-//! - Stream receive rings serve only [`Flow::recv`] callers: the stack receives with
-//!   [`Flow::recv_stream_into`], straight from the socket into its own memory.
+//! - Stream receive rings serve only [`SockState::recv`] callers: the stack receives with
+//!   [`SockState::recv_stream_into`], straight from the socket into its own memory.
 //! - Datagram sockets queue `Vec<u8>`s (at most `rx_datagrams` / `tx_datagrams`), recycled
-//!   through [`Pools::vecs`].
+//!   through the pool's spare vectors.
 
 use std::collections::VecDeque;
 use std::io;
 
-use std::os::fd::RawFd;
+use super::{Event, Limits, Recv, SockKind, Token};
 
-use super::sys::{self, clone_error};
-use super::{Event, Limits, Recv, SockId, SockKind, Token};
-
-/// Spare data buffers kept per pool (each one `rx_buffer` / `tx_buffer` bytes).
+/// Spare data buffers kept per size class (each one `rx_buffer` / `tx_buffer` bytes).
 const SPARE_BUFFERS: usize = 16;
 /// Spare small buffers kept.
 const SPARE_SMALL: usize = 256;
 /// First allocation of a ring: enough for a request or a response; a ring grows to its
 /// full size only when more is needed (and nothing is lent).
-pub(crate) const SMALL_BUFFER: usize = 4096;
+pub const SMALL_BUFFER: usize = 4096;
 /// Spare datagram vectors kept, and the largest capacity worth keeping.
 const SPARE_VECS: usize = 256;
 const SPARE_VEC_MAX_CAP: usize = 9216;
 
 /// Fixed-size byte buffers, recycled.
-struct Pool {
+struct SizeClass {
     size: usize,
     max_spare: usize,
     spare: Vec<Box<[u8]>>,
 }
 
 /// Every buffer source of one driver.
-pub(crate) struct Pools {
+pub struct BufferPool {
     pub limits: Limits,
     /// By size: small, rx, tx (sizes may coincide; the first match serves).
-    pools: [Pool; 3],
+    classes: [SizeClass; 3],
     vecs: Vec<Vec<u8>>,
     /// Landing area for datagram receive (`recv(2)` is synchronous, so one is enough).
     pub scratch: Box<[u8]>,
 }
 
-impl Pools {
-    pub fn new(limits: Limits) -> Pools {
-        let pool = |size: usize, max_spare| Pool {
+impl BufferPool {
+    pub fn new(limits: Limits) -> BufferPool {
+        let class = |size: usize, max_spare| SizeClass {
             size: size.max(1),
             max_spare,
             spare: Vec::new(),
         };
-        Pools {
+        BufferPool {
             limits,
-            pools: [
-                pool(SMALL_BUFFER, SPARE_SMALL),
-                pool(limits.rx_buffer, SPARE_BUFFERS),
-                pool(limits.tx_buffer, SPARE_BUFFERS),
+            classes: [
+                class(SMALL_BUFFER, SPARE_SMALL),
+                class(limits.rx_buffer, SPARE_BUFFERS),
+                class(limits.tx_buffer, SPARE_BUFFERS),
             ],
             vecs: Vec::new(),
             scratch: vec![0u8; limits.max_datagram.max(1)].into_boxed_slice(),
@@ -71,18 +70,18 @@ impl Pools {
 
     fn take(&mut self, size: usize) -> Box<[u8]> {
         let spare = self
-            .pools
+            .classes
             .iter_mut()
-            .find(|p| p.size == size)
-            .and_then(|p| p.spare.pop());
+            .find(|c| c.size == size)
+            .and_then(|c| c.spare.pop());
         // `vec![0; n]` is calloc: a fresh mmap-sized buffer is zero pages, no memset.
         spare.unwrap_or_else(|| vec![0u8; size].into_boxed_slice())
     }
 
     fn give(&mut self, b: Box<[u8]>) {
-        if let Some(p) = self.pools.iter_mut().find(|p| p.size == b.len()) {
-            if p.spare.len() < p.max_spare {
-                p.spare.push(b);
+        if let Some(c) = self.classes.iter_mut().find(|c| c.size == b.len()) {
+            if c.spare.len() < c.max_spare {
+                c.spare.push(b);
             }
         }
     }
@@ -103,7 +102,7 @@ impl Pools {
 
 /// A byte ring whose memory exists only while it holds data (or a region is lent). Memory
 /// comes in two sizes: [`SMALL_BUFFER`] first, then `limit` when that is not enough.
-pub(crate) struct ByteRing {
+pub struct ByteRing {
     buf: Option<Box<[u8]>>,
     /// Most bytes the ring may hold (`Limits::rx_buffer` / `tx_buffer`).
     limit: usize,
@@ -164,7 +163,7 @@ impl ByteRing {
 
     /// Make `want` bytes (at most the room) free: take memory if none, grow to `limit`
     /// (copying the data to the start) if the small buffer is too small and nothing is lent.
-    fn reserve(&mut self, want: usize, pools: &mut Pools) {
+    fn reserve(&mut self, want: usize, bufs: &mut BufferPool) {
         let want = want.min(self.limit - self.len).max(1);
         let cap = self.mem_cap();
         if cap == 0 {
@@ -173,15 +172,15 @@ impl ByteRing {
             } else {
                 self.limit
             };
-            self.buf = Some(pools.take(size));
+            self.buf = Some(bufs.take(size));
             self.head = 0;
         } else if cap - self.len < want && cap < self.limit && self.can_move() {
-            let mut new = pools.take(self.limit);
+            let mut new = bufs.take(self.limit);
             if let Some(old) = self.buf.take() {
                 let first = self.len.min(cap - self.head);
                 new[..first].copy_from_slice(&old[self.head..self.head + first]);
                 new[first..self.len].copy_from_slice(&old[..self.len - first]);
-                pools.give(old);
+                bufs.give(old);
             }
             self.head = 0;
             self.buf = Some(new);
@@ -192,11 +191,11 @@ impl ByteRing {
     /// it reports written. `want` sizes the memory (see [`ByteRing::reserve`]).
     pub fn fill(
         &mut self,
-        pools: &mut Pools,
+        bufs: &mut BufferPool,
         want: usize,
         f: impl FnOnce(&mut [u8]) -> io::Result<usize>,
     ) -> io::Result<usize> {
-        self.reserve(want, pools);
+        self.reserve(want, bufs);
         let (start, n) = self.free_region();
         let r = match &mut self.buf {
             Some(mem) => f(&mut mem[start..start + n]),
@@ -209,8 +208,8 @@ impl ByteRing {
     }
 
     /// Copy as much of `data` in as fits; returns the count.
-    pub fn push(&mut self, mut data: &[u8], pools: &mut Pools) -> usize {
-        self.reserve(data.len(), pools);
+    pub fn push(&mut self, mut data: &[u8], bufs: &mut BufferPool) -> usize {
+        self.reserve(data.len(), bufs);
         let mut total = 0;
         while !data.is_empty() {
             let (start, n) = self.free_region();
@@ -264,9 +263,9 @@ impl ByteRing {
     /// Move still-queued data of a small first-tier buffer into a full-size one, once nothing
     /// is lent. A stream socket whose `Send` is always in flight never has an unlent moment
     /// inside `push`, so without this its transmit ring would stay at [`SMALL_BUFFER`].
-    pub fn grow(&mut self, pools: &mut Pools) {
+    pub fn grow(&mut self, bufs: &mut BufferPool) {
         if self.len > 0 && self.mem_cap() < self.limit && self.can_move() {
-            self.reserve(self.limit, pools);
+            self.reserve(self.limit, bufs);
         }
     }
 
@@ -284,11 +283,11 @@ impl ByteRing {
     }
 
     /// Give the memory back when nothing is stored and nothing is lent.
-    fn release(&mut self, pools: &mut Pools) {
+    fn release(&mut self, bufs: &mut BufferPool) {
         if self.len == 0 && self.can_move() {
             self.head = 0;
             if let Some(b) = self.buf.take() {
-                pools.give(b);
+                bufs.give(b);
             }
         }
     }
@@ -296,14 +295,14 @@ impl ByteRing {
 
 /// Progress of a requested `shutdown(SHUT_WR)`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Shut {
+pub enum Shut {
     No,
     Wanted,
     Done,
 }
 
 /// Buffers and caller-visible state of one socket.
-pub(crate) struct Flow {
+pub struct SockState {
     pub kind: SockKind,
     pub token: Token,
     pub rx: ByteRing,
@@ -321,9 +320,9 @@ pub(crate) struct Flow {
     pub quiet: bool,
 }
 
-impl Flow {
-    pub fn new(kind: SockKind, token: Token, limits: &Limits) -> Flow {
-        Flow {
+impl SockState {
+    pub fn new(kind: SockKind, token: Token, limits: &Limits) -> SockState {
+        SockState {
             kind,
             token,
             rx: ByteRing::new(limits.rx_buffer),
@@ -363,18 +362,18 @@ impl Flow {
         }
     }
 
-    pub fn send(&mut self, data: &[u8], pools: &mut Pools) -> usize {
+    pub fn send(&mut self, data: &[u8], bufs: &mut BufferPool) -> usize {
         if self.err.is_some() || self.shut != Shut::No || self.quiet {
             return 0;
         }
         let n = if self.is_stream() {
-            self.tx.push(data, pools)
-        } else if data.len() > pools.limits.max_datagram {
+            self.tx.push(data, bufs)
+        } else if data.len() > bufs.limits.max_datagram {
             return 0; // never fits: no Writable will follow
-        } else if self.dtx.len() >= pools.limits.tx_datagrams {
+        } else if self.dtx.len() >= bufs.limits.tx_datagrams {
             0
         } else {
-            let v = pools.vec_from(data);
+            let v = bufs.vec_from(data);
             self.dtx.push_back(v);
             data.len()
         };
@@ -382,6 +381,15 @@ impl Flow {
             self.tx_blocked = true;
         }
         n
+    }
+
+    /// Stream: bytes accepted by `send` and not yet written; datagram: datagrams queued.
+    pub fn send_pending(&self) -> usize {
+        if self.is_stream() {
+            self.tx.len()
+        } else {
+            self.dtx.len()
+        }
     }
 
     pub fn send_space(&self, limits: &Limits) -> usize {
@@ -397,7 +405,7 @@ impl Flow {
     pub fn recv(
         &mut self,
         f: &mut dyn FnMut(&[u8]) -> usize,
-        pools: &mut Pools,
+        bufs: &mut BufferPool,
     ) -> Result<usize, Recv> {
         self.readable_told = false;
         if self.is_stream() {
@@ -405,7 +413,7 @@ impl Flow {
             if !d.is_empty() {
                 let n = f(d).min(d.len());
                 self.rx.consume(n);
-                self.rx.release(pools);
+                self.rx.release(bufs);
                 return Ok(n);
             }
         } else if let Some(d) = self.drx.front() {
@@ -414,7 +422,7 @@ impl Flow {
                 return Ok(0);
             }
             if let Some(v) = self.drx.pop_front() {
-                pools.recycle(v);
+                bufs.recycle(v);
             }
             return Ok(len);
         }
@@ -428,18 +436,18 @@ impl Flow {
     }
 
     /// Streams, receive on demand: bytes already held go first; else, when the socket may
-    /// be readable (`*ready`), one `recv(2)` on `fd` straight into `out` (no copy through
-    /// the ring). `EAGAIN` clears `*ready`: the driver's readiness event sets it again.
-    /// Results as for [`Flow::recv`].
+    /// be readable (`*ready`), one `read` (the driver's `recv(2)` on the socket) straight
+    /// into `out` (no copy through the ring). `EAGAIN` clears `*ready`: the driver's
+    /// readiness event sets it again. Results as for [`SockState::recv`].
     pub fn recv_stream_into(
         &mut self,
-        fd: RawFd,
         ready: &mut bool,
         out: &mut [u8],
-        pools: &mut Pools,
+        bufs: &mut BufferPool,
+        mut read: impl FnMut(&mut [u8]) -> io::Result<usize>,
     ) -> Result<usize, Recv> {
         if self.rx.len() > 0 || !*ready || out.is_empty() {
-            return self.recv_copy(out, pools);
+            return self.recv_copy(out, bufs);
         }
         self.readable_told = false;
         if let Some(e) = &self.err {
@@ -449,7 +457,7 @@ impl Flow {
             return Err(Recv::Eof);
         }
         loop {
-            match sys::recv(fd, out) {
+            match read(out) {
                 Ok(0) => {
                     self.eof = true;
                     return Err(Recv::Eof);
@@ -464,33 +472,38 @@ impl Flow {
                     let r = Recv::Error(clone_error(&e));
                     self.err = Some(e);
                     self.tx.clear();
-                    self.release(pools);
+                    self.release(bufs);
                     return Err(r);
                 }
             }
         }
     }
 
-    /// [`Flow::recv`] into `out`: a datagram longer than `out` loses its tail.
-    pub fn recv_copy(&mut self, out: &mut [u8], pools: &mut Pools) -> Result<usize, Recv> {
+    /// [`SockState::recv`] into `out`: a datagram longer than `out` loses its tail.
+    pub fn recv_copy(&mut self, out: &mut [u8], bufs: &mut BufferPool) -> Result<usize, Recv> {
         self.recv(
             &mut |d| {
                 let n = d.len().min(out.len());
                 out[..n].copy_from_slice(&d[..n]);
                 n.max(usize::from(d.is_empty()))
             },
-            pools,
+            bufs,
         )
     }
 
-    /// Streams, for [`Flow::recv`] callers: when nothing is held and the socket may be
-    /// readable, one `recv(2)` into the ring first.
-    pub fn fill_stream(&mut self, fd: RawFd, ready: &mut bool, pools: &mut Pools) {
+    /// Streams, for [`SockState::recv`] callers: when nothing is held and the socket may be
+    /// readable, one `read` (the driver's `recv(2)` on the socket) into the ring first.
+    pub fn fill_stream(
+        &mut self,
+        ready: &mut bool,
+        bufs: &mut BufferPool,
+        mut read: impl FnMut(&mut [u8]) -> io::Result<usize>,
+    ) {
         if self.rx.len() > 0 || !*ready || self.eof || self.err.is_some() {
             return;
         }
         loop {
-            match self.rx.fill(pools, usize::MAX, |b| sys::recv(fd, b)) {
+            match self.rx.fill(bufs, usize::MAX, &mut read) {
                 Ok(0) => self.eof = true,
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -502,19 +515,19 @@ impl Flow {
             }
             break;
         }
-        self.release(pools);
+        self.release(bufs);
     }
 
     /// A datagram arrived.
-    pub fn push_datagram(&mut self, data: &[u8], pools: &mut Pools) {
-        let v = pools.vec_from(data);
+    pub fn push_datagram(&mut self, data: &[u8], bufs: &mut BufferPool) {
+        let v = bufs.vec_from(data);
         self.drx.push_back(v);
     }
 
     /// The datagram at the head of the send queue left (or failed).
-    pub fn pop_datagram(&mut self, pools: &mut Pools) {
+    pub fn pop_datagram(&mut self, bufs: &mut BufferPool) {
         if let Some(v) = self.dtx.pop_front() {
-            pools.recycle(v);
+            bufs.recycle(v);
         }
     }
 
@@ -539,7 +552,7 @@ impl Flow {
     }
 
     /// The socket failed: keep the error for `recv`, drop unsent data, tell the caller.
-    pub fn fail(&mut self, e: io::Error, pools: &mut Pools, out: &mut Vec<Event>) {
+    pub fn fail(&mut self, e: io::Error, bufs: &mut BufferPool, out: &mut Vec<Event>) {
         if self.err.is_none() {
             self.err = Some(e);
         }
@@ -547,120 +560,36 @@ impl Flow {
         // never fail anyway); `free` empties them.
         self.tx.clear();
         self.notify_readable(out);
-        self.notify_writable(out, &pools.limits);
-        self.release(pools);
+        self.notify_writable(out, &bufs.limits);
+        self.release(bufs);
     }
 
     /// Return memory that holds nothing (and is not lent).
-    pub fn release(&mut self, pools: &mut Pools) {
-        self.rx.release(pools);
-        self.tx.release(pools);
+    pub fn release(&mut self, bufs: &mut BufferPool) {
+        self.rx.release(bufs);
+        self.tx.release(bufs);
     }
 
     /// Return everything; only once no operation can touch the buffers any more.
-    pub fn free(&mut self, pools: &mut Pools) {
+    pub fn free(&mut self, bufs: &mut BufferPool) {
         self.tx.lent_data = false;
         self.rx.clear();
         self.tx.clear();
-        self.release(pools);
+        self.release(bufs);
         while let Some(v) = self.drx.pop_front() {
-            pools.recycle(v);
+            bufs.recycle(v);
         }
         while let Some(v) = self.dtx.pop_front() {
-            pools.recycle(v);
+            bufs.recycle(v);
         }
     }
 }
 
-/// Generations are 24 bits so that they fit next to an op code in an io_uring `user_data`.
-pub(crate) const GEN_MASK: u32 = 0x00ff_ffff;
-
-/// Sockets by index with generation counters: a [`SockId`] is `gen << 32 | index`, so a
-/// handle outliving its socket (or a completion for an earlier occupant) matches nothing.
-pub(crate) struct Slab<T> {
-    entries: Vec<(u32, Option<T>)>,
-    free: Vec<u32>,
-    len: usize,
-    max: usize,
-}
-
-impl<T> Slab<T> {
-    /// The entry vector is allocated for `max` up front (virtual memory only until touched)
-    /// and never grows past it, so entries never move while the slab lives.
-    pub fn new(max: usize) -> Slab<T> {
-        Slab {
-            entries: Vec::with_capacity(max),
-            free: Vec::new(),
-            len: 0,
-            max,
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn id(idx: u32, gen: u32) -> SockId {
-        SockId((u64::from(gen) << 32) | u64::from(idx))
-    }
-
-    pub fn split(id: SockId) -> (u32, u32) {
-        // Truncations intended: the two halves of the id.
-        #[allow(clippy::cast_possible_truncation)]
-        ((id.0 & 0xffff_ffff) as u32, (id.0 >> 32) as u32)
-    }
-
-    /// Insert; `None` when `max` entries are live.
-    pub fn insert(&mut self, val: T) -> Option<(u32, u32)> {
-        if self.len >= self.max {
-            return None;
-        }
-        let idx = match self.free.pop() {
-            Some(i) => i,
-            None => {
-                let i = u32::try_from(self.entries.len()).ok()?;
-                self.entries.push((0, None));
-                i
-            }
-        };
-        let e = &mut self.entries[idx as usize];
-        e.1 = Some(val);
-        self.len += 1;
-        Some((idx, e.0))
-    }
-
-    pub fn get(&self, idx: u32, gen: u32) -> Option<&T> {
-        match self.entries.get(idx as usize) {
-            Some((g, Some(v))) if *g == gen => Some(v),
-            _ => None,
-        }
-    }
-
-    pub fn get_mut(&mut self, idx: u32, gen: u32) -> Option<&mut T> {
-        match self.entries.get_mut(idx as usize) {
-            Some((g, Some(v))) if *g == gen => Some(v),
-            _ => None,
-        }
-    }
-
-    pub fn remove(&mut self, idx: u32, gen: u32) -> Option<T> {
-        let e = self.entries.get_mut(idx as usize)?;
-        if e.0 != gen {
-            return None;
-        }
-        let v = e.1.take()?;
-        e.0 = e.0.wrapping_add(1) & GEN_MASK;
-        self.free.push(idx);
-        self.len -= 1;
-        Some(v)
-    }
-
-    /// Live entries as `(index, generation, value)`.
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = (u32, u32, &mut T)> {
-        self.entries
-            .iter_mut()
-            .enumerate()
-            .filter_map(|(i, (g, v))| v.as_mut().map(|v| (i as u32, *g, v)))
+/// Duplicate an `io::Error` (it is not `Clone`); keeps the errno when there is one.
+pub fn clone_error(e: &io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::new(e.kind(), e.to_string()),
     }
 }
 
@@ -668,8 +597,8 @@ impl<T> Slab<T> {
 mod tests {
     use super::*;
 
-    fn pools(cap: usize) -> Pools {
-        Pools::new(Limits {
+    fn bufs(cap: usize) -> BufferPool {
+        BufferPool::new(Limits {
             rx_buffer: cap,
             tx_buffer: cap,
             ..Limits::default()
@@ -678,7 +607,7 @@ mod tests {
 
     #[test]
     fn ring_wraps_and_releases() {
-        let mut p = pools(8);
+        let mut p = bufs(8);
         let mut r = ByteRing::new(8);
         assert!(!r.holds_memory());
         assert_eq!(r.push(b"abcdef", &mut p), 6);
@@ -694,7 +623,7 @@ mod tests {
 
     #[test]
     fn transmit_ring_outgrows_the_first_tier_while_sends_are_in_flight() {
-        let mut p = pools(1 << 20);
+        let mut p = bufs(1 << 20);
         let mut r = ByteRing::new(1 << 20);
         assert_eq!(r.push(b"hello", &mut p), 5); // a small first write: small buffer
         let (_, n) = r.lend_data(); // its Send is in flight
@@ -708,21 +637,5 @@ mod tests {
         assert_eq!(r.room(), (1 << 20) - took, "grown to the full size");
         assert_eq!(r.data().len(), took);
         assert!(r.data().iter().all(|&b| b == 7));
-    }
-
-    #[test]
-    fn slab_generations() {
-        let mut s = Slab::new(2);
-        let (i, g) = s.insert(1).unwrap();
-        let (j, h) = s.insert(2).unwrap();
-        assert!(s.insert(3).is_none());
-        assert_eq!(s.remove(i, g), Some(1));
-        let (k, g2) = s.insert(4).unwrap();
-        assert_eq!(k, i);
-        assert_ne!(g, g2);
-        assert_eq!(s.get(i, g), None);
-        assert_eq!(s.get(j, h), Some(&2));
-        let id = Slab::<u8>::id(k, g2);
-        assert_eq!(Slab::<u8>::split(id), (k, g2));
     }
 }
