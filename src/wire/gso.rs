@@ -2,11 +2,11 @@
 //!
 //! # Theory of operation
 //!
-//! A port that offloads ([`crate::link::GuestPort::offload`]; today the TAP) tells smoltcp
-//! that the device computes TCP checksums and segments ([`crate::stack::device::capabilities`]), so
-//! smoltcp emits TCP super-segments (payload up to ~64 KiB) and leaves the TCP checksum
-//! field unset. [`prepare_tso`], called by the device for every frame it transmits to such
-//! a port, hands that work to the guest's side:
+//! For a port that offloads ([`crate::link::GuestPort::offload`]; today the TAP) the device
+//! tells smoltcp that it computes TCP checksums and segments
+//! ([`crate::stack::device::capabilities`]), so smoltcp emits TCP super-segments (payload
+//! up to ~64 KiB) and leaves the TCP checksum field unset. [`prepare_tso`], called by the
+//! device for every frame it transmits to such a port, hands that work to the guest's side:
 //!
 //! * It stores the pseudo-header sum in the TCP checksum field and describes the frame with
 //!   a [`VnetHdr`]: `NEEDS_CSUM`, `csum_start` = L4 offset, `csum_offset` = 16, and

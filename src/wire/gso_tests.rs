@@ -187,7 +187,10 @@ proptest! {
     }
 
     #[test]
-    fn prepare_tso_never_panics(mut bytes in proptest::collection::vec(any::<u8>(), 0..300), mss in any::<u16>()) {
+    fn prepare_tso_never_panics(
+        mut bytes in proptest::collection::vec(any::<u8>(), 0..300),
+        mss in any::<u16>(),
+    ) {
         let _ = prepare_tso(&mut bytes, mss);
     }
 }

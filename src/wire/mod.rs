@@ -21,8 +21,8 @@
 //! nothing needs them: smoltcp verifies no checksum on receive
 //! ([`crate::stack::device::capabilities`]), UDP payloads are relayed as they are, and echo
 //! requests go out through ping sockets, whose checksums the kernel computes. A TSO
-//! super-frame from a TAP reaches smoltcp as one large TCP segment (its IPv4 total length is
-//! the real one; only BIG TCP, beyond virtio-net's 64 KiB GSO limit, writes 0).
+//! super-frame from a TAP reaches smoltcp as one large TCP segment (Linux writes its real
+//! IPv4 total length; 0 appears only with BIG TCP, beyond the 64 KiB a pool slot holds).
 //!
 //! ## To the guest (poll thread → `to_guest` ring → port)
 //!

@@ -124,7 +124,9 @@ mod tests {
             csum_offset in any::<u16>(),
             num_buffers in any::<u16>(),
         ) {
-            let h = VnetHdr { flags, gso_type, hdr_len, gso_size, csum_start, csum_offset, num_buffers };
+            let h = VnetHdr {
+                flags, gso_type, hdr_len, gso_size, csum_start, csum_offset, num_buffers,
+            };
             let mut out = [0xa5u8; VNET_HDR_LEN + 1];
             h.emit(&mut out);
             let le = |i: usize| u16::from_le_bytes([out[i], out[i + 1]]);
