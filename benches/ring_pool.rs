@@ -10,7 +10,7 @@
 //!   `poll(2)` on the ring's eventfd, so the producer pays an eventfd write per wake-up.
 //! - `pool/lease_release/{1,64}`: lease then release 1 or 64 slots (throughput in frames;
 //!   `lease` also zeroes the 12-byte header and the length).
-//! - `vnet/parse`, `vnet/emit`: `wire::vnet::VnetHdr::parse` / `emit` of a TSO header.
+//! - `vnet/emit`: `wire::vnet::VnetHdr::emit` of a TSO header.
 
 use std::hint::black_box;
 use std::sync::atomic::Ordering;
@@ -166,13 +166,7 @@ fn bench_vnet(c: &mut Criterion) {
         csum_offset: 16,
         num_buffers: 0,
     };
-    let mut bytes = [0u8; VNET_HDR_LEN];
-    hdr.emit(&mut bytes);
-    assert_eq!(VnetHdr::parse(&bytes), Ok(hdr));
     let mut g = c.benchmark_group("vnet");
-    g.bench_function("parse", |b| {
-        b.iter(|| VnetHdr::parse(black_box(&bytes)).unwrap())
-    });
     let mut out = [0u8; VNET_HDR_LEN];
     g.bench_function("emit", |b| {
         b.iter(|| {

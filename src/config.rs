@@ -71,7 +71,9 @@ use std::str::FromStr;
 use ipnetwork::{Ipv4Network, Ipv6Network};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// DNS name under which the guest reaches the host (served by the gateway's resolver).
+/// Name the guest is told (`{P}_HOST_ALIAS`) for reaching the host. Nothing resolves it yet:
+/// the env vars name the gateway as DNS server, ringnet has no resolver, and DNS to the
+/// gateway is relayed to the host's loopback port 53.
 pub const HOST_ALIAS: &str = "host.ringnet.internal";
 
 /// Highest slot number; slots are 16 bits because they are embedded in the MAC address.

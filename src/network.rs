@@ -239,8 +239,10 @@ pub struct GuestLink {
 
 impl GuestLink {
     /// Copy one frame from the guest into the link. `vnet_hdr` is the 12-byte virtio-net
-    /// header (or `None` for a plain frame). Returns false if it was dropped (too large, pool
-    /// empty, ring full).
+    /// header (or `None` for a plain frame); it is stored with the frame but not read yet:
+    /// the embedding link carries plain frames (no checksum or segmentation offload), so
+    /// the guest must not have negotiated them. Returns false if it was dropped (too large,
+    /// pool empty, ring full).
     pub fn send(&self, vnet_hdr: Option<&[u8; HDR_BYTES]>, frame: &[u8]) -> bool {
         let Some(mut lease) = self.lease() else {
             return false;

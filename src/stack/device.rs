@@ -7,11 +7,17 @@
 //! onto `to_guest`. With an empty pool the frame is written into a scratch buffer and
 //! dropped (counted), like a NIC without descriptors.
 //!
-//! Offload (a TAP with `IFF_VNET_HDR`, or a VMM that negotiated guest checksum/TSO): smoltcp
-//! leaves TCP checksums to the device and may emit super-segments of up to 64 KiB; each TCP
-//! frame leaves with a virtio-net header saying `NEEDS_CSUM` (and the GSO type and size
-//! when it spans several MSS), so neither side ever computes a TCP checksum in software.
-//! Without offload smoltcp segments and checksums every frame itself.
+//! Offload applies to ports that declare it ([`crate::link::GuestPort::offload`]): today
+//! the TAP, opened with `IFF_VNET_HDR` and `TUNSETOFFLOAD(CSUM | TSO4 | TSO6)`. For those
+//! smoltcp leaves TCP checksums to the device and may emit super-segments of up to 64 KiB
+//! ([`capabilities`]); each TCP frame leaves with a virtio-net header
+//! ([`crate::wire::gso::prepare_tso`]) saying `NEEDS_CSUM` (and the GSO type and size when
+//! it spans several MSS), so ringnet computes no TCP checksum in software; the guest's
+//! kernel does what is left. Other frames keep the zeroed header of their slot.
+//! The embedding link ([`crate::link::RingPort`]) declares no offload: it carries plain
+//! frames, smoltcp segments and checksums every frame itself, and the header the VMM finds
+//! in front of each frame is zero. The header a VMM passes to [`crate::GuestLink::send`] is
+//! not read yet (nor is a TAP's, see [`crate::wire`]).
 //!
 //! Destination MAC: the guest link has exactly one station, the guest, whose MAC ringnet
 //! knows ([`super::Addrs::guest_mac`]). Every unicast frame smoltcp transmits therefore

@@ -18,8 +18,9 @@
 //! Parsing order: Ethernet → EtherType → IPv4/IPv6 (length fields checked against the buffer
 //! with explicit [`WireError::Truncated`] errors, then `smoltcp::wire::*::new_checked` as the
 //! contract that no accessor panics) → L4 header bounded by the IP length, not the frame
-//! length, so Ethernet padding is ignored. No checksum is verified (a guest with offload sends
-//! partial ones; see [`super::gso::from_guest_fixup`]) and nothing allocates.
+//! length, so Ethernet padding is ignored. No checksum is verified (a guest with checksum
+//! offload sends partial ones, and nothing downstream needs them complete: see [`super`])
+//! and nothing allocates.
 //!
 //! Neighbour frames carry every MAC they claim, so the caller can refuse the ones that would
 //! repoint its neighbour cache: ARP its Ethernet source and sender hardware address, NDP its
@@ -61,7 +62,7 @@ pub const ETHERTYPE_ARP: u16 = 0x0806;
 pub const ETHERTYPE_IPV6: u16 = 0x86dd;
 
 const PROTO_ICMP: u8 = 1;
-const PROTO_TCP: u8 = 6;
+pub(super) const PROTO_TCP: u8 = 6;
 const PROTO_UDP: u8 = 17;
 const PROTO_ICMPV6: u8 = 58;
 const PROTO_IPV6_FRAG: u8 = 44;
@@ -486,13 +487,12 @@ pub const fn icmp_payload_offset(v6: bool) -> usize {
     ETH_HDR_LEN + if v6 { 40 } else { 20 } + 8
 }
 
-/// Write Ethernet + IP headers for an L4 message of `l4_len` bytes; return the L4 offset.
+/// Write Ethernet + IP headers from `(src_mac, dst_mac)` and `(src, dst)` for an L4 message
+/// of `l4_len` bytes (checked to fit the IP length field); return the L4 offset.
 fn emit_l2l3(
     buf: &mut [u8],
-    src_mac: [u8; 6],
-    dst_mac: [u8; 6],
-    src: IpAddr,
-    dst: IpAddr,
+    (src_mac, dst_mac): ([u8; 6], [u8; 6]),
+    (src, dst): (IpAddr, IpAddr),
     proto: u8,
     l4_len: usize,
 ) -> Result<usize, WireError> {
@@ -526,9 +526,7 @@ fn emit_l2l3(
             ip.set_next_header(proto.into());
             ip.set_src_addr(s);
             ip.set_dst_addr(d);
-            ip.set_checksum(0);
-            let c = csum::to_field(csum::sum(&buf[ETH_HDR_LEN..l4]));
-            buf[ETH_HDR_LEN + 10..ETH_HDR_LEN + 12].copy_from_slice(&c.to_be_bytes());
+            csum::fill_ipv4_header(&mut buf[ETH_HDR_LEN..l4]);
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
             let mut ip = Ipv6Packet::new_unchecked(&mut buf[ETH_HDR_LEN..l4]);
@@ -546,15 +544,6 @@ fn emit_l2l3(
     Ok(l4)
 }
 
-fn l4_pseudo(src: IpAddr, dst: IpAddr, proto: u8, len: usize) -> u16 {
-    match (src, dst) {
-        // Lengths were bounded to u16 by emit_l2l3.
-        (IpAddr::V4(s), IpAddr::V4(d)) => csum::pseudo_v4(s, d, proto, len as u16),
-        (IpAddr::V6(s), IpAddr::V6(d)) => csum::pseudo_v6(s, d, proto, len as u32),
-        _ => 0,
-    }
-}
-
 /// Build an Ethernet + IPv4/IPv6 + UDP frame around a payload of `payload_len` bytes already
 /// at [`udp_payload_offset`]`(v6)` in `buf`; fill all checksums; return the frame length.
 pub fn emit_udp(
@@ -566,15 +555,8 @@ pub fn emit_udp(
     payload_len: usize,
 ) -> Result<usize, WireError> {
     let udp_len = 8 + payload_len;
-    let l4 = emit_l2l3(
-        buf,
-        src_mac,
-        dst_mac,
-        src.ip(),
-        dst.ip(),
-        PROTO_UDP,
-        udp_len,
-    )?;
+    let ips = (src.ip(), dst.ip());
+    let l4 = emit_l2l3(buf, (src_mac, dst_mac), ips, PROTO_UDP, udp_len)?;
     let end = l4 + udp_len;
     let mut udp = UdpPacket::new_unchecked(&mut buf[l4..end]);
     udp.set_src_port(src.port());
@@ -582,7 +564,7 @@ pub fn emit_udp(
     udp.set_len(udp_len as u16);
     udp.set_checksum(0);
     let s = csum::combine(
-        l4_pseudo(src.ip(), dst.ip(), PROTO_UDP, udp_len),
+        csum::pseudo(src.ip(), dst.ip(), PROTO_UDP, udp_len),
         csum::sum(&buf[l4..end]),
     );
     buf[l4 + 6..l4 + 8].copy_from_slice(&csum::to_field(s).to_be_bytes());
@@ -608,7 +590,7 @@ pub fn emit_icmp_echo_reply(
     } else {
         PROTO_ICMP
     };
-    let l4 = emit_l2l3(buf, src_mac, dst_mac, src, dst, proto, len)?;
+    let l4 = emit_l2l3(buf, (src_mac, dst_mac), (src, dst), proto, len)?;
     let end = l4 + len;
     let m = &mut buf[l4..end];
     m[0] = if src.is_ipv6() { 129 } else { 0 };
@@ -617,7 +599,7 @@ pub fn emit_icmp_echo_reply(
     m[4..6].copy_from_slice(&ident.to_be_bytes());
     m[6..8].copy_from_slice(&seq.to_be_bytes());
     let s = if src.is_ipv6() {
-        csum::combine(l4_pseudo(src, dst, proto, len), csum::sum(m))
+        csum::combine(csum::pseudo(src, dst, proto, len), csum::sum(m))
     } else {
         csum::sum(m)
     };

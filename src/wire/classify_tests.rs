@@ -68,36 +68,33 @@ fn udp_datagram() {
     assert_eq!(&UDP_DNS[payload][..4], &[0xab, 0xcd, 0x01, 0x00]);
 }
 
-#[test]
-fn icmpv4_echo_request() {
-    assert_eq!(
-        classify(&ICMPV4_ECHO_REQUEST),
-        Ok(Class::IcmpEcho {
-            v6: false,
-            request: true,
-            src: IpAddr::V4(v4("10.0.2.15")),
-            dst: IpAddr::V4(v4("1.1.1.1")),
-            ident: 0x1234,
-            seq: 7,
-            payload: 42..74,
-        })
-    );
+/// The class of an echo request.
+fn echo_request(
+    v6: bool,
+    src: &str,
+    dst: &str,
+    ident: u16,
+    seq: u16,
+    payload: Range<usize>,
+) -> Class {
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    Class::IcmpEcho {
+        v6,
+        request: true,
+        src: ip(src),
+        dst: ip(dst),
+        ident,
+        seq,
+        payload,
+    }
 }
 
 #[test]
-fn icmpv6_echo_request() {
-    assert_eq!(
-        classify(&ICMPV6_ECHO_REQUEST),
-        Ok(Class::IcmpEcho {
-            v6: true,
-            request: true,
-            src: IpAddr::V6(v6("fd00::15")),
-            dst: IpAddr::V6(v6("2001:db8::1")),
-            ident: 0xbeef,
-            seq: 3,
-            payload: 62..94,
-        })
-    );
+fn icmp_echo_requests() {
+    let want = echo_request(false, "10.0.2.15", "1.1.1.1", 0x1234, 7, 42..74);
+    assert_eq!(classify(&ICMPV4_ECHO_REQUEST), Ok(want));
+    let want = echo_request(true, "fd00::15", "2001:db8::1", 0xbeef, 3, 62..94);
+    assert_eq!(classify(&ICMPV6_ECHO_REQUEST), Ok(want));
 }
 
 #[test]
@@ -504,42 +501,34 @@ fn checksums_ok(frame: &[u8], src: IpAddr, dst: IpAddr) -> bool {
 }
 
 proptest! {
+    /// Both emitters on the same inputs: UDP from port `a` to port `b`, then an echo reply
+    /// with identifier `a` and sequence `b`; each classifies back and verifies.
     #[test]
-    fn emit_udp_round_trip(
+    fn emitters_round_trip(
         (s, d) in arb_pair(),
-        sp in any::<u16>(),
-        dp in any::<u16>(),
+        a in any::<u16>(),
+        b in any::<u16>(),
         payload in proptest::collection::vec(any::<u8>(), 0..1600),
     ) {
         let v6 = s.is_ipv6();
         let off = udp_payload_offset(v6);
         let mut buf = vec![0xa5u8; off + payload.len() + 16];
         buf[off..off + payload.len()].copy_from_slice(&payload);
-        let (src, dst) = (SocketAddr::new(s, sp), SocketAddr::new(d, dp));
+        let (src, dst) = (SocketAddr::new(s, a), SocketAddr::new(d, b));
         let n = emit_udp(&mut buf, HMAC, GMAC, src, dst, payload.len()).unwrap();
         prop_assert_eq!(n, off + payload.len());
-        prop_assert!(buf[n..].iter().all(|&b| b == 0xa5));
+        prop_assert!(buf[n..].iter().all(|&x| x == 0xa5));
         prop_assert_eq!(classify(&buf[..n]), Ok(Class::Udp { src, dst, payload: off..n }));
         prop_assert!(checksums_ok(&buf[..n], s, d));
-    }
 
-    #[test]
-    fn emit_icmp_round_trip(
-        (s, d) in arb_pair(),
-        ident in any::<u16>(),
-        seq in any::<u16>(),
-        payload in proptest::collection::vec(any::<u8>(), 0..1600),
-    ) {
-        let v6 = s.is_ipv6();
         let off = icmp_payload_offset(v6);
         let mut buf = vec![0xa5u8; off + payload.len()];
         buf[off..].copy_from_slice(&payload);
-        let n = emit_icmp_echo_reply(&mut buf, HMAC, GMAC, s, d, ident, seq, payload.len())
-            .unwrap();
+        let n = emit_icmp_echo_reply(&mut buf, HMAC, GMAC, s, d, a, b, payload.len()).unwrap();
         let class = classify(&buf[..n]).unwrap();
         // An ICMPv6 reply whose addresses happen to be anything still classifies as echo.
         prop_assert_eq!(class, Class::IcmpEcho {
-            v6, request: false, src: s, dst: d, ident, seq, payload: off..n,
+            v6, request: false, src: s, dst: d, ident: a, seq: b, payload: off..n,
         });
         prop_assert!(checksums_ok(&buf[..n], s, d));
     }

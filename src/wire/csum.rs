@@ -10,20 +10,15 @@
 //!   result equals summing big-endian words, so [`sum`] loads native `u64`s and swaps once.
 //! * **Deferred carries.** Each `u64` load is split into two 32-bit halves added into 64-bit
 //!   accumulators; carries pile up in the high bits and are folded back at the end
-//!   ([`fold`]). Four independent accumulators over 32-byte blocks keep the adds in flight in
+//!   (`fold`). Four independent accumulators over 32-byte blocks keep the adds in flight in
 //!   parallel (and let LLVM vectorize). One accumulator absorbs at most 2^33 per step, so
 //!   overflow needs more than 64 GiB in one call — far beyond any frame.
 //!
 //! Values are kept as *folded, not complemented* sums (`u16`); a checksum field gets
 //! `!sum`, see [`to_field`]. Pseudo-header sums are per RFC 9293 §3.1 (IPv4) and
 //! RFC 8200 §8.1 (IPv6).
-//!
-//! [`complete_partial`] finishes a virtio `NEEDS_CSUM` checksum: the field already holds the
-//! pseudo-header sum, so summing from `csum_start` to the end includes it.
 
-use core::net::{Ipv4Addr, Ipv6Addr};
-
-use super::{need, WireError};
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 #[inline(always)]
 fn split(w: u64) -> u64 {
@@ -72,7 +67,7 @@ fn fold_wide(x: u64, y: u64) -> u64 {
 ///
 /// Input words may be in either byte order; the output is in the same order.
 #[inline]
-pub fn fold(mut acc: u64) -> u16 {
+fn fold(mut acc: u64) -> u16 {
     acc = (acc & 0xffff_ffff) + (acc >> 32);
     acc = (acc & 0xffff_ffff) + (acc >> 32);
     acc = (acc & 0xffff) + (acc >> 16);
@@ -129,25 +124,22 @@ pub fn pseudo_v6(src: Ipv6Addr, dst: Ipv6Addr, proto: u8, len: u32) -> u16 {
     fold(acc)
 }
 
-/// Finish a virtio `NEEDS_CSUM` partial checksum in place (virtio 1.x §5.1.6.2).
-///
-/// The 16-bit field at `csum_start + csum_offset` holds the pseudo-header sum; the checksum
-/// over `frame[csum_start..]` is folded, complemented and stored there. Callers pass `frame`
-/// trimmed to the end of the IP packet (Ethernet padding must not be summed).
-pub fn complete_partial(
-    frame: &mut [u8],
-    csum_start: usize,
-    csum_offset: usize,
-) -> Result<(), WireError> {
-    let field = csum_start
-        .checked_add(csum_offset)
-        .and_then(|f| f.checked_add(2))
-        .ok_or(WireError::BadHeader("csum_start + csum_offset overflows"))?;
-    need("partial checksum field", field, frame.len())?;
-    let at = field - 2;
-    let s = sum(&frame[csum_start..]);
-    frame[at..field].copy_from_slice(&to_field(s).to_be_bytes());
-    Ok(())
+/// Pseudo-header sum for an L4 message of `len` bytes from `src` to `dst`: [`pseudo_v4`] or
+/// [`pseudo_v6`] by family; 0 for mixed families (no such packet exists). `len` must fit the
+/// family's length field (callers take it from a parsed or bounded IP header).
+pub(crate) fn pseudo(src: IpAddr, dst: IpAddr, proto: u8, len: usize) -> u16 {
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => pseudo_v4(s, d, proto, len as u16),
+        (IpAddr::V6(s), IpAddr::V6(d)) => pseudo_v6(s, d, proto, len as u32),
+        _ => 0,
+    }
+}
+
+/// Recompute the checksum of the IPv4 header `hdr` (exactly the header, options included).
+pub(crate) fn fill_ipv4_header(hdr: &mut [u8]) {
+    hdr[10..12].fill(0);
+    let c = to_field(sum(hdr));
+    hdr[10..12].copy_from_slice(&c.to_be_bytes());
 }
 
 #[cfg(test)]
@@ -187,6 +179,9 @@ mod tests {
         let mut h = IPV4_HDR;
         h[10..12].fill(0);
         assert_eq!(to_field(sum(&h)), 0xb861);
+        h[10..12].fill(0xa5);
+        fill_ipv4_header(&mut h);
+        assert_eq!(h, IPV4_HDR);
     }
 
     #[test]
@@ -204,6 +199,7 @@ mod tests {
         ph.extend_from_slice(&d4.octets());
         ph.extend_from_slice(&[0, 6, 0x05, 0xc8]);
         assert_eq!(pseudo_v4(s4, d4, 6, 1480), naive(&ph));
+        assert_eq!(pseudo(s4.into(), d4.into(), 6, 1480), naive(&ph));
         let s6: Ipv6Addr = "fd00::2".parse().unwrap();
         let d6: Ipv6Addr = "2001:db8::ffff:1".parse().unwrap();
         let mut ph = Vec::new();
@@ -212,41 +208,8 @@ mod tests {
         ph.extend_from_slice(&70_000u32.to_be_bytes());
         ph.extend_from_slice(&[0, 0, 0, 17]);
         assert_eq!(pseudo_v6(s6, d6, 17, 70_000), naive(&ph));
-    }
-
-    #[test]
-    fn complete_partial_fixture() {
-        // 4 bytes before csum_start, then a "UDP header" whose checksum field (offset 6)
-        // holds a pseudo sum of 0x1234, then data.
-        let mut f = [
-            0xa5, 0xa5, 0xa5, 0xa5, 0x00, 0x35, 0x04, 0x00, 0x00, 0x0c, 0x12, 0x34, 0xde, 0xad,
-            0xbe, 0xef,
-        ];
-        complete_partial(&mut f, 4, 6).unwrap();
-        // Verifying: pseudo sum + whole segment (with the field) must be 0xffff.
-        let mut check = f;
-        check[10..12].copy_from_slice(&[0, 0]);
-        let expect = to_field(combine(0x1234, sum(&check[4..])));
-        assert_eq!(u16::from_be_bytes([f[10], f[11]]), expect);
-        assert_eq!(combine(0x1234, sum(&f[4..])), 0xffff);
-        assert_eq!(&f[..4], &[0xa5; 4]);
-    }
-
-    #[test]
-    fn complete_partial_bounds() {
-        let mut f = [0u8; 20];
-        assert!(matches!(
-            complete_partial(&mut f, 14, 6),
-            Err(WireError::Truncated {
-                need: 22,
-                have: 20,
-                ..
-            })
-        ));
-        assert!(complete_partial(&mut f, 18, 0).is_ok());
-        assert!(complete_partial(&mut f, usize::MAX, 16).is_err());
-        assert!(complete_partial(&mut f, 0, usize::MAX - 1).is_err());
-        assert!(complete_partial(&mut [], 0, 0).is_err());
+        assert_eq!(pseudo(s6.into(), d6.into(), 17, 70_000), naive(&ph));
+        assert_eq!(pseudo(s4.into(), d6.into(), 17, 8), 0);
     }
 
     proptest! {

@@ -1,51 +1,58 @@
-//! Wire formats on the guest link: virtio-net headers, checksums, segmentation offload and
-//! the per-frame classifier.
+//! Wire formats on the guest link: the per-frame classifier, the UDP/ICMP frame builders,
+//! checksums, TCP segmentation offload towards the guest and the virtio-net header.
 //!
 //! # Theory of operation
 //!
 //! Every byte handled here either came from the guest (untrusted) or is about to be written
 //! to it. The module is sans-IO: functions take byte slices and return values or errors; the
-//! TAP/vhost driver (`backend/`) and the stack glue (`stack/`) do the I/O.
+//! guest ports (`backend/`, `network`) and the stack glue (`stack/`) do the I/O.
 //!
-//! ## From the guest (TAP read → smoltcp / relays)
+//! ## From the guest (port → `from_guest` ring → poll thread)
 //!
-//! 1. The driver reads `[virtio_net_hdr_v1 | Ethernet frame]`; [`VnetHdr::parse`] decodes the
-//!    12-byte header (virtio 1.x §5.1.6).
-//! 2. [`gso::from_guest_fixup`] completes a `NEEDS_CSUM` partial checksum in place. A GSO
-//!    super-frame is *not* split: smoltcp receives it as one large segment, which is valid TCP
-//!    once its checksum covers the whole payload. The IPv4 total length of a guest TSO frame
-//!    is checked (Linux writes the super-frame length; see `gso.rs`).
-//! 3. [`classify::classify`] names the frame (ARP, TCP 4-tuple + flags, UDP payload range,
-//!    ICMP echo, NDP, other) without allocating or verifying checksums, so the poll thread can
-//!    filter ARP/ICMP, create listening sockets for SYNs and relay UDP outside smoltcp.
+//! A port puts each frame into a pool slot, after room for a 12-byte virtio-net header: a
+//! TAP reads `[virtio_net_hdr_v1 | Ethernet frame]` straight into the slot, a VMM hands
+//! [`crate::GuestLink::send`] a frame and optionally a header. The poll thread reads no
+//! header. Per frame it runs one function of this module, [`classify::classify`], which
+//! names the frame (ARP, TCP 4-tuple + flags, UDP payload range, ICMP echo, NDP, other)
+//! without allocating or verifying checksums; [`crate::stack::gateway::verdict`] then sends
+//! it to smoltcp, the UDP relay or the ping relay, or drops it (`Engine::ingest`).
 //!
-//! ## To the guest (smoltcp / relays → TAP write)
+//! Nothing completes the partial checksums a guest with checksum offload sends, because
+//! nothing needs them: smoltcp verifies no checksum on receive
+//! ([`crate::stack::device::capabilities`]), UDP payloads are relayed as they are, and echo
+//! requests go out through ping sockets, whose checksums the kernel computes. A TSO
+//! super-frame from a TAP reaches smoltcp as one large TCP segment (Linux writes its real
+//! IPv4 total length; 0 appears only with BIG TCP, beyond the 64 KiB a pool slot holds).
 //!
-//! * TCP from smoltcp with segmentation offload arrives as a super-segment without a TCP
-//!   checksum. With a vnet-header link, [`gso::prepare_tso`] stores the pseudo-header sum and
-//!   returns the [`VnetHdr`] (NEEDS_CSUM, GSO TCPV4/TCPV6, `gso_size = mss`) that the driver
-//!   writes in front with [`VnetHdr::emit`]; the guest's virtio driver or the kernel segments.
-//!   Without offload, [`gso::segment_tcp`] cuts it into MSS-sized frames with full checksums,
-//!   and [`gso::finish_checksums`] fills every checksum of a single frame.
-//! * UDP and ICMP echo replies are built directly in a pool slot: the payload is received at
-//!   [`classify::udp_payload_offset`] / [`classify::icmp_payload_offset`] and
-//!   [`classify::emit_udp`] / [`classify::emit_icmp_echo_reply`] write the headers in front.
+//! ## To the guest (poll thread → `to_guest` ring → port)
+//!
+//! * TCP, ARP, NDP and echo replies from the gateway come from smoltcp. On a port that
+//!   offloads ([`crate::link::GuestPort::offload`]: the TAP) smoltcp emits TCP super-segments
+//!   without a TCP checksum; [`gso::prepare_tso`] stores the pseudo-header sum and returns
+//!   the [`VnetHdr`] (NEEDS_CSUM, GSO TCPV4/TCPV6, `gso_size = mss`) that the device writes
+//!   into the slot's header with [`VnetHdr::emit`]; the guest's kernel finishes the checksum
+//!   and segments. On any other port (the embedding rings) smoltcp segments and checksums
+//!   every frame itself and the header stays zero.
+//! * UDP and ICMP echo replies relayed from host sockets are built directly in a pool slot:
+//!   the payload is received at [`classify::udp_payload_offset`] /
+//!   [`classify::icmp_payload_offset`] and [`classify::emit_udp`] /
+//!   [`classify::emit_icmp_echo_reply`] write the headers in front, every checksum filled.
 //!
 //! ## Invariants
 //!
 //! * Guest bytes never panic: every length field is checked against the buffer before use
 //!   (`new_checked` from `smoltcp::wire`, plus explicit checks that give precise errors); a
 //!   malformed frame is a [`WireError`] the caller counts and drops.
-//! * No allocation on the per-frame path. [`WireError`] holds only `&'static str` and
-//!   integers; [`gso::segment_tcp`] reuses one caller-owned scratch `Vec`.
+//! * No allocation on the per-frame path: [`WireError`] holds only `&'static str` and
+//!   integers.
 //! * Checksums are RFC 1071 one's-complement sums ([`csum`]), 8 bytes per step.
 //! * Ethernet padding (frame longer than the IP total length) is accepted everywhere; the IP
 //!   length field bounds the L4 data.
 //!
 //! ## Limits
 //!
-//! IPv6 extension headers are not walked: such packets classify as
-//! [`Class::OtherIp`] and are rejected by the offload helpers. 802.1Q tags are [`Class::Other`].
+//! IPv6 extension headers are not walked: such packets classify as [`Class::OtherIp`] and
+//! are refused by [`gso::prepare_tso`]. 802.1Q tags are [`Class::Other`].
 
 pub mod classify;
 pub mod csum;
@@ -56,10 +63,10 @@ pub use classify::{
     classify, emit_icmp_echo_reply, emit_udp, icmp_payload_offset, udp_payload_offset, ArpOp,
     Class, NdpKind, TcpFlags,
 };
-pub use gso::{finish_checksums, from_guest_fixup, prepare_tso, segment_tcp};
+pub use gso::prepare_tso;
 pub use vnet::{VnetHdr, VNET_HDR_LEN};
 
-/// Why a frame could not be parsed, emitted or fixed up.
+/// Why a frame could not be classified or built, or a TCP frame prepared for offload.
 ///
 /// Cheap to construct (no allocation): it is returned once per bad guest frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

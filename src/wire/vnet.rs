@@ -2,24 +2,26 @@
 //!
 //! # Theory of operation
 //!
-//! With `IFF_VNET_HDR` and `TUNSETVNETHDRSZ(12)` every TAP read and write carries this
-//! 12-byte little-endian header in front of the Ethernet frame. It describes offloads:
+//! A TAP opened with `IFF_VNET_HDR` and `TUNSETVNETHDRSZ(12)` carries this 12-byte
+//! little-endian header in front of the Ethernet frame on every read and write, and every
+//! pool slot has room for it in front of its frame. It describes offloads:
 //!
 //! | field         | meaning                                                              |
 //! |---------------|----------------------------------------------------------------------|
-//! | `flags`       | [`flags::NEEDS_CSUM`]: checksum partial, finish it; [`flags::DATA_VALID`]: already verified |
-//! | `gso_type`    | [`gso::NONE`], [`gso::TCPV4`], [`gso::UDP`], [`gso::TCPV6`], OR'ed with [`gso::ECN`] |
+//! | `flags`       | [`flags::NEEDS_CSUM`] (1): the checksum from `csum_start` on is partial; `DATA_VALID` (2): already verified |
+//! | `gso_type`    | [`gso::NONE`], [`gso::TCPV4`], `UDP` (3), [`gso::TCPV6`], OR'ed with `ECN` (0x80) |
 //! | `hdr_len`     | Ethernet + IP + L4 header bytes (a hint for the segmenter)           |
 //! | `gso_size`    | payload bytes per segment (the MSS) when `gso_type != NONE`          |
 //! | `csum_start`  | offset from the Ethernet header where checksumming starts            |
 //! | `csum_offset` | offset from `csum_start` where the 16-bit result is stored           |
 //! | `num_buffers` | mergeable-rx-buffer count; 0 or 1 on a TAP                            |
 //!
-//! [`VnetHdr::parse`] only decodes; it does not judge the values (that is
-//! [`super::gso::from_guest_fixup`]'s job, where the frame is at hand). The 10-byte legacy
-//! header (without `num_buffers`) is not supported: the backend always sets 12.
-
-use super::{need, WireError};
+//! ringnet only writes it: [`super::gso::prepare_tso`] builds the header of each TCP frame
+//! to a port that offloads and the device writes it with [`VnetHdr::emit`]; other frames
+//! keep the zeroed header their pool slot was leased with. Headers in front of frames from
+//! the guest (a TAP read, a VMM's `GuestLink::send`) are not read; [`super`] says why
+//! nothing needs them yet. The 10-byte legacy header (without `num_buffers`) is not
+//! supported: the backend always sets 12.
 
 /// Length of `struct virtio_net_hdr_v1`.
 pub const VNET_HDR_LEN: usize = 12;
@@ -28,8 +30,6 @@ pub const VNET_HDR_LEN: usize = 12;
 pub mod flags {
     /// `VIRTIO_NET_HDR_F_NEEDS_CSUM`: checksum from `csum_start` to the end is partial.
     pub const NEEDS_CSUM: u8 = 1;
-    /// `VIRTIO_NET_HDR_F_DATA_VALID`: the checksum was already validated.
-    pub const DATA_VALID: u8 = 2;
 }
 
 /// `gso_type` values.
@@ -38,20 +38,16 @@ pub mod gso {
     pub const NONE: u8 = 0;
     /// `VIRTIO_NET_HDR_GSO_TCPV4`.
     pub const TCPV4: u8 = 1;
-    /// `VIRTIO_NET_HDR_GSO_UDP` (UFO).
-    pub const UDP: u8 = 3;
     /// `VIRTIO_NET_HDR_GSO_TCPV6`.
     pub const TCPV6: u8 = 4;
-    /// `VIRTIO_NET_HDR_GSO_ECN` flag, OR'ed into the type.
-    pub const ECN: u8 = 0x80;
 }
 
-/// A decoded virtio-net header (host byte order).
+/// A virtio-net header, fields in host byte order ([`VnetHdr::emit`] writes the wire form).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct VnetHdr {
     /// [`flags`] bits.
     pub flags: u8,
-    /// One of [`gso`], possibly OR'ed with [`gso::ECN`].
+    /// One of [`gso`] (the ECN bit, 0x80, is never set).
     pub gso_type: u8,
     /// Header bytes (Ethernet + IP + L4).
     pub hdr_len: u16,
@@ -66,21 +62,6 @@ pub struct VnetHdr {
 }
 
 impl VnetHdr {
-    /// Decode the first [`VNET_HDR_LEN`] bytes of `buf`.
-    pub fn parse(buf: &[u8]) -> Result<VnetHdr, WireError> {
-        need("virtio-net header", VNET_HDR_LEN, buf.len())?;
-        let u16_at = |i: usize| u16::from_le_bytes([buf[i], buf[i + 1]]);
-        Ok(VnetHdr {
-            flags: buf[0],
-            gso_type: buf[1],
-            hdr_len: u16_at(2),
-            gso_size: u16_at(4),
-            csum_start: u16_at(6),
-            csum_offset: u16_at(8),
-            num_buffers: u16_at(10),
-        })
-    }
-
     /// Encode into the first [`VNET_HDR_LEN`] bytes of `buf`.
     ///
     /// # Panics
@@ -95,16 +76,6 @@ impl VnetHdr {
         buf[8..10].copy_from_slice(&self.csum_offset.to_le_bytes());
         buf[10..12].copy_from_slice(&self.num_buffers.to_le_bytes());
     }
-
-    /// `NEEDS_CSUM` is set.
-    pub fn needs_csum(&self) -> bool {
-        self.flags & flags::NEEDS_CSUM != 0
-    }
-
-    /// The GSO type without the ECN bit.
-    pub fn gso_kind(&self) -> u8 {
-        self.gso_type & !gso::ECN
-    }
 }
 
 #[cfg(test)]
@@ -118,8 +89,9 @@ mod tests {
         0x01, 0x01, 0x42, 0x00, 0xa8, 0x05, 0x22, 0x00, 0x10, 0x00, 0x00, 0x00,
     ];
 
-    fn tso_repr() -> VnetHdr {
-        VnetHdr {
+    #[test]
+    fn emit_tso() {
+        let tso = VnetHdr {
             flags: flags::NEEDS_CSUM,
             gso_type: gso::TCPV4,
             hdr_len: 66,
@@ -127,64 +99,41 @@ mod tests {
             csum_start: 34,
             csum_offset: 16,
             num_buffers: 0,
-        }
-    }
-
-    #[test]
-    fn deconstruct() {
-        let h = VnetHdr::parse(&TSO_BYTES).unwrap();
-        assert!(h.needs_csum());
-        assert_eq!(h.gso_kind(), gso::TCPV4);
-        assert_eq!(h.hdr_len, 66);
-        assert_eq!(h.gso_size, 1448);
-        assert_eq!(h.csum_start, 34);
-        assert_eq!(h.csum_offset, 16);
-    }
-
-    #[test]
-    fn parse() {
-        assert_eq!(VnetHdr::parse(&TSO_BYTES), Ok(tso_repr()));
-    }
-
-    #[test]
-    fn construct_emit() {
+        };
         let mut buf = [0xa5u8; 14];
-        tso_repr().emit(&mut buf);
+        tso.emit(&mut buf);
         assert_eq!(&buf[..12], &TSO_BYTES);
         assert_eq!(&buf[12..], &[0xa5, 0xa5], "emit wrote past the header");
     }
 
     #[test]
-    fn ecn_and_num_buffers() {
-        let bytes = [0x02, 0x84, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x00];
-        let h = VnetHdr::parse(&bytes).unwrap();
-        assert_eq!(h.flags, flags::DATA_VALID);
-        assert_eq!(h.gso_kind(), gso::TCPV6);
-        assert_eq!(h.gso_type & gso::ECN, gso::ECN);
-        assert_eq!(h.num_buffers, 1);
-    }
-
-    #[test]
-    fn truncated() {
-        for len in 0..VNET_HDR_LEN {
-            assert_eq!(
-                VnetHdr::parse(&TSO_BYTES[..len]),
-                Err(WireError::Truncated {
-                    what: "virtio-net header",
-                    need: 12,
-                    have: len
-                })
-            );
-        }
+    #[should_panic]
+    fn emit_into_a_short_buffer_panics() {
+        VnetHdr::default().emit(&mut [0u8; VNET_HDR_LEN - 1]);
     }
 
     proptest! {
+        /// Every field lands at its offset, little-endian, and nothing past the header.
         #[test]
-        fn round_trip(bytes in proptest::array::uniform12(any::<u8>())) {
-            let h = VnetHdr::parse(&bytes).unwrap();
-            let mut out = [0xa5u8; 12];
+        fn emit_layout(
+            flags in any::<u8>(),
+            gso_type in any::<u8>(),
+            hdr_len in any::<u16>(),
+            gso_size in any::<u16>(),
+            csum_start in any::<u16>(),
+            csum_offset in any::<u16>(),
+            num_buffers in any::<u16>(),
+        ) {
+            let h = VnetHdr {
+                flags, gso_type, hdr_len, gso_size, csum_start, csum_offset, num_buffers,
+            };
+            let mut out = [0xa5u8; VNET_HDR_LEN + 1];
             h.emit(&mut out);
-            prop_assert_eq!(out, bytes);
+            let le = |i: usize| u16::from_le_bytes([out[i], out[i + 1]]);
+            prop_assert_eq!(
+                (out[0], out[1], le(2), le(4), le(6), le(8), le(10), out[12]),
+                (flags, gso_type, hdr_len, gso_size, csum_start, csum_offset, num_buffers, 0xa5)
+            );
         }
     }
 }
