@@ -53,7 +53,11 @@ pub enum PoolError {
 /// The slots and their bookkeeping; lives at a fixed address for the pool's lifetime (or
 /// forever, when leaked).
 struct Slots {
-    bytes: Box<[UnsafeCell<u8>]>,
+    /// Owns the allocation `base` points into (freed with it).
+    _bytes: Box<[UnsafeCell<u8>]>,
+    /// Start of `bytes`, for slot addressing without a bounds check per access (every
+    /// index a `Frame` holds is below `count`: it came from the free list).
+    base: *mut u8,
     /// Frame length (bytes after the header) of each slot.
     lens: Box<[AtomicU32]>,
     free: ArrayQueue<u32>,
@@ -88,23 +92,27 @@ impl std::fmt::Debug for Frame {
 }
 
 impl Frame {
+    #[inline]
     fn slots(&self) -> &Slots {
         // SAFETY: the pool's allocation lives (or is leaked) as long as any frame exists.
         unsafe { self.slots.as_ref() }
     }
 
     /// Slot index (for diagnostics and io_uring buffer ids).
+    #[inline]
     pub fn index(&self) -> u32 {
         self.idx
     }
 
+    #[inline]
     fn slot_ptr(&self) -> *mut u8 {
-        let start = self.idx as usize * SLOT_BYTES;
-        // `UnsafeCell::raw_get` gives a mutable pointer without creating a reference.
-        UnsafeCell::raw_get(self.slots().bytes[start..start + SLOT_BYTES].as_ptr())
+        // SAFETY: `idx < count` (it came from this pool's free list), so the slot lies inside
+        // the allocation `base` points to.
+        unsafe { self.slots().base.add(self.idx as usize * SLOT_BYTES) }
     }
 
     /// The whole slot: header then frame capacity.
+    #[inline]
     pub fn slot_mut(&mut self) -> &mut [u8] {
         // SAFETY:
         // - the range lies inside the allocation (the index came from this pool's free list);
@@ -114,32 +122,38 @@ impl Frame {
     }
 
     /// The whole slot, read-only.
+    #[inline]
     pub fn slot(&self) -> &[u8] {
         // SAFETY: as in `slot_mut`; a shared borrow of the unique handle excludes writers.
         unsafe { std::slice::from_raw_parts(self.slot_ptr(), SLOT_BYTES) }
     }
 
     /// The virtio-net header bytes.
+    #[inline]
     pub fn hdr_mut(&mut self) -> &mut [u8] {
         &mut self.slot_mut()[..HDR_BYTES]
     }
 
     /// The virtio-net header bytes, read-only.
+    #[inline]
     pub fn hdr(&self) -> &[u8] {
         &self.slot()[..HDR_BYTES]
     }
 
     /// Frame length in bytes (after the header).
+    #[inline]
     pub fn len(&self) -> usize {
         self.slots().lens[self.idx as usize].load(Ordering::Relaxed) as usize
     }
 
     /// True for a frame of length 0.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Set the frame length; clamped to [`MAX_FRAME`].
+    #[inline]
     pub fn set_len(&mut self, len: usize) {
         // MAX_FRAME fits in u32.
         #[allow(clippy::cast_possible_truncation)]
@@ -148,23 +162,27 @@ impl Frame {
     }
 
     /// The frame bytes (length as set).
+    #[inline]
     pub fn bytes(&self) -> &[u8] {
         let len = self.len();
         &self.slot()[HDR_BYTES..HDR_BYTES + len]
     }
 
     /// The frame bytes (length as set), writable.
+    #[inline]
     pub fn bytes_mut(&mut self) -> &mut [u8] {
         let len = self.len();
         &mut self.slot_mut()[HDR_BYTES..HDR_BYTES + len]
     }
 
     /// The full frame capacity after the header, writable (to fill before `set_len`).
+    #[inline]
     pub fn capacity_mut(&mut self) -> &mut [u8] {
         &mut self.slot_mut()[HDR_BYTES..]
     }
 
     /// Header and frame, both writable.
+    #[inline]
     pub fn split_mut(&mut self) -> (&mut [u8], &mut [u8]) {
         let len = self.len();
         let (hdr, rest) = self.slot_mut().split_at_mut(HDR_BYTES);
@@ -173,6 +191,7 @@ impl Frame {
 }
 
 impl Drop for Frame {
+    #[inline]
     fn drop(&mut self) {
         // Invariant: at most `count` distinct frames exist (each index is handed out once),
         // so the free list, sized `count`, always has room for this one.
@@ -228,8 +247,11 @@ impl Pool {
             #[allow(clippy::cast_possible_truncation)]
             free.push(i as u32).expect("free list sized to count");
         }
+        // `UnsafeCell::raw_get` gives a mutable pointer without creating a reference.
+        let base = UnsafeCell::raw_get(bytes.as_ptr());
         let slots = Box::new(Slots {
-            bytes,
+            _bytes: bytes,
+            base,
             lens: (0..count).map(|_| AtomicU32::new(0)).collect(),
             free,
             count,
@@ -240,6 +262,7 @@ impl Pool {
         })
     }
 
+    #[inline]
     fn slots(&self) -> &Slots {
         // SAFETY: allocated in `new`, freed only in `drop`.
         unsafe { self.slots.as_ref() }
@@ -261,6 +284,7 @@ impl Pool {
     }
 
     /// Take a free slot, with its frame length set to 0 and its header zeroed.
+    #[inline]
     pub fn lease(&self) -> Option<Frame> {
         match self.slots().free.pop() {
             Some(idx) => {
