@@ -6,7 +6,9 @@
 //! (`0..=65535`). The operator writes one [`NetworkConfig`] (TOML, every field defaulted, so an
 //! empty file is valid) and ringnet derives everything guest-specific from the slot number with
 //! [`NetworkConfig::derive`], producing a validated [`SlotConfig`]. Nothing else in the crate
-//! reads the TOML: downstream modules take a `SlotConfig`.
+//! reads the TOML: downstream modules take a `SlotConfig`. Reading TOML (`NetworkConfig::load`,
+//! `NetworkConfig::from_toml_str`) needs the `cli` feature (on by default); without it a
+//! `NetworkConfig` is built in code, or deserialized with serde from the embedder's own format.
 //!
 //! Data flow: `TOML text ─from_toml_str/load→ NetworkConfig ─validate→ ─derive(slot, routes)→
 //! SlotConfig ─guest_env_vars→ guest kernel/init`.
@@ -59,13 +61,13 @@
 //!
 //! ## Syscalls
 //!
-//! `open`/`read`/`close` in [`NetworkConfig::load`]; `socket`/`bind`/`connect`/`close` in
+//! `open`/`read`/`close` in `NetworkConfig::load`; `socket`/`bind`/`connect`/`close` in
 //! [`HostRoutes::probe`]. Everything else is pure.
 
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use ipnetwork::{Ipv4Network, Ipv6Network};
@@ -540,21 +542,23 @@ impl SlotConfig {
 }
 
 impl NetworkConfig {
-    /// Parses and validates a TOML document.
+    /// Parses and validates a TOML document. Needs the `cli` feature.
     ///
     /// # Errors
     /// [`ConfigError::Parse`] for malformed TOML, unknown keys or bad values; any
     /// [`NetworkConfig::validate`] error.
+    #[cfg(any(feature = "cli", test))]
     pub fn from_toml_str(text: &str) -> Result<NetworkConfig, ConfigError> {
         Self::parse(text, "<string>")
     }
 
-    /// Reads, parses and validates the TOML file at `path`.
+    /// Reads, parses and validates the TOML file at `path`. Needs the `cli` feature.
     ///
     /// # Errors
     /// [`ConfigError::Read`] when the file cannot be read; otherwise as
     /// [`NetworkConfig::from_toml_str`], with the path in the message.
-    pub fn load(path: impl AsRef<Path>) -> Result<NetworkConfig, ConfigError> {
+    #[cfg(any(feature = "cli", test))]
+    pub fn load(path: impl AsRef<std::path::Path>) -> Result<NetworkConfig, ConfigError> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
@@ -563,6 +567,7 @@ impl NetworkConfig {
         Self::parse(&text, &path.display().to_string())
     }
 
+    #[cfg(any(feature = "cli", test))]
     fn parse(text: &str, origin: &str) -> Result<NetworkConfig, ConfigError> {
         let config: NetworkConfig = toml::from_str(text).map_err(|e| {
             let at = e.span().map_or_else(String::new, |span| {

@@ -9,7 +9,13 @@
 //! tells the namespace + TAP backend's owner when the guest's namespace or TAP goes away or
 //! its link comes back up.
 //! Only this module and `egress/` make syscalls on the data path.
+//!
+//! [`netns`] and [`watch`] (namespaces, running `ip`, watching the guest side) are the `ringnet`
+//! binary's plumbing and need the `cli` feature; [`tap::Tap`] is part of the engine: an
+//! embedder serves a TAP it opened with `Network::start_port(Box::new(tap))`.
 
+#[cfg(feature = "cli")]
 pub mod netns;
 pub mod tap;
+#[cfg(feature = "cli")]
 pub mod watch;
