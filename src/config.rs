@@ -43,8 +43,11 @@
 //! it ([`HostRoutes::probe`]: a `connect(2)` of an unbound UDP socket to a documentation address,
 //! RFC 5737 / RFC 3849, which is a routing-table lookup and sends no packet). Probe results are
 //! passed into `derive`, so derivation itself is pure and tested for every combination. An
-//! inactive family is `None` in the [`SlotConfig`]; no active family at all is
-//! [`ConfigError::NoFamily`]. With IPv6 active the MTU must be at least 1280 (RFC 8200 §5).
+//! inactive family is `None` in the [`SlotConfig`]. With no active family at all (an offline
+//! host and no explicit address) the slot still derives, with both `None`
+//! ([`SlotConfig::is_offline`]): the guest gets a link, its MAC and MTU and the base variables
+//! only, and [`crate::Network`] logs a warning. With IPv6 active the MTU must be at least
+//! 1280 (RFC 8200 §5).
 //!
 //! ## Limits and validation
 //!
@@ -174,12 +177,6 @@ pub enum ConfigError {
         block: u8,
         slot: u32,
     },
-    /// Neither IPv4 nor IPv6 is active for the guest.
-    #[error(
-        "no address family is active: the host routes neither IPv4 nor IPv6, and neither \
-         interface.ipv4_address nor interface.ipv6_address is set"
-    )]
-    NoFamily,
 }
 
 /// An Ethernet MAC address. Parses `02:6d:73:00:00:02` or `02-6d-73-00-00-02` (either case,
@@ -506,6 +503,13 @@ pub struct SlotConfig {
 }
 
 impl SlotConfig {
+    /// True when neither family is active (the host routes neither and no address is set
+    /// explicitly): the guest gets a link but no addresses, and only the base variables.
+    #[must_use]
+    pub fn is_offline(&self) -> bool {
+        self.ipv4.is_none() && self.ipv6.is_none()
+    }
+
     /// The environment the guest's init reads to configure `eth0`, in this order:
     /// `{P}_NET`, `{P}_HOST_ALIAS`, then `{P}_NET_IPV4` and `{P}_NET_IPV6` for active families.
     /// The gateway is also the guest's DNS server.
@@ -653,13 +657,13 @@ impl NetworkConfig {
 
     /// Derives slot `slot`'s network plan (see the module docs for the address plan).
     /// `routes` is normally [`HostRoutes::probe`]; it decides which families are active unless
-    /// an explicit address activates a family regardless.
+    /// an explicit address activates a family regardless. No active family is not an error:
+    /// see [`SlotConfig::is_offline`].
     ///
     /// # Errors
     /// Any [`NetworkConfig::validate`] error; [`ConfigError::SlotOutOfRange`],
     /// [`ConfigError::SlotOutsidePool`], [`ConfigError::GuestAddress`], [`ConfigError::GuestMac`]
-    /// (explicit MAC equal to the gateway's), [`ConfigError::NoFamily`],
-    /// [`ConfigError::MtuTooSmallForIpv6`].
+    /// (explicit MAC equal to the gateway's), [`ConfigError::MtuTooSmallForIpv6`].
     pub fn derive(&self, slot: u32, routes: HostRoutes) -> Result<SlotConfig, ConfigError> {
         self.validate()?;
         let slot16 = u16::try_from(slot).map_err(|_| ConfigError::SlotOutOfRange { slot })?;
@@ -684,9 +688,6 @@ impl NetworkConfig {
             (None, true) => Some(derive_ipv6(iface.ipv6_pool, slot)?),
             (None, false) => None,
         };
-        if ipv4.is_none() && ipv6.is_none() {
-            return Err(ConfigError::NoFamily);
-        }
         if ipv6.is_some() && iface.mtu < IPV6_MIN_MTU {
             return Err(ConfigError::MtuTooSmallForIpv6 { value: iface.mtu });
         }
