@@ -16,10 +16,20 @@
 //! - `attach_offline_serves_and_survives_down_up`: `attach --configure` starts with the
 //!   warning, brings eth0 up without addresses, configures it again after a down/up (the
 //!   watcher's path) and stops on SIGTERM with status 0.
+//! - `embedded_offline_network_answers_nothing` (no root): the embedding API with neither
+//!   family starts; ARP and echo for the would-be gateway and echo to elsewhere get no answer
+//!   and open no flow; it shuts down cleanly with every pool slot back.
 
 mod common;
 
 use common::*;
+use ringnet::{HostRoutes, Network, NetworkConfig};
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+    EthernetRepr, Icmpv4Packet, Icmpv4Repr, IpProtocol, Ipv4Packet, Ipv4Repr,
+};
+use std::net::Ipv4Addr;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 const CASE_LIMIT: Duration = Duration::from_secs(120);
@@ -232,4 +242,96 @@ fn attach_offline_serves_and_survives_down_up() {
         status,
         rn.stderr()
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// The embedding API offline (no root)
+// ---------------------------------------------------------------------------------------
+
+const GUEST_MAC: [u8; 6] = [0x02, 0x6d, 0x73, 0, 0, 2];
+const GW_MAC: [u8; 6] = [0x02, 0x6d, 0x73, 0, 0, 1];
+/// Slot 0's addresses, had IPv4 been active.
+const GUEST: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 2);
+const GW: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 1);
+
+fn ethernet(dst: [u8; 6], ethertype: EthernetProtocol, payload_len: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; 14 + payload_len];
+    EthernetRepr {
+        src_addr: EthernetAddress(GUEST_MAC),
+        dst_addr: EthernetAddress(dst),
+        ethertype,
+    }
+    .emit(&mut EthernetFrame::new_unchecked(&mut buf));
+    buf
+}
+
+fn arp_request(target: Ipv4Addr) -> Vec<u8> {
+    let arp = ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Request,
+        source_hardware_addr: EthernetAddress(GUEST_MAC),
+        source_protocol_addr: GUEST,
+        target_hardware_addr: EthernetAddress([0; 6]),
+        target_protocol_addr: target,
+    };
+    let mut buf = ethernet([0xff; 6], EthernetProtocol::Arp, arp.buffer_len());
+    arp.emit(&mut ArpPacket::new_unchecked(&mut buf[14..]));
+    buf
+}
+
+fn echo_request(dst: Ipv4Addr) -> Vec<u8> {
+    let icmp = Icmpv4Repr::EchoRequest {
+        ident: 0x4242,
+        seq_no: 1,
+        data: b"offline",
+    };
+    let ip = Ipv4Repr {
+        src_addr: GUEST,
+        dst_addr: dst,
+        next_header: IpProtocol::Icmp,
+        payload_len: icmp.buffer_len(),
+        hop_limit: 64,
+    };
+    let caps = smoltcp::phy::ChecksumCapabilities::default();
+    let len = ip.buffer_len() + icmp.buffer_len();
+    let mut buf = ethernet(GW_MAC, EthernetProtocol::Ipv4, len);
+    let mut p = Ipv4Packet::new_unchecked(&mut buf[14..]);
+    ip.emit(&mut p, &caps);
+    icmp.emit(&mut Icmpv4Packet::new_unchecked(p.payload_mut()), &caps);
+    buf
+}
+
+#[test]
+fn embedded_offline_network_answers_nothing() {
+    let mut net = Network::with_routes(&NetworkConfig::default(), 0, HostRoutes::default())
+        .expect("an offline network starts");
+    assert!(net.config().is_offline());
+    let names: Vec<String> = net.guest_env_vars().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(names, ["RINGNET_NET", "RINGNET_HOST_ALIAS"]);
+    net.start().expect("start");
+    let link = net.take_link().expect("link");
+    for frame in [
+        arp_request(GW),
+        echo_request(GW),
+        echo_request(Ipv4Addr::new(192, 0, 2, 1)),
+    ] {
+        assert!(link.send(None, &frame));
+    }
+    let deadline = Instant::now() + Duration::from_millis(300);
+    let mut answered = 0;
+    while Instant::now() < deadline {
+        link.clear_notify();
+        while link.recv().is_some() {
+            answered += 1;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(net.is_running(), "the poll thread runs offline");
+    assert_eq!(answered, 0, "an offline gateway answers nothing");
+    assert_eq!(link.counters().from_guest_frames, 3);
+    let stats = net.stats();
+    assert_eq!(stats.arp_filtered.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.icmp_relayed.load(Ordering::Relaxed), 0);
+    drop(link);
+    net.shutdown().expect("shutdown");
+    assert_eq!(net.pool_free(), net.pool_capacity());
 }
