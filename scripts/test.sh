@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The one command that runs all of ringnet's tests: format check, clippy with warnings as
-# errors, doc tests, then every target (lib, bin, integration tests in tests/, benches in
-# test mode) built with --release, because the end-to-end tests move GiBs through ringnet.
+# errors, the library without default features (it builds, lints clean and has no clap,
+# tracing-subscriber or toml in `cargo tree`), doc tests, then every target (lib, bin,
+# integration tests in tests/, benches in test mode) built with --release, because the
+# end-to-end tests move GiBs through ringnet.
 #
 # The namespace/TAP tests in tests/ need root, /dev/net/tun, ip, ping, arping and python3
 # (scripts/install-test-deps.sh installs the packages). Unprivileged they print
@@ -15,6 +17,16 @@ cd "$(dirname "$0")/.."
 
 cargo fmt --all --check
 cargo clippy --all-targets -- -D warnings
+# The engine alone, as an embedding VMM builds it (`default-features = false`): it must build,
+# lint clean, and pull in none of the command line's dependencies.
+cargo clippy --no-default-features --lib -- -D warnings
+cargo build --release --no-default-features --lib
+engine_deps=$(cargo tree --no-default-features -e normal --prefix none)
+if cli_deps=$(grep -E '^(clap|clap_[a-z_]+|toml|toml_[a-z_]+|tracing-subscriber) v' <<<"$engine_deps"); then
+    echo "error: the library without the cli feature depends on:" >&2
+    sort -u <<<"$cli_deps" >&2
+    exit 1
+fi
 cargo test --release --doc
 # Benches once each in test mode (criterion's --test), then every test target; the last
 # summary line is the main run's.

@@ -6,7 +6,9 @@
 //! (`0..=65535`). The operator writes one [`NetworkConfig`] (TOML, every field defaulted, so an
 //! empty file is valid) and ringnet derives everything guest-specific from the slot number with
 //! [`NetworkConfig::derive`], producing a validated [`SlotConfig`]. Nothing else in the crate
-//! reads the TOML: downstream modules take a `SlotConfig`.
+//! reads the TOML: downstream modules take a `SlotConfig`. Reading TOML (`NetworkConfig::load`,
+//! `NetworkConfig::from_toml_str`) needs the `cli` feature (on by default); without it a
+//! `NetworkConfig` is built in code, or deserialized with serde from the embedder's own format.
 //!
 //! Data flow: `TOML text ─from_toml_str/load→ NetworkConfig ─validate→ ─derive(slot, routes)→
 //! SlotConfig ─guest_env_vars→ guest kernel/init`.
@@ -41,8 +43,11 @@
 //! it ([`HostRoutes::probe`]: a `connect(2)` of an unbound UDP socket to a documentation address,
 //! RFC 5737 / RFC 3849, which is a routing-table lookup and sends no packet). Probe results are
 //! passed into `derive`, so derivation itself is pure and tested for every combination. An
-//! inactive family is `None` in the [`SlotConfig`]; no active family at all is
-//! [`ConfigError::NoFamily`]. With IPv6 active the MTU must be at least 1280 (RFC 8200 §5).
+//! inactive family is `None` in the [`SlotConfig`]. With no active family at all (an offline
+//! host and no explicit address) the slot still derives, with both `None`
+//! ([`SlotConfig::is_offline`]): the guest gets a link, its MAC and MTU and the base variables
+//! only, and [`crate::Network`] logs a warning. With IPv6 active the MTU must be at least
+//! 1280 (RFC 8200 §5).
 //!
 //! ## Limits and validation
 //!
@@ -59,13 +64,13 @@
 //!
 //! ## Syscalls
 //!
-//! `open`/`read`/`close` in [`NetworkConfig::load`]; `socket`/`bind`/`connect`/`close` in
+//! `open`/`read`/`close` in `NetworkConfig::load`; `socket`/`bind`/`connect`/`close` in
 //! [`HostRoutes::probe`]. Everything else is pure.
 
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use ipnetwork::{Ipv4Network, Ipv6Network};
@@ -175,12 +180,6 @@ pub enum ConfigError {
         block: u8,
         slot: u32,
     },
-    /// Neither IPv4 nor IPv6 is active for the guest.
-    #[error(
-        "no address family is active: the host routes neither IPv4 nor IPv6, and neither \
-         interface.ipv4_address nor interface.ipv6_address is set"
-    )]
-    NoFamily,
 }
 
 /// An Ethernet MAC address. Parses `02:6d:73:00:00:02` or `02-6d-73-00-00-02` (either case,
@@ -533,6 +532,13 @@ pub struct SlotConfig {
 }
 
 impl SlotConfig {
+    /// True when neither family is active (the host routes neither and no address is set
+    /// explicitly): the guest gets a link but no addresses, and only the base variables.
+    #[must_use]
+    pub fn is_offline(&self) -> bool {
+        self.ipv4.is_none() && self.ipv6.is_none()
+    }
+
     /// The environment the guest's init reads to configure `eth0`, in this order:
     /// `{P}_NET`, `{P}_HOST_ALIAS`, then `{P}_NET_IPV4` and `{P}_NET_IPV6` for active families.
     /// The gateway is also the guest's DNS server.
@@ -569,21 +575,23 @@ impl SlotConfig {
 }
 
 impl NetworkConfig {
-    /// Parses and validates a TOML document.
+    /// Parses and validates a TOML document. Needs the `cli` feature.
     ///
     /// # Errors
     /// [`ConfigError::Parse`] for malformed TOML, unknown keys or bad values; any
     /// [`NetworkConfig::validate`] error.
+    #[cfg(any(feature = "cli", test))]
     pub fn from_toml_str(text: &str) -> Result<NetworkConfig, ConfigError> {
         Self::parse(text, "<string>")
     }
 
-    /// Reads, parses and validates the TOML file at `path`.
+    /// Reads, parses and validates the TOML file at `path`. Needs the `cli` feature.
     ///
     /// # Errors
     /// [`ConfigError::Read`] when the file cannot be read; otherwise as
     /// [`NetworkConfig::from_toml_str`], with the path in the message.
-    pub fn load(path: impl AsRef<Path>) -> Result<NetworkConfig, ConfigError> {
+    #[cfg(any(feature = "cli", test))]
+    pub fn load(path: impl AsRef<std::path::Path>) -> Result<NetworkConfig, ConfigError> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
@@ -592,6 +600,7 @@ impl NetworkConfig {
         Self::parse(&text, &path.display().to_string())
     }
 
+    #[cfg(any(feature = "cli", test))]
     fn parse(text: &str, origin: &str) -> Result<NetworkConfig, ConfigError> {
         let config: NetworkConfig = toml::from_str(text).map_err(|e| {
             let at = e.span().map_or_else(String::new, |span| {
@@ -677,13 +686,13 @@ impl NetworkConfig {
 
     /// Derives slot `slot`'s network plan (see the module docs for the address plan).
     /// `routes` is normally [`HostRoutes::probe`]; it decides which families are active unless
-    /// an explicit address activates a family regardless.
+    /// an explicit address activates a family regardless. No active family is not an error:
+    /// see [`SlotConfig::is_offline`].
     ///
     /// # Errors
     /// Any [`NetworkConfig::validate`] error; [`ConfigError::SlotOutOfRange`],
     /// [`ConfigError::SlotOutsidePool`], [`ConfigError::GuestAddress`], [`ConfigError::GuestMac`]
-    /// (explicit MAC equal to the gateway's), [`ConfigError::NoFamily`],
-    /// [`ConfigError::MtuTooSmallForIpv6`].
+    /// (explicit MAC equal to the gateway's), [`ConfigError::MtuTooSmallForIpv6`].
     pub fn derive(&self, slot: u32, routes: HostRoutes) -> Result<SlotConfig, ConfigError> {
         self.validate()?;
         let slot16 = u16::try_from(slot).map_err(|_| ConfigError::SlotOutOfRange { slot })?;
@@ -708,9 +717,6 @@ impl NetworkConfig {
             (None, true) => Some(derive_ipv6(iface.ipv6_pool, slot)?),
             (None, false) => None,
         };
-        if ipv4.is_none() && ipv6.is_none() {
-            return Err(ConfigError::NoFamily);
-        }
         if ipv6.is_some() && iface.mtu < IPV6_MIN_MTU {
             return Err(ConfigError::MtuTooSmallForIpv6 { value: iface.mtu });
         }

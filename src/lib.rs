@@ -28,6 +28,16 @@
 //!   table and buffer has a limit and a counter in [`metrics::Stats`].
 //!
 //! Start with [`Network`].
+//!
+//! # Features
+//!
+//! - `cli` (default): the `ringnet` binary and what only it needs: TOML configuration files
+//!   (`NetworkConfig::load`, `NetworkConfig::from_toml_str`) and the namespace plumbing that
+//!   runs `ip` (`backend::netns`, `backend::watch`), with clap, tracing-subscriber and toml.
+//!   An embedding VMM depends on `ringnet = { version = "…", default-features = false }` and
+//!   gets the engine alone: [`Network`], [`config`] (built in code or deserialized with
+//!   serde), [`backend::tap`], [`egress`], [`stack`], [`wire`]. ringnet logs through `tracing`;
+//!   the embedder installs the subscriber.
 
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

@@ -73,13 +73,22 @@ impl Network {
         Network::with_routes(config, slot, HostRoutes::probe())
     }
 
-    /// As [`Network::new`] with the route probe's answer given.
+    /// As [`Network::new`] with the route probe's answer given. With neither family routed
+    /// nor set explicitly the network still starts, with a warning: the guest gets a link
+    /// but no addresses ([`SlotConfig::is_offline`]).
     pub fn with_routes(
         config: &NetworkConfig,
         slot: u32,
         routes: HostRoutes,
     ) -> Result<Network, NetworkError> {
         let cfg = config.derive(slot, routes)?;
+        if cfg.is_offline() {
+            tracing::warn!(
+                slot = cfg.slot,
+                "no host route for IPv4 or IPv6 (and no interface.ipv4_address or \
+                 ipv6_address): the guest gets a link but no addresses"
+            );
+        }
         let link = Arc::new(Link::new()?);
         Ok(Network {
             cfg,

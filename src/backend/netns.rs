@@ -198,7 +198,7 @@ impl NetNs {
 
     /// Configure the guest side of `tap` in this namespace from `cfg`: lo up, the guest MAC,
     /// MTU and transmit queue ([`tap_tx_queue`]), addresses and default routes for the
-    /// active families.
+    /// active families (none for an offline slot: the link only).
     pub fn configure_guest(&self, tap: &str, cfg: &SlotConfig) -> Result<(), NetnsError> {
         let mac = cfg.guest_mac.to_string();
         let mtu = cfg.mtu.to_string();

@@ -522,9 +522,24 @@ fn families_follow_host_routes() {
     assert!(v4_only.ipv4.is_some() && v4_only.ipv6.is_none());
     let v6_only = config.derive(0, V6_ONLY).unwrap();
     assert!(v6_only.ipv4.is_none() && v6_only.ipv6.is_some());
-    let err = config.derive(0, NEITHER).unwrap_err();
-    assert!(matches!(err, ConfigError::NoFamily));
-    assert!(err.to_string().contains("no address family is active"));
+    let offline = config.derive(0, NEITHER).unwrap();
+    assert!(offline.ipv4.is_none() && offline.ipv6.is_none());
+    assert!(offline.is_offline() && !both.is_offline() && !v4_only.is_offline());
+}
+
+/// An offline host (no route for either family) still derives a slot: MAC and MTU, no
+/// addresses; an MTU below the IPv6 minimum is fine then.
+#[test]
+fn offline_host_derives_a_link_without_addresses() {
+    let mut config = NetworkConfig::default();
+    config.interface.mtu = 576;
+    let s = config.derive(3, NEITHER).unwrap();
+    assert_eq!(s.slot, 3);
+    assert_eq!(s.guest_mac, mac("02:6d:73:00:03:02"));
+    assert_eq!(s.gateway_mac, mac("02:6d:73:00:03:01"));
+    assert_eq!(s.mtu, 576);
+    assert_eq!((s.ipv4, s.ipv6), (None, None));
+    assert!(s.is_offline());
 }
 
 #[test]
@@ -633,6 +648,17 @@ fn env_vars_single_family_and_prefix() {
                 "VM_NET_IPV6",
                 "addr=fd42:6d73:62::2/64,gw=fd42:6d73:62::1,dns=fd42:6d73:62::1"
             ),
+        ])
+    );
+}
+
+#[test]
+fn env_vars_offline_are_the_base_variables_only() {
+    assert_eq!(
+        env(&NetworkConfig::default(), 0, NEITHER),
+        pairs(&[
+            ("RINGNET_NET", "iface=eth0,mac=02:6d:73:00:00:02,mtu=1500"),
+            ("RINGNET_HOST_ALIAS", "host.ringnet.internal"),
         ])
     );
 }
