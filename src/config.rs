@@ -74,7 +74,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use ipnetwork::{Ipv4Network, Ipv6Network};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 /// Name the guest is told (`{P}_HOST_ALIAS`) for reaching the host. Nothing resolves it yet:
 /// the env vars name the gateway as DNS server, ringnet has no resolver, and DNS to the
@@ -180,108 +180,6 @@ pub enum ConfigError {
         block: u8,
         slot: u32,
     },
-}
-
-/// An Ethernet MAC address. Parses `02:6d:73:00:00:02` or `02-6d-73-00-00-02` (either case,
-/// one separator throughout); displays and serializes in lowercase colon form.
-#[derive(Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct MacAddr(pub [u8; 6]);
-
-impl MacAddr {
-    /// True for group (multicast and broadcast) addresses: the I/G bit of the first octet.
-    #[must_use]
-    pub fn is_multicast(self) -> bool {
-        self.0[0] & 0x01 != 0
-    }
-
-    /// True for `00:00:00:00:00:00`.
-    #[must_use]
-    pub fn is_zero(self) -> bool {
-        self.0 == [0; 6]
-    }
-
-    /// The ringnet MAC of slot `slot`, with `last` as the final octet (`0x02` guest, `0x01`
-    /// gateway).
-    fn for_slot(slot: u16, last: u8) -> MacAddr {
-        let [hi, lo] = slot.to_be_bytes();
-        MacAddr([0x02, 0x6d, 0x73, hi, lo, last])
-    }
-}
-
-impl FromStr for MacAddr {
-    type Err = ConfigError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || ConfigError::MacSyntax {
-            value: s.to_owned(),
-        };
-        let sep = if s.contains(':') { ':' } else { '-' };
-        let mut out = [0u8; 6];
-        let mut parts = s.split(sep);
-        for byte in &mut out {
-            let part = parts.next().ok_or_else(bad)?;
-            if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(bad());
-            }
-            *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
-        }
-        if parts.next().is_some() {
-            return Err(bad());
-        }
-        Ok(MacAddr(out))
-    }
-}
-
-impl fmt::Display for MacAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let [o0, o1, o2, o3, o4, o5] = self.0;
-        write!(f, "{o0:02x}:{o1:02x}:{o2:02x}:{o3:02x}:{o4:02x}:{o5:02x}")
-    }
-}
-
-impl fmt::Debug for MacAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "MacAddr({self})")
-    }
-}
-
-impl Serialize for MacAddr {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for MacAddr {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-/// Serde through `Display` / `FromStr`, for types whose crate has serde disabled (ipnetwork).
-mod display_fromstr {
-    use std::fmt::Display;
-    use std::str::FromStr;
-
-    use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<T: Display, S: Serializer>(
-        value: &T,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(value)
-    }
-
-    pub fn deserialize<'de, T, D>(deserializer: D) -> Result<T, D::Error>
-    where
-        T: FromStr,
-        T::Err: Display,
-        D: Deserializer<'de>,
-    {
-        let text = String::deserialize(deserializer)?;
-        text.parse()
-            .map_err(|e| D::Error::custom(format!("invalid value {text:?}: {e}")))
-    }
 }
 
 /// The whole configuration file.
@@ -470,48 +368,6 @@ impl HostRoutes {
                 SocketAddr::from((Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1), 443)),
             ),
         }
-    }
-}
-
-/// A slot's IPv4 subnet: guest and gateway share a /30.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub struct Ipv4Slot {
-    pub guest: Ipv4Addr,
-    pub gateway: Ipv4Addr,
-    /// Always [`IPV4_SLOT_PREFIX`].
-    pub prefix_len: u8,
-}
-
-impl Ipv4Slot {
-    /// The subnet holding `guest` and `gateway`.
-    #[must_use]
-    pub fn subnet(&self) -> Ipv4Network {
-        let prefix = self.prefix_len.min(32);
-        let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-        let network = Ipv4Addr::from(u32::from(self.guest) & mask);
-        // `prefix ≤ 32`, so `new_checked` succeeds; the fallback only satisfies the type.
-        Ipv4Network::new_checked(network, prefix).unwrap_or_else(|| Ipv4Network::from(self.guest))
-    }
-}
-
-/// A slot's IPv6 subnet: guest and gateway share a /64.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub struct Ipv6Slot {
-    pub guest: Ipv6Addr,
-    pub gateway: Ipv6Addr,
-    /// Always [`IPV6_SLOT_PREFIX`].
-    pub prefix_len: u8,
-}
-
-impl Ipv6Slot {
-    /// The subnet holding `guest` and `gateway`.
-    #[must_use]
-    pub fn subnet(&self) -> Ipv6Network {
-        let prefix = self.prefix_len.min(128);
-        let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-        let network = Ipv6Addr::from(u128::from(self.guest) & mask);
-        // `prefix ≤ 128`, so `new_checked` succeeds; the fallback only satisfies the type.
-        Ipv6Network::new_checked(network, prefix).unwrap_or_else(|| Ipv6Network::from(self.guest))
     }
 }
 
@@ -753,105 +609,12 @@ fn validate_env_prefix(prefix: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// How many `/block` subnets fit in a `/prefix` pool (0 when the pool is smaller than one).
-/// `block ≤ 64` for both families, so the result fits a u128 even for a /0 pool.
-fn block_capacity(prefix: u8, block: u8) -> u128 {
-    match block.checked_sub(prefix) {
-        Some(spare_bits) => 1u128 << spare_bits,
-        None => 0,
-    }
-}
-
-/// Slot `slot`'s /30 of `pool`: guest = base + 4·slot + 2, gateway = guest − 1.
-fn derive_ipv4(pool: Ipv4Network, slot: u32) -> Result<Ipv4Slot, ConfigError> {
-    let capacity = block_capacity(pool.prefix(), IPV4_SLOT_PREFIX);
-    let outside = || ConfigError::SlotOutsidePool {
-        field: "interface.ipv4_pool",
-        pool: pool.to_string(),
-        capacity,
-        block: IPV4_SLOT_PREFIX,
-        slot,
-    };
-    if u128::from(slot) >= capacity {
-        return Err(outside());
-    }
-    let guest = slot
-        .checked_mul(4)
-        .and_then(|offset| u32::from(pool.network()).checked_add(offset))
-        .and_then(|block| block.checked_add(2))
-        .ok_or_else(outside)?;
-    Ok(Ipv4Slot {
-        guest: Ipv4Addr::from(guest),
-        gateway: Ipv4Addr::from(guest - 1),
-        prefix_len: IPV4_SLOT_PREFIX,
-    })
-}
-
-/// Slot `slot`'s /64 of `pool`: guest = base + (slot << 64) + 2, gateway = `::1` of that /64.
-fn derive_ipv6(pool: Ipv6Network, slot: u32) -> Result<Ipv6Slot, ConfigError> {
-    let capacity = block_capacity(pool.prefix(), IPV6_SLOT_PREFIX);
-    let outside = || ConfigError::SlotOutsidePool {
-        field: "interface.ipv6_pool",
-        pool: pool.to_string(),
-        capacity,
-        block: IPV6_SLOT_PREFIX,
-        slot,
-    };
-    if u128::from(slot) >= capacity {
-        return Err(outside());
-    }
-    // slot < capacity, so the slot's /64 lies inside the pool and `+ 2` cannot overflow.
-    let network = u128::from(pool.network()) + (u128::from(slot) << 64);
-    Ok(Ipv6Slot {
-        guest: Ipv6Addr::from(network + 2),
-        gateway: Ipv6Addr::from(network + 1),
-        prefix_len: IPV6_SLOT_PREFIX,
-    })
-}
-
-/// An explicit guest IPv4 address: the gateway is the other usable host of its /30.
-fn explicit_ipv4(addr: Ipv4Addr) -> Result<Ipv4Slot, ConfigError> {
-    let bits = u32::from(addr);
-    let network = bits & !3;
-    let gateway = match bits & 3 {
-        1 => network + 2,
-        2 => network + 1,
-        _ => {
-            return Err(ConfigError::GuestAddress {
-                field: "interface.ipv4_address",
-                value: IpAddr::V4(addr),
-                reason: "it is the network or broadcast address of its /30",
-            })
-        }
-    };
-    Ok(Ipv4Slot {
-        guest: addr,
-        gateway: Ipv4Addr::from(gateway),
-        prefix_len: IPV4_SLOT_PREFIX,
-    })
-}
-
-/// An explicit guest IPv6 address: the gateway is `::1` of its /64, or `::2` if the guest is `::1`.
-fn explicit_ipv6(addr: Ipv6Addr) -> Result<Ipv6Slot, ConfigError> {
-    let bits = u128::from(addr);
-    let network = bits & !u128::from(u64::MAX);
-    let gateway = match bits - network {
-        0 => {
-            return Err(ConfigError::GuestAddress {
-                field: "interface.ipv6_address",
-                value: IpAddr::V6(addr),
-                reason: "it is the Subnet-Router anycast address of its /64 (RFC 4291 §2.6.1)",
-            })
-        }
-        1 => network + 2,
-        _ => network + 1,
-    };
-    Ok(Ipv6Slot {
-        guest: addr,
-        gateway: Ipv6Addr::from(gateway),
-        prefix_len: IPV6_SLOT_PREFIX,
-    })
-}
-
+mod mac;
+mod slot;
 #[cfg(test)]
 mod tests;
+
+use mac::display_fromstr;
+pub use mac::MacAddr;
+use slot::{derive_ipv4, derive_ipv6, explicit_ipv4, explicit_ipv6};
+pub use slot::{Ipv4Slot, Ipv6Slot};
