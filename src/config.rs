@@ -408,22 +408,24 @@ impl SlotConfig {
             ),
             (format!("{p}_HOST_ALIAS"), HOST_ALIAS.to_owned()),
         ];
+        let family = |name: &str, guest: IpAddr, len: u8, gw: IpAddr| {
+            let value = format!("addr={guest}/{len},gw={gw},dns={gw}");
+            (format!("{p}_NET_{name}"), value)
+        };
         if let Some(v4) = &self.ipv4 {
-            vars.push((
-                format!("{p}_NET_IPV4"),
-                format!(
-                    "addr={}/{},gw={},dns={}",
-                    v4.guest, v4.prefix_len, v4.gateway, v4.gateway
-                ),
+            vars.push(family(
+                "IPV4",
+                v4.guest.into(),
+                v4.prefix_len,
+                v4.gateway.into(),
             ));
         }
         if let Some(v6) = &self.ipv6 {
-            vars.push((
-                format!("{p}_NET_IPV6"),
-                format!(
-                    "addr={}/{},gw={},dns={}",
-                    v6.guest, v6.prefix_len, v6.gateway, v6.gateway
-                ),
+            vars.push(family(
+                "IPV6",
+                v6.guest.into(),
+                v6.prefix_len,
+                v6.gateway.into(),
             ));
         }
         vars

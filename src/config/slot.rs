@@ -20,11 +20,10 @@ impl Ipv4Slot {
     /// The subnet holding `guest` and `gateway`.
     #[must_use]
     pub fn subnet(&self) -> Ipv4Network {
-        let prefix = self.prefix_len.min(32);
-        let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-        let network = Ipv4Addr::from(u32::from(self.guest) & mask);
-        // `prefix ≤ 32`, so `new_checked` succeeds; the fallback only satisfies the type.
-        Ipv4Network::new_checked(network, prefix).unwrap_or_else(|| Ipv4Network::from(self.guest))
+        // `prefix_len` is a valid prefix (the slot's); the fallback only satisfies the type.
+        Ipv4Network::new(self.guest, self.prefix_len)
+            .and_then(|n| Ipv4Network::new(n.network(), n.prefix()))
+            .unwrap_or_else(|_| Ipv4Network::from(self.guest))
     }
 }
 
@@ -41,11 +40,10 @@ impl Ipv6Slot {
     /// The subnet holding `guest` and `gateway`.
     #[must_use]
     pub fn subnet(&self) -> Ipv6Network {
-        let prefix = self.prefix_len.min(128);
-        let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-        let network = Ipv6Addr::from(u128::from(self.guest) & mask);
-        // `prefix ≤ 128`, so `new_checked` succeeds; the fallback only satisfies the type.
-        Ipv6Network::new_checked(network, prefix).unwrap_or_else(|| Ipv6Network::from(self.guest))
+        // `prefix_len` is a valid prefix (the slot's); the fallback only satisfies the type.
+        Ipv6Network::new(self.guest, self.prefix_len)
+            .and_then(|n| Ipv6Network::new(n.network(), n.prefix()))
+            .unwrap_or_else(|_| Ipv6Network::from(self.guest))
     }
 }
 
