@@ -389,6 +389,43 @@ fn udp_echo<D: Driver>(mut d: D) {
     }
 }
 
+/// More datagrams arrive at once than the driver queues per socket (`rx_datagrams`): the
+/// rest wait in the kernel and must be read once the caller has made room, without a new
+/// datagram arriving to wake the socket.
+fn udp_queue_full<D: Driver>(mut d: D) {
+    let peer = UdpSocket::bind(v4()).unwrap();
+    let id = d
+        .open(SockKind::Udp, peer.local_addr().unwrap(), T, Token(9))
+        .unwrap();
+    // Learn the driver socket's address from a first datagram.
+    assert_eq!(d.send(id, b"hi"), 2);
+    d.wait(Some(Duration::ZERO), &mut Vec::new()).unwrap();
+    let mut buf = [0; 16];
+    let (_, ours) = peer.recv_from(&mut buf).unwrap();
+    let n = limits().rx_datagrams * 3;
+    for i in 0..n {
+        peer.send_to(&(i as u32).to_be_bytes(), ours).unwrap();
+    }
+    let mut got = Vec::new();
+    let end = Instant::now() + T;
+    while got.len() < n {
+        match d.recv(id, &mut |b| {
+            got.push(u32::from_be_bytes(b.try_into().unwrap()));
+            b.len()
+        }) {
+            Ok(_) => {}
+            Err(Recv::Empty) => {
+                assert!(Instant::now() < end, "{} of {n} datagrams read", got.len());
+                d.wait(Some(Duration::from_millis(100)), &mut Vec::new())
+                    .unwrap();
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(got, (0..n as u32).collect::<Vec<_>>());
+    d.close(id, false);
+}
+
 fn watch_eventfd<D: Driver>(mut d: D) {
     // SAFETY: eventfd(2) takes no pointers; the result is checked.
     let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
@@ -668,6 +705,10 @@ macro_rules! suite {
             #[test]
             fn udp_echo() {
                 super::udp_echo(make(limits()))
+            }
+            #[test]
+            fn udp_queue_full() {
+                super::udp_queue_full(make(limits()))
             }
             #[test]
             fn watch_eventfd() {

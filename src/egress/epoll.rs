@@ -288,10 +288,13 @@ impl SockIo for EpollIo {
         Ok(())
     }
 
-    /// Queued data or a shutdown: the socket is worked in the next `wait`. Consuming
-    /// changes nothing here: streams are read on demand, and datagrams on readiness.
+    /// Queued data or a shutdown: the socket is worked in the next `wait`. Consuming a
+    /// stream changes nothing here (streams are read on demand); consuming from a datagram
+    /// socket still marked readable means its queue was full and datagrams may wait in the
+    /// kernel: epoll is edge-triggered and will not say so again, so read them next `wait`.
     fn touched(&mut self, at: SockRef<'_, EpollSock>, what: Touch) {
-        if what == Touch::Queued {
+        let more_datagrams = what == Touch::Consumed && !at.s.state.is_stream() && at.s.rx_ready;
+        if what == Touch::Queued || more_datagrams {
             self.mark_dirty(at.s, at.key);
         }
     }
