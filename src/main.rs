@@ -332,11 +332,14 @@ fn start(opts: &Opts, ns: &NetNs, tap_name: &str, configure: bool) -> Result<Ser
     }
     net.start_port(Box::new(tap))?;
     let c = net.config();
+    let family = |f: Option<(std::net::IpAddr, std::net::IpAddr)>| {
+        f.map_or_else(|| "off".to_string(), |(g, gw)| format!("{g} via {gw}"))
+    };
     tracing::info!(
         slot = c.slot,
         mtu = c.mtu,
-        ipv4 = ?c.ipv4.map(|s| (s.guest, s.gateway)),
-        ipv6 = ?c.ipv6.map(|s| (s.guest, s.gateway)),
+        ipv4 = %family(c.ipv4.map(|s| (s.guest.into(), s.gateway.into()))),
+        ipv6 = %family(c.ipv6.map(|s| (s.guest.into(), s.gateway.into()))),
         "ringnet serving; {}",
         net.driver_note()
     );
@@ -470,7 +473,12 @@ fn attach(
                 } else if let Err(e) = ns.configure_guest(&tap, net.config()) {
                     tracing::warn!("{tap} is up again, but configuring it failed: {e}");
                 } else {
-                    tracing::info!("{tap} is up again: addresses and routes restored");
+                    let what = if net.config().is_offline() {
+                        "link settings restored (offline: no addresses)"
+                    } else {
+                        "addresses and routes restored"
+                    };
+                    tracing::info!("{tap} is up again: {what}");
                 }
                 continue;
             }
