@@ -22,12 +22,10 @@
 
 mod common;
 
+use common::frames;
 use common::*;
 use ringnet::{HostRoutes, Network, NetworkConfig};
-use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    EthernetRepr, Icmpv4Packet, Icmpv4Repr, IpProtocol, Ipv4Packet, Ipv4Repr,
-};
+use smoltcp::wire::IpProtocol;
 use std::net::Ipv4Addr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -36,9 +34,9 @@ const CASE_LIMIT: Duration = Duration::from_secs(120);
 const RUN_LIMIT: Duration = Duration::from_secs(30);
 
 /// What the guest's command prints: eth0's addresses and link, both routing tables, and the
-/// ringnet variables.
+/// ringnet variables (not the test harness's own `RINGNET_TEST_*` knobs, which `run` passes on).
 const SCRIPT: &str = "ip -o addr show eth0; ip -o link show eth0; echo ROUTES; ip route; \
-                      ip -6 route; env | grep ^RINGNET_ | sort";
+                      ip -6 route; env | grep ^RINGNET_ | grep -v ^RINGNET_TEST_ | sort";
 
 const WARNING: &str = "no host route for IPv4 or IPv6";
 
@@ -57,15 +55,6 @@ fn ringnet(host: &Netns, args: &[&str]) -> Output {
     let mut full = vec![ringnet_bin()];
     full.extend_from_slice(args);
     host.exec(&full, RUN_LIMIT)
-}
-
-/// The flags of an `ip -o link show` line (`<BROADCAST,MULTICAST,UP,LOWER_UP>`).
-fn flags(link: &str) -> Vec<&str> {
-    link.split('<')
-        .nth(1)
-        .and_then(|s| s.split('>').next())
-        .map(|f| f.split(',').collect())
-        .unwrap_or_default()
 }
 
 /// eth0 has no IPv4 address and no IPv6 address beyond link-local in `ip -o addr` output.
@@ -99,7 +88,7 @@ fn run_offline_gives_a_link_without_addresses() {
         .lines()
         .find(|l| l.contains(" eth0: ") && l.contains("link/ether"))
         .unwrap_or_else(|| panic!("no eth0 link line: {out}"));
-    assert!(flags(link).contains(&"UP"), "eth0 not up: {out}");
+    assert!(link_flags(link).contains(&"UP"), "eth0 not up: {out}");
     assert!(link.contains("mtu 1500 "), "{out}");
     assert!(link.contains("link/ether 02:6d:73:00:00:02 "), "{out}");
     assert_no_addresses(iface, &out.to_string());
@@ -161,23 +150,6 @@ fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     }
 }
 
-fn eth0_up(guest: &Netns) -> bool {
-    let link = run_args(
-        &[
-            "ip",
-            "-n",
-            guest.name(),
-            "-o",
-            "link",
-            "show",
-            "dev",
-            "eth0",
-        ],
-        SHORT,
-    );
-    link.success() && flags(&link.stdout).contains(&"UP")
-}
-
 #[test]
 fn attach_offline_serves_and_survives_down_up() {
     require_privileges!();
@@ -195,7 +167,7 @@ fn attach_offline_serves_and_survives_down_up() {
         "--configure",
     ]);
     assert!(
-        eventually(Duration::from_secs(10), || eth0_up(&guest)),
+        eventually(Duration::from_secs(10), || guest.link_is_up("eth0")),
         "guest eth0 not up; ringnet stderr:\n{}",
         rn.stderr()
     );
@@ -248,56 +220,10 @@ fn attach_offline_serves_and_survives_down_up() {
 // The embedding API offline (no root)
 // ---------------------------------------------------------------------------------------
 
-const GUEST_MAC: [u8; 6] = [0x02, 0x6d, 0x73, 0, 0, 2];
-const GW_MAC: [u8; 6] = [0x02, 0x6d, 0x73, 0, 0, 1];
-/// Slot 0's addresses, had IPv4 been active.
-const GUEST: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 2);
-const GW: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 1);
-
-fn ethernet(dst: [u8; 6], ethertype: EthernetProtocol, payload_len: usize) -> Vec<u8> {
-    let mut buf = vec![0u8; 14 + payload_len];
-    EthernetRepr {
-        src_addr: EthernetAddress(GUEST_MAC),
-        dst_addr: EthernetAddress(dst),
-        ethertype,
-    }
-    .emit(&mut EthernetFrame::new_unchecked(&mut buf));
-    buf
-}
-
-fn arp_request(target: Ipv4Addr) -> Vec<u8> {
-    let arp = ArpRepr::EthernetIpv4 {
-        operation: ArpOperation::Request,
-        source_hardware_addr: EthernetAddress(GUEST_MAC),
-        source_protocol_addr: GUEST,
-        target_hardware_addr: EthernetAddress([0; 6]),
-        target_protocol_addr: target,
-    };
-    let mut buf = ethernet([0xff; 6], EthernetProtocol::Arp, arp.buffer_len());
-    arp.emit(&mut ArpPacket::new_unchecked(&mut buf[14..]));
-    buf
-}
-
+/// An ICMPv4 echo request from the guest to `dst`.
 fn echo_request(dst: Ipv4Addr) -> Vec<u8> {
-    let icmp = Icmpv4Repr::EchoRequest {
-        ident: 0x4242,
-        seq_no: 1,
-        data: b"offline",
-    };
-    let ip = Ipv4Repr {
-        src_addr: GUEST,
-        dst_addr: dst,
-        next_header: IpProtocol::Icmp,
-        payload_len: icmp.buffer_len(),
-        hop_limit: 64,
-    };
-    let caps = smoltcp::phy::ChecksumCapabilities::default();
-    let len = ip.buffer_len() + icmp.buffer_len();
-    let mut buf = ethernet(GW_MAC, EthernetProtocol::Ipv4, len);
-    let mut p = Ipv4Packet::new_unchecked(&mut buf[14..]);
-    ip.emit(&mut p, &caps);
-    icmp.emit(&mut Icmpv4Packet::new_unchecked(p.payload_mut()), &caps);
-    buf
+    let icmp = frames::icmpv4_echo(0x4242, 1, b"offline");
+    frames::ipv4(frames::GUEST, dst, IpProtocol::Icmp, &icmp)
 }
 
 #[test]
@@ -310,8 +236,8 @@ fn embedded_offline_network_answers_nothing() {
     net.start().expect("start");
     let link = net.take_link().expect("link");
     for frame in [
-        arp_request(GW),
-        echo_request(GW),
+        frames::arp_request(frames::GW),
+        echo_request(frames::GW),
         echo_request(Ipv4Addr::new(192, 0, 2, 1)),
     ] {
         assert!(link.send(None, &frame));

@@ -29,15 +29,7 @@ fn addrs() -> &'static Addrs {
         let cfg = NetworkConfig::default()
             .derive(0, routes)
             .expect("the default config derives slot 0");
-        Addrs {
-            gw_mac: cfg.gateway_mac.0,
-            guest_mac: cfg.guest_mac.0,
-            gw4: cfg.ipv4.map(|s| s.gateway),
-            guest4: cfg.ipv4.map(|s| s.guest),
-            gw6: cfg.ipv6.map(|s| s.gateway),
-            guest6: cfg.ipv6.map(|s| s.guest),
-            mtu: cfg.mtu as usize,
-        }
+        Addrs::of(&cfg)
     })
 }
 

@@ -11,7 +11,7 @@
 //! - [`fds_wanted`] says how many descriptors one guest network needs at its limits; the
 //!   `ringnet` binary raises its soft limit to the hard limit at start and warns when the
 //!   hard limit is below that.
-//! - [`note_open_failure`] classifies a failed host socket open: `EMFILE` / `ENFILE` count
+//! - `note_open_failure` classifies a failed host socket open: `EMFILE` / `ENFILE` count
 //!   in [`Stats::host_fd_exhausted`] and log a warning, at most one per [`WARN_EVERY`],
 //!   saying how many opens failed since the previous one and what to do. Other failures
 //!   (a ping socket refused by `net.ipv4.ping_group_range`, the driver's socket limit) are

@@ -11,16 +11,16 @@
 //!
 //! 1. `from_guest`: let the port receive (a TAP is read when its fd was ready), then pop up to
 //!    [`BATCH`] frames from the `from_guest` ring. Each frame is classified
-//!    ([`crate::wire::classify`]) *before* smoltcp sees it:
+//!    ([`crate::wire::classify()`]) *before* smoltcp sees it:
 //!    - ARP only when it targets the gateway IPv4, NDP solicitations only for the gateway
 //!      IPv6, ICMP echo only when addressed to a gateway address go to smoltcp; echo to any
-//!      other address is relayed through a ping socket ([`udp`]); everything else of that
+//!      other address is relayed through a ping socket (`udp`); everything else of that
 //!      kind is dropped and counted (ringnet never answers for hosts it is not);
 //!    - TCP: a SYN for an unknown 4-tuple creates a smoltcp socket listening on exactly that
-//!      destination with its SYN-ACK held, and starts the host connect ([`tcp`]); then the
+//!      destination with its SYN-ACK held, and starts the host connect (`tcp`); then the
 //!      frame goes to smoltcp, one frame per `poll_ingress_single`, so each SYN meets the
 //!      socket made for it;
-//!    - UDP is relayed outside smoltcp ([`udp`]);
+//!    - UDP is relayed outside smoltcp (`udp`);
 //!    - a source address other than the guest's is dropped (no spoofed flows);
 //!    - ARP and NDP naming a MAC other than the guest's (Ethernet source, ARP sender,
 //!      NDP link-layer address option) are dropped and counted as `neigh_spoofed`: they
@@ -34,8 +34,8 @@
 //!    port's fd, the stop eventfd) or a host socket has news, or smoltcp's next timer. With
 //!    no timer pending the thread sleeps indefinitely: an idle ringnet uses no CPU.
 //!
-//! Borrowing: protocol code gets two context values instead of the engine — a [`Port`]
-//! (the guest side: link, port, device capabilities, the time) and a [`Host`] (the egress
+//! Borrowing: protocol code gets two context values instead of the engine — a `Port`
+//! (the guest side: link, port, device capabilities, the time) and a `Host` (the egress
 //! driver, the counters, the fd warning, the time) — built from disjoint fields of the
 //! engine, so both can be lent at once.
 //!
@@ -43,7 +43,7 @@
 //! guest), `max_connections` TCP flows, `max_udp_flows` UDP/ICMP flows, the pool's slots and
 //! the rings' sizes; every drop increments a counter in [`crate::metrics::Stats`]. A host
 //! socket that cannot be opened for want of a file descriptor is counted and warned about
-//! through [`limits::note_open_failure`]; a write to a TAP the guest set down is a counted
+//! through `limits::note_open_failure`; a write to a TAP the guest set down is a counted
 //! drop, not an error.
 
 pub mod device;
@@ -124,6 +124,19 @@ pub struct Addrs {
 }
 
 impl Addrs {
+    /// The addresses of slot configuration `cfg`.
+    pub fn of(cfg: &SlotConfig) -> Addrs {
+        Addrs {
+            gw_mac: cfg.gateway_mac.0,
+            guest_mac: cfg.guest_mac.0,
+            gw4: cfg.ipv4.map(|s| s.gateway),
+            guest4: cfg.ipv4.map(|s| s.guest),
+            gw6: cfg.ipv6.map(|s| s.gateway),
+            guest6: cfg.ipv6.map(|s| s.guest),
+            mtu: cfg.mtu as usize,
+        }
+    }
+
     pub fn is_gateway(&self, ip: IpAddr) -> bool {
         match ip {
             IpAddr::V4(a) => Some(a) == self.gw4,
@@ -220,15 +233,7 @@ impl Engine {
         clock: Box<dyn Clock>,
         random_seed: u64,
     ) -> Result<Engine, StackError> {
-        let addrs = Addrs {
-            gw_mac: cfg.gateway_mac.0,
-            guest_mac: cfg.guest_mac.0,
-            gw4: cfg.ipv4.map(|s| s.gateway),
-            guest4: cfg.ipv4.map(|s| s.guest),
-            gw6: cfg.ipv6.map(|s| s.gateway),
-            guest6: cfg.ipv6.map(|s| s.guest),
-            mtu: cfg.mtu as usize,
-        };
+        let addrs = Addrs::of(cfg);
         let wake = |i| Token(Key::fixed(i).pack(T_WAKE));
         driver.watch(link.from_guest.fd(), wake(WAKE_FROM_GUEST))?;
         driver.watch(link.stop_fd.fd(), wake(WAKE_STOP))?;
@@ -277,10 +282,6 @@ impl Engine {
         })
     }
 
-    fn now(&self) -> SmolInstant {
-        smol_now(self.clock.elapsed())
-    }
-
     /// Run until the stop flag is set.
     pub fn run(mut self) -> Result<(), StackError> {
         if let Some(cpu) = self.cpu {
@@ -311,19 +312,23 @@ impl Engine {
             self.port_ready = n == BATCH;
             more |= n == BATCH;
         }
+        // One clock read serves the whole batch (and the events below): they all belong to
+        // this turn.
+        let elapsed = self.clock.elapsed();
         let mut taken = 0;
         while taken < BATCH {
             let Some(frame) = self.link.from_guest.pop() else {
                 break;
             };
             taken += 1;
-            self.ingest(frame);
+            self.ingest(frame, elapsed);
         }
         more |= !self.link.from_guest.is_empty();
         self.egress_and_service();
         self.guest.flush();
 
-        let now = self.now();
+        let elapsed = self.clock.elapsed();
+        let now = smol_now(elapsed);
         let mut timeout = self
             .iface
             .poll_delay(now, &self.sockets)
@@ -332,7 +337,7 @@ impl Engine {
             let d = Duration::from_micros((t - now).total_micros());
             timeout = Some(timeout.map_or(d, |x| x.min(d)));
         }
-        if let Some(t) = self.udp.next_deadline(self.clock.elapsed()) {
+        if let Some(t) = self.udp.next_deadline(elapsed) {
             timeout = Some(timeout.map_or(t, |x| x.min(t)));
         }
         if more {
@@ -352,16 +357,16 @@ impl Engine {
             self.link.from_guest.unpark();
         }
         r?;
+        let elapsed = self.clock.elapsed();
         for ev in events.drain(..) {
-            self.on_event(ev);
+            self.on_event(ev, elapsed);
         }
         self.events = events;
-        let elapsed = self.clock.elapsed();
         self.udp.expire(&mut self.host.cx(elapsed));
         Ok(())
     }
 
-    fn on_event(&mut self, ev: Event) {
+    fn on_event(&mut self, ev: Event, elapsed: Duration) {
         let t = match &ev {
             Event::Connected { token, .. }
             | Event::Readable { token }
@@ -369,7 +374,6 @@ impl Engine {
             | Event::Wake { token } => *token,
         };
         let (kind, key) = Key::unpack(t.0);
-        let elapsed = self.clock.elapsed();
         match kind {
             T_WAKE if key == Key::fixed(WAKE_STOP) => self.link.stop_fd.drain(),
             T_WAKE if key == Key::fixed(WAKE_PORT) => self.port_ready = true,
@@ -391,7 +395,7 @@ impl Engine {
     }
 
     /// Classify one guest frame and route it.
-    fn ingest(&mut self, frame: Frame) {
+    fn ingest(&mut self, frame: Frame, elapsed: Duration) {
         let stats = &self.link.stats;
         let v = match classify(frame.bytes()) {
             Ok(class) => gateway::verdict(&class, &self.addrs),
@@ -400,7 +404,6 @@ impl Engine {
                 return;
             }
         };
-        let elapsed = self.clock.elapsed();
         match v {
             Verdict::Smoltcp => {}
             Verdict::Tcp { src, dst, flags } => {
@@ -439,14 +442,13 @@ impl Engine {
                 return;
             }
         }
-        self.poll_smoltcp(Some(frame));
+        self.poll_smoltcp(Some(frame), smol_now(elapsed));
     }
 
     /// One smoltcp pass over the gateway's own (socketless) set: with `rx`, process exactly
     /// that frame (ARP, NDP, echo to the gateway, or TCP without a flow, answered by RST);
     /// without, run the interface's timers and egress.
-    fn poll_smoltcp(&mut self, rx: Option<Frame>) {
-        let now = self.now();
+    fn poll_smoltcp(&mut self, rx: Option<Frame>, now: SmolInstant) {
         let ingress = rx.is_some();
         let mut port = self.guest.port(now);
         let mut dev = port.device(rx);
@@ -462,9 +464,9 @@ impl Engine {
     /// Interface egress, due flow timers, then relay bytes and egress for every flow that
     /// was touched.
     fn egress_and_service(&mut self) {
-        self.poll_smoltcp(None);
         let elapsed = self.clock.elapsed();
         let now = smol_now(elapsed);
+        self.poll_smoltcp(None, now);
         self.tcp.due_timers(now);
         self.tcp.service_dirty(
             &mut self.iface,

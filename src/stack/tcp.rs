@@ -99,6 +99,27 @@ struct Flow {
     dirty: bool,
 }
 
+impl Flow {
+    /// End the flow (it is reaped at the end of the turn): a RST to the guest when
+    /// `rst_guest` (smoltcp sends it on the next poll), and the host socket closed, with
+    /// SO_LINGER 0 when `reset_host` (the peer sees RST).
+    fn end(
+        &mut self,
+        driver: &mut dyn Driver,
+        connecting: &mut usize,
+        rst_guest: bool,
+        reset_host: bool,
+    ) {
+        if rst_guest {
+            self.set.get_mut::<tcp::Socket>(self.handle).abort();
+        }
+        if let Some(sock) = self.sock.take() {
+            driver.close(sock, reset_host);
+        }
+        Flows::set_phase(connecting, self, Phase::Aborting);
+    }
+}
+
 /// How a service pass left a flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Next {
@@ -206,11 +227,7 @@ impl Flows {
             }
             tracing::debug!(dst = %flow.key.1, "pending connect evicted at the max_connecting cap");
             Stats::inc(&stats.tcp_connect_evicted);
-            if let Some(s) = flow.sock.take() {
-                driver.close(s, true);
-            }
-            flow.set.get_mut::<tcp::Socket>(flow.handle).abort();
-            Self::set_phase(&mut self.connecting, flow, Phase::Aborting);
+            flow.end(driver, &mut self.connecting, true, true);
             self.map.remove(&flow.key);
             self.mark(key);
             return;
@@ -374,11 +391,7 @@ impl Flows {
                     }
                     tracing::debug!(dst = %flow.key.1, error = %e, "host connect failed");
                     Stats::inc(&host.stats.tcp_connect_failed);
-                    if let Some(s) = flow.sock.take() {
-                        host.driver.close(s, false);
-                    }
-                    sock.abort();
-                    Self::set_phase(&mut self.connecting, flow, Phase::Aborting);
+                    flow.end(&mut *host.driver, &mut self.connecting, true, false);
                 }
             }
         }
@@ -542,10 +555,7 @@ fn guest_gone(
     } else {
         Stats::inc(&cx.stats.tcp_guest_reset);
     }
-    if let Some(sock) = flow.sock.take() {
-        driver.close(sock, true);
-    }
-    Flows::set_phase(connecting, flow, Phase::Aborting);
+    flow.end(driver, connecting, false, true);
     Next::Reap
 }
 
@@ -557,11 +567,7 @@ fn host_failed(
     connecting: &mut usize,
 ) -> Next {
     Stats::inc(&cx.stats.tcp_host_reset);
-    flow.set.get_mut::<tcp::Socket>(flow.handle).abort();
-    if let Some(sock) = flow.sock.take() {
-        driver.close(sock, false);
-    }
-    Flows::set_phase(connecting, flow, Phase::Aborting);
+    flow.end(driver, connecting, true, false);
     Next::Reap
 }
 
@@ -591,11 +597,7 @@ fn service(flow: &mut Flow, driver: &mut dyn Driver, cx: &Cx<'_>, connecting: &m
             // what wakes this check): RST, and count it as a silent guest.
             tracing::debug!(dst = %flow.key.1, "SYN-ACK unanswered for the guest timeout");
             Stats::inc(&cx.stats.tcp_guest_timeout);
-            flow.set.get_mut::<tcp::Socket>(flow.handle).abort();
-            if let Some(sock) = flow.sock.take() {
-                driver.close(sock, true);
-            }
-            Flows::set_phase(connecting, flow, Phase::Aborting);
+            flow.end(driver, connecting, true, true);
             return Next::Reap;
         }
     } else if !flow.guest_timeout_armed {

@@ -10,8 +10,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::cleanup::{kill_group, kill_pid, with_registry};
-use super::ns::{HostNs, Netns};
-use super::process::{describe, run_args, tail, wait_until, Output, TempFile, SHORT};
+use super::ns::{link_flags, HostNs, Netns};
+use super::process::{describe, tail, wait_until, Output, TempFile};
 
 /// The ringnet binary cargo built for this test run, or `$RINGNET_BIN` when set (to test
 /// an installed binary, or a stand-in while debugging the suite itself).
@@ -133,34 +133,10 @@ impl Ringnet {
         let deadline = Instant::now() + timeout;
         loop {
             self.panic_if_exited(&exited);
-            let link = run_args(
-                &[
-                    "ip",
-                    "-n",
-                    guest.name(),
-                    "-o",
-                    "link",
-                    "show",
-                    "dev",
-                    "eth0",
-                ],
-                SHORT,
-            );
-            let addr = run_args(
-                &[
-                    "ip",
-                    "-n",
-                    guest.name(),
-                    "-o",
-                    "addr",
-                    "show",
-                    "dev",
-                    "eth0",
-                ],
-                SHORT,
-            );
+            let link = guest.ip_show("link", "eth0");
+            let addr = guest.ip_show("addr", "eth0");
             let last = format!("{}{}", link.stdout, addr.stdout);
-            let up = link.success() && link_flags(&link.stdout).iter().any(|f| f == "UP");
+            let up = link.success() && link_flags(&link.stdout).contains(&"UP");
             let has_v4 = addr.stdout.contains(&v4);
             let has_v6 = addr
                 .stdout
@@ -250,15 +226,6 @@ impl Ringnet {
             ),
         }
     }
-}
-
-fn link_flags(link_line: &str) -> Vec<String> {
-    link_line
-        .split('<')
-        .nth(1)
-        .and_then(|s| s.split('>').next())
-        .map(|f| f.split(',').map(str::to_string).collect())
-        .unwrap_or_default()
 }
 
 impl Drop for Ringnet {

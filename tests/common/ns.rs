@@ -31,6 +31,20 @@ impl Netns {
         &self.name
     }
 
+    /// `ip -o DEV-show` of `what` ("link" or "addr") for device `dev` in this namespace.
+    pub fn ip_show(&self, what: &str, dev: &str) -> Output {
+        run_args(
+            &["ip", "-n", &self.name, "-o", what, "show", "dev", dev],
+            SHORT,
+        )
+    }
+
+    /// `dev` exists here and is administratively up.
+    pub fn link_is_up(&self, dev: &str) -> bool {
+        let link = self.ip_show("link", dev);
+        link.success() && link_flags(&link.stdout).contains(&"UP")
+    }
+
     /// Delete the namespace now (`ip netns del`, which must succeed), as its owner would
     /// while ringnet serves it; `Drop` then has nothing left to do.
     pub fn delete(mut self) {
@@ -230,4 +244,14 @@ fn set_lo_up() -> io::Result<()> {
     } else {
         Ok(())
     }
+}
+
+/// The flags of an `ip -o link show` line (`<BROADCAST,MULTICAST,UP,LOWER_UP>`).
+pub fn link_flags(link_line: &str) -> Vec<&str> {
+    link_line
+        .split('<')
+        .nth(1)
+        .and_then(|s| s.split('>').next())
+        .map(|f| f.split(',').collect())
+        .unwrap_or_default()
 }
