@@ -45,10 +45,12 @@ pub struct ReadmeDoctests;
 
 pub mod backend;
 pub mod config;
+pub mod dns;
 pub mod egress;
 pub mod link;
 pub mod metrics;
 pub mod network;
+pub mod policy;
 pub mod pool;
 pub mod ring;
 pub mod slab;

@@ -84,6 +84,49 @@ counters!(
         /// Host sockets (TCP, UDP, ICMP echo) not opened for want of a file descriptor
         /// (`EMFILE`: raise `ulimit -n`; `ENFILE`: the system's file table is full).
         host_fd_exhausted,
+        /// DNS queries from the guest to the gateway (UDP and TCP).
+        dns_queries,
+        /// DNS answers sent to the guest (forwarded, local or error answers).
+        dns_answered,
+        /// Queries answered by ringnet itself: static records, a disabled family, a denied
+        /// name.
+        dns_local,
+        /// Upstream exchanges started (each try of each server counts).
+        dns_forwarded,
+        /// Upstream tries that timed out or failed in transport, then tried the next server.
+        dns_upstream_failed,
+        /// Queries answered SERVFAIL because no upstream answered (or none is configured).
+        dns_servfail,
+        /// Queries answered FORMERR (not exactly one question, unparseable after the header).
+        dns_formerr,
+        /// Guest DNS messages dropped: too short to answer, responses, or more queries in
+        /// flight than `dns.max_pending`.
+        dns_dropped,
+        /// Names answered NXDOMAIN because the policy denies them (never sent upstream).
+        dns_denied,
+        /// Upstream answers turned into NXDOMAIN by rebind protection.
+        dns_rebind_blocked,
+        /// UDP answers truncated (TC set) to the guest's size.
+        dns_truncated,
+        /// Upstream messages ignored: unparseable, or matching no query in flight.
+        dns_upstream_bad,
+        /// DNS pins evicted because the pin table was full (`dns.max_pins`).
+        dns_pins_evicted,
+        /// TCP flows refused by the policy (RST at once, no host connect).
+        policy_denied_tcp,
+        /// UDP datagrams dropped by the policy.
+        policy_denied_udp,
+        /// ICMP echo requests dropped by the policy.
+        policy_denied_icmp,
+        /// Flows refused by an explicit deny rule.
+        policy_denied_rule,
+        /// Flows refused by the direction's default (no rule matched).
+        policy_denied_default,
+        /// TCP flows to port 443 reset because the TLS ClientHello's SNI did not agree with
+        /// the domain rule that admitted them.
+        policy_sni_mismatch,
+        /// Open flows reset (TCP) or closed (UDP) because a new policy denies them.
+        policy_revoked,
     }
 );
 

@@ -1,0 +1,2 @@
+//! Network policy (work in progress).
+pub mod groups;
