@@ -8,9 +8,16 @@
 #   procps          sysctl (ping_group_range in the host namespace)
 #   kmod            modprobe, so the kernel can auto-load ifb / tun when built as modules
 #   coreutils       timeout and friends
+#   dnsmasq-base    /usr/sbin/dnsmasq: the upstream DNS server of tests/dns.rs and tests/policy.rs
+#                   (run in the foreground inside the test's host namespace; no service)
+#   bind9-dnsutils  dig, the guest's DNS client in tests/dns.rs and tests/policy.rs
+#   util-linux      unshare (a private mount namespace for `ringnet run` with its own
+#                   /etc/resolv.conf in tests/dns.rs) and nsenter
+# dnsperf (perf/dns.sh only) is not needed by the tests; perf/dns.sh installs it itself.
 set -euo pipefail
 
-PACKAGES=(iproute2 iputils-ping iputils-arping python3 procps kmod coreutils)
+PACKAGES=(iproute2 iputils-ping iputils-arping python3 procps kmod coreutils dnsmasq-base
+	bind9-dnsutils util-linux)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -10,6 +10,9 @@
 //!   to unanswered sink addresses time out; it is gone after drop.
 //! - `netns_removed_on_panic`: Drop cleans up during unwinding.
 //! - `timeout_kills_process_group`: a command past its deadline is killed with its children.
+//! - `dnsmasq_server_and_dig`: [`DnsServer`] answers its records on IPv4 and IPv6 over UDP
+//!   and TCP, truncates the big TXT answer over UDP, logs the names it was asked; [`dig`]'s
+//!   output is parsed (status, flags, answers, transport); it is gone after drop.
 //! - `helpers_over_veth_standin`: every python helper, run across a veth pair that stands in
 //!   for ringnet (the guest/gateway addresses of slot 0 on both ends).
 
@@ -283,4 +286,75 @@ fn helpers_over_veth_standin() {
         );
         assert!(out.json()["ok"] == true, "{out}");
     }
+}
+
+#[test]
+fn dnsmasq_server_and_dig() {
+    require_privileges!("dnsmasq", "dig");
+    let _wd = Watchdog::new(Duration::from_secs(60));
+    let host = HostNs::new();
+    let dns = Dnsmasq::new(SINK_V4)
+        .listen(SINK_V6)
+        .port(5300)
+        .ttl(7)
+        .host("a.test", &["198.51.100.8", "2001:db8::8"])
+        .address("rebind.test", "10.1.2.3")
+        .cname("alias.test", "a.test")
+        .big_txt("big.test")
+        .start(&host);
+    assert_eq!(dns.server(), "198.51.100.7:5300");
+    let t = Duration::from_secs(5);
+    for server in [SINK_V4, SINK_V6] {
+        let a = dig(&host, server, 5300, &["a.test", "A"], t);
+        a.expect_status("NOERROR");
+        assert_eq!(a.data("A"), ["198.51.100.8"], "{}", a.out);
+        assert_eq!(a.answers[0].ttl, 7, "{}", a.out);
+        assert!(a.has_flag("qr") && a.has_flag("aa"), "{}", a.out);
+        assert_eq!(a.transport.as_deref(), Some("UDP"), "{}", a.out);
+        let aaaa = dig(&host, server, 5300, &["+tcp", "a.test", "AAAA"], t);
+        assert_eq!(aaaa.data("AAAA"), ["2001:db8::8"], "{}", aaaa.out);
+        assert_eq!(aaaa.transport.as_deref(), Some("TCP"), "{}", aaaa.out);
+    }
+    let sub = dig(&host, SINK_V4, 5300, &["x.rebind.test"], t);
+    assert_eq!(sub.data("A"), ["10.1.2.3"], "{}", sub.out);
+    let cname = dig(&host, SINK_V4, 5300, &["alias.test"], t);
+    assert_eq!(cname.data("CNAME"), ["a.test."], "{}", cname.out);
+    let trunc = dig(&host, SINK_V4, 5300, &["+ignore", "big.test", "TXT"], t);
+    assert!(trunc.has_flag("tc"), "{}", trunc.out);
+    assert!(trunc.data("TXT").len() < BIG_TXT_RECORDS, "{}", trunc.out);
+    let full = dig(&host, SINK_V4, 5300, &["big.test", "TXT"], t);
+    assert!(full.retried_tcp, "{}", full.out);
+    assert_eq!(full.data("TXT").len(), BIG_TXT_RECORDS, "{}", full.out);
+    assert!(full.data("TXT")[0].len() > 200, "{}", full.out);
+    let none = dig(
+        &host,
+        "198.51.100.99",
+        53,
+        &["a.test"],
+        Duration::from_secs(2),
+    );
+    assert!(!none.answered(), "{}", none.out);
+    assert!(dns.asked("a.test") && dns.asked("rebind.test") && dns.asked("big.test"));
+    assert!(!dns.asked("never.test"));
+    assert!(
+        dns.queries().iter().any(|q| q == "x.rebind.test"),
+        "{:?}",
+        dns.queries()
+    );
+    let config = dns_config(
+        &[&dns.server(), "[2001:db8::7]:5300"],
+        &["timeout_ms = 1000"],
+        "",
+    );
+    assert_eq!(
+        config,
+        "[dns]\nservers = [\"198.51.100.7:5300\", \"[2001:db8::7]:5300\"]\ntimeout_ms = 1000\n"
+    );
+    drop(dns);
+    let gone = dig(&host, SINK_V4, 5300, &["a.test"], Duration::from_secs(2));
+    assert!(
+        !gone.answered(),
+        "dnsmasq still answers after drop: {}",
+        gone.out
+    );
 }
