@@ -23,6 +23,9 @@
 //!   and never reach dnsmasq (`dns_denied`).
 //! - `formerr`: a query with two questions, and one with none, get FORMERR with the
 //!   query's ID (tests/helpers/dns_raw.py; dig cannot send either).
+//! - `direct_upstream`: without a policy, the guest may still ask a resolver of its own
+//!   choice (here the same dnsmasq at 198.51.100.7) over UDP and TCP: those are ordinary
+//!   flows, relayed like any other (the raw-query helper is checked here too).
 //! - `run_resolv_conf`: `ringnet run -- getent hosts NAME` with the host's resolv.conf
 //!   naming a loopback resolver (127.0.0.53, a dnsmasq in the host namespace): the command
 //!   sees a resolv.conf naming the gateway, resolves through ringnet, and the host's file is
@@ -400,4 +403,26 @@ fn run_resolv_conf() {
         stats_counter(&out.stderr, "dns_forwarded").unwrap_or(0) >= 1,
         "{out}"
     );
+}
+
+#[test]
+fn direct_upstream() {
+    require_privileges!("dnsmasq", "dig", "python3");
+    let _wd = Watchdog::new(CASE_LIMIT);
+    let tb = Testbed::start(Opts::default());
+    let dns = upstream(&tb.host);
+    for mode in ["+notcp", "+tcp"] {
+        let a = dig(&tb.guest, SINK_V4, 53, &[mode, NAME, "A"], DIG);
+        a.expect_status("NOERROR");
+        assert_eq!(a.data("A"), [NAME_V4], "{}", a.out);
+    }
+    let out = tb.guest.helper(
+        "dns_raw.py",
+        &["--server", SINK_V4, "--questions", "1"],
+        Duration::from_secs(30),
+    );
+    let j = out.json();
+    assert_eq!(j["ok"], true, "{out}");
+    assert_eq!(j["qr"], true, "{out}");
+    assert!(dns.asked("q0.test"), "{}", dns.log());
 }

@@ -163,6 +163,19 @@ impl HostNs {
         HostNs { ns }
     }
 
+    /// Add `addr` to the sink as a host address (/32, /128 without DAD): traffic to it is
+    /// local to this namespace, so servers can listen on it (e.g. 198.51.100.8, 2001:db8::8,
+    /// or 169.254.169.254 standing in for a metadata service).
+    pub fn add_sink_addr(&self, addr: &str) {
+        if addr.contains(':') {
+            let a = format!("{addr}/128");
+            self.ns.ip(&["addr", "add", &a, "dev", SINK_DEV, "nodad"]);
+        } else {
+            let a = format!("{addr}/32");
+            self.ns.ip(&["addr", "add", &a, "dev", SINK_DEV]);
+        }
+    }
+
     /// `ringnet <args…>` run to completion inside the host namespace.
     pub fn ringnet(&self, args: &[&str], timeout: Duration) -> Output {
         let mut full = vec![ringnet_bin()];
