@@ -23,6 +23,12 @@
 //!   and never reach dnsmasq (`dns_denied`).
 //! - `formerr`: a query with two questions, and one with none, get FORMERR with the
 //!   query's ID (tests/helpers/dns_raw.py; dig cannot send either).
+//! - `cli_servers::{v4_bare,v6_port}`: `--dns SERVER` replaces the config's server list
+//!   (there a blackhole with a 5 s timeout, which dig's 3 s would not outlast): `198.51.100.7`
+//!   (port 53 implied) and `[2001:db8::7]:53` (an IPv6 upstream).
+//! - `disabled_family`: a host without IPv6 (no IPv6 address or route in the host
+//!   namespace, so ringnet's IPv6 is inactive; `ringnet run`): AAAA queries, for the host
+//!   alias and for an upstream name, get an empty NOERROR; A still works.
 //! - `direct_upstream`: without a policy, the guest may still ask a resolver of its own
 //!   choice (here the same dnsmasq at 198.51.100.7) over UDP and TCP: those are ordinary
 //!   flows, relayed like any other (the raw-query helper is checked here too).
@@ -42,6 +48,7 @@ test_cases!(truncation: v4(super::Fam::V4), v6(super::Fam::V6));
 test_cases!(failover: blackhole("198.51.100.99:53"), refused("198.51.100.7:5399"));
 test_cases!(host_alias: v4(super::Fam::V4), v6(super::Fam::V6));
 test_cases!(rebind_protection: blocked(false), allowed(true));
+test_cases!(cli_servers: v4_bare("198.51.100.7"), v6_port("[2001:db8::7]:53"));
 
 const CASE_LIMIT: Duration = Duration::from_secs(120);
 /// dig's deadline (its own per-try timeout is a second less).
@@ -425,4 +432,85 @@ fn direct_upstream() {
     assert_eq!(j["ok"], true, "{out}");
     assert_eq!(j["qr"], true, "{out}");
     assert!(dns.asked("q0.test"), "{}", dns.log());
+}
+
+fn cli_servers(server: &str) {
+    require_privileges!("dnsmasq", "dig");
+    let _wd = Watchdog::new(CASE_LIMIT);
+    let mut tb = start(
+        &["198.51.100.99:53"],
+        &["timeout_ms = 5000"],
+        "",
+        &["--dns", server],
+    );
+    let dns = Dnsmasq::new(SINK_V4)
+        .listen(SINK_V6)
+        .host(NAME, &[NAME_V4, NAME_V6])
+        .start(&tb.host);
+    let d = dig(
+        &tb.guest,
+        &gateway(&tb, Fam::V4),
+        53,
+        &[NAME, "A"],
+        Duration::from_secs(4),
+    );
+    d.expect_status("NOERROR");
+    assert_eq!(d.data("A"), [NAME_V4], "{}", d.out);
+    assert!(dns.asked(NAME), "{}", dns.log());
+    let c = stop_counter(&mut tb, &["dns_upstream_failed"]);
+    assert_eq!(c[0], 0, "the config's (dead) server was tried");
+}
+
+#[test]
+fn disabled_family() {
+    require_privileges!("dnsmasq", "dig");
+    let _wd = Watchdog::new(CASE_LIMIT);
+    let host = HostNs::new();
+    // No IPv6 address or route: ringnet's routing probe finds IPv6 unroutable.
+    host.ip(&["-6", "route", "del", "default"]);
+    host.ip(&["addr", "del", "2001:db8::7/64", "dev", SINK_DEV]);
+    let dns = Dnsmasq::new(SINK_V4)
+        .host(NAME, &[NAME_V4, NAME_V6])
+        .start(&host);
+    let cfg = TempFile::with_contents("config.toml", &dns_config(&["198.51.100.7:53"], &[], ""));
+    let gw = format!("@{}", Slot::new(0).gw_v4);
+    let ask = |name: &str, rtype: &str| {
+        let out = host.ringnet(
+            &[
+                "run",
+                "--config",
+                cfg.path_str(),
+                "--",
+                "dig",
+                &gw,
+                "+time=3",
+                "+tries=1",
+                name,
+                rtype,
+            ],
+            Duration::from_secs(30),
+        );
+        assert!(out.success(), "{out}");
+        parse_dig(out)
+    };
+    for name in ["host.ringnet.internal", NAME] {
+        let aaaa = ask(name, "AAAA");
+        aaaa.expect_status("NOERROR");
+        assert!(
+            aaaa.answers.is_empty(),
+            "AAAA of {name} with IPv6 inactive: {}",
+            aaaa.out
+        );
+    }
+    let a = ask(NAME, "A");
+    a.expect_status("NOERROR");
+    assert_eq!(a.data("A"), [NAME_V4], "{}", a.out);
+    let alias = ask("host.ringnet.internal", "A");
+    assert_eq!(
+        alias.data("A"),
+        [Slot::new(0).gw_v4.to_string()],
+        "{}",
+        alias.out
+    );
+    assert!(dns.asked(NAME), "{}", dns.log());
 }
