@@ -29,6 +29,8 @@
 //! - `disabled_family`: a host without IPv6 (no IPv6 address or route in the host
 //!   namespace, so ringnet's IPv6 is inactive; `ringnet run`): AAAA queries, for the host
 //!   alias and for an upstream name, get an empty NOERROR; A still works.
+//! - `max_pending`: with `max_pending = 2` and a blackholed upstream, five queries at once:
+//!   at least three are dropped (`dns_dropped`), and ringnet keeps serving.
 //! - `direct_upstream`: without a policy, the guest may still ask a resolver of its own
 //!   choice (here the same dnsmasq at 198.51.100.7) over UDP and TCP: those are ordinary
 //!   flows, relayed like any other (the raw-query helper is checked here too).
@@ -513,4 +515,26 @@ fn disabled_family() {
         alias.out
     );
     assert!(dns.asked(NAME), "{}", dns.log());
+}
+
+#[test]
+fn max_pending() {
+    require_privileges!("dnsmasq", "dig");
+    let _wd = Watchdog::new(CASE_LIMIT);
+    let mut tb = start(
+        &["198.51.100.99:53"],
+        &["timeout_ms = 3000", "max_pending = 2"],
+        "",
+        &[],
+    );
+    let gw = gateway(&tb, Fam::V4);
+    let script =
+        format!("for i in 1 2 3 4 5; do dig @{gw} +time=2 +tries=1 n$i.pending.test & done; wait");
+    let out = tb.guest.sh_timeout(&script, Duration::from_secs(30));
+    assert!(!out.stdout.contains("status: NOERROR"), "{out}");
+    // Still serving: the host alias is answered locally.
+    let a = ask(&tb, Fam::V4, &["host.ringnet.internal", "A"]);
+    a.expect_status("NOERROR");
+    let c = stop_counter(&mut tb, &["dns_dropped"]);
+    assert!(c[0] >= 3, "dns_dropped {c:?}");
 }

@@ -16,6 +16,9 @@
 //!   `policy_denied_default`.
 //! - `pin_expires`: the same with a 2 s TTL: allowed right after the lookup, refused once
 //!   the TTL has passed.
+//! - `pin_table_full`: `max_pins = 1`, `--allow tcp .test port 8080`: resolving a second
+//!   name evicts the first pin (the one that expires first): its address is refused again,
+//!   the new one connects (`dns_pins_evicted`).
 //! - `port_ranges::{cli,config_table,policy_file}`: `port 8000-8010` allows 8000, 8005 and
 //!   8010, not 7999 or 8011, nor another address on 8005 (default deny); the rule given as
 //!   `--allow`, as a `[policy]` table in `--config`, and in a `--policy FILE`.
@@ -302,6 +305,36 @@ fn pin_expires() {
     assert_connects(&tb, &mut srv, A, "8080");
     let (c, _) = stop(&mut tb, &["policy_denied_tcp"]);
     assert_eq!(c[0], 1, "policy_denied_tcp");
+}
+
+#[test]
+fn pin_table_full() {
+    require_privileges!("python3", "dnsmasq", "dig");
+    let _wd = Watchdog::new(CASE_LIMIT);
+    let cfg = dns_config(&["198.51.100.7:53"], &["max_pins = 1"], "");
+    let (mut tb, _dns) = start(
+        &[
+            "--policy",
+            "none",
+            "--allow",
+            ALLOW_DNS,
+            "--allow",
+            "tcp .test port 8080",
+        ],
+        &cfg,
+        60,
+    );
+    let mut srv = Probe::start(&tb.host, &[A, B], 8080);
+    resolve(&tb, NAME, "A");
+    assert_connects(&tb, &mut srv, A, "8080");
+    assert_refused(&tb, &mut srv, B, "8080");
+    let other = resolve(&tb, "other.test", "A");
+    assert_eq!(other.data("A"), [B], "{}", other.out);
+    assert_connects(&tb, &mut srv, B, "8080");
+    assert_refused(&tb, &mut srv, A, "8080");
+    let (c, _) = stop(&mut tb, &["dns_pins_evicted", "policy_denied_tcp"]);
+    assert!(c[0] >= 1, "dns_pins_evicted {c:?}");
+    assert_eq!(c[1], 2, "policy_denied_tcp");
 }
 
 #[derive(Clone, Copy, Debug)]
