@@ -75,7 +75,7 @@ pub enum Direction {
 }
 
 /// A transport protocol of a flow.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Proto {
     Tcp,

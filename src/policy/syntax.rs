@@ -280,11 +280,8 @@ fn parse_dest(s: &str) -> Result<Dest, String> {
         }
         return Ok(Dest::Net(net));
     }
-    if lower.starts_with("*.") {
-        return Err(format!(
-            "write .{} for a domain and its subdomains",
-            &lower[2..]
-        ));
+    if let Some(rest) = lower.strip_prefix("*.") {
+        return Err(format!("write .{rest} for a domain and its subdomains"));
     }
     match lower.strip_prefix('.') {
         Some(rest) => Ok(Dest::Suffix(domain_name(rest)?)),

@@ -31,6 +31,8 @@ fn flow(proto: Proto, ip: &str, port: u16) -> Flow {
 }
 
 /// (proto, ip, port, names) → (action, rule index).
+type Case<'a> = (Proto, &'a str, u16, &'a [&'a str], Action, Option<usize>);
+
 #[test]
 fn first_match_wins_table() {
     let p = policy(
@@ -48,7 +50,7 @@ fn first_match_wins_table() {
     );
     use Action::*;
     use Proto::*;
-    let table: &[(Proto, &str, u16, &[&str], Action, Option<usize>)] = &[
+    let table: &[Case] = &[
         (Tcp, "198.51.100.7", 22, &[], Deny, Some(0)),
         (Tcp, "198.51.100.7", 8000, &[], Allow, Some(1)),
         (Udp, "198.51.100.7", 8010, &[], Allow, Some(1)),
