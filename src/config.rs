@@ -57,9 +57,10 @@
 //! guest MAC. Unknown keys are rejected in every section. Each [`ConfigError`] names the field
 //! and the offending value.
 //!
-//! ## Sections to come
+//! ## Sections
 //!
-//! `[dns]`, `[policy]`, `[ports]`, `[tls]` and `[secrets]` will be further sections of this file,
+//! `[interface]`, `[egress]`, `[dns]` ([`DnsConfig`]) and `[policy]`
+//! ([`crate::policy::syntax`]); `[ports]`, `[tls]` and `[secrets]` will be further sections,
 //! each a struct with its own defaults; until they exist, `deny_unknown_fields` rejects them.
 //!
 //! ## Syscalls
@@ -74,11 +75,13 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use ipnetwork::{Ipv4Network, Ipv6Network};
+
+use crate::policy::syntax::PolicyConfig;
+use crate::policy::Policy;
 use serde::{Deserialize, Serialize};
 
-/// Name the guest is told (`{P}_HOST_ALIAS`) for reaching the host. Nothing resolves it yet:
-/// the env vars name the gateway as DNS server, ringnet has no resolver, and DNS to the
-/// gateway is relayed to the host's loopback port 53.
+/// Name the guest is told (`{P}_HOST_ALIAS`) for reaching the host: the gateway's DNS
+/// answers it with the gateway addresses (flows to them reach the host's loopback).
 pub const HOST_ALIAS: &str = "host.ringnet.internal";
 
 /// Highest slot number; slots are 16 bits because they are embedded in the MAC address.
@@ -168,6 +171,15 @@ pub enum ConfigError {
         value: IpAddr,
         reason: &'static str,
     },
+    /// A `dns.servers` entry is not `ip` or `ip:port`.
+    #[error("invalid DNS server {value:?}: expected an IP address or ip:port ([v6]:port)")]
+    DnsServer { value: String },
+    /// A `[dns.hosts]` name is not a domain name.
+    #[error("dns.hosts: {name:?} is not a domain name")]
+    DnsHost { name: String },
+    /// A `[policy]` rule or preset is invalid.
+    #[error("policy: {0}")]
+    Policy(#[from] crate::policy::PolicyError),
     /// The slot number exceeds [`MAX_SLOT`].
     #[error("slot {slot} is out of range (0..=65535)")]
     SlotOutOfRange { slot: u32 },
@@ -194,6 +206,11 @@ pub struct NetworkConfig {
     pub interface: InterfaceConfig,
     /// Host sockets carrying guest flows.
     pub egress: EgressConfig,
+    /// The gateway's DNS service.
+    pub dns: DnsConfig,
+    /// Who may talk to whom (nothing configured: everything allowed).
+    #[serde(skip_serializing_if = "PolicyConfig::is_empty")]
+    pub policy: PolicyConfig,
 }
 
 impl Default for NetworkConfig {
@@ -203,6 +220,8 @@ impl Default for NetworkConfig {
             env_prefix: "RINGNET".to_owned(),
             interface: InterfaceConfig::default(),
             egress: EgressConfig::default(),
+            dns: DnsConfig::default(),
+            policy: PolicyConfig::default(),
         }
     }
 }
@@ -385,6 +404,9 @@ pub struct SlotConfig {
     pub max_connections: usize,
     pub env_prefix: String,
     pub egress: EgressConfig,
+    pub dns: DnsConfig,
+    /// The compiled `[policy]`.
+    pub policy: Policy,
 }
 
 impl SlotConfig {
@@ -525,6 +547,8 @@ impl NetworkConfig {
                 });
             }
         }
+        self.dns.validate()?;
+        self.policy.compile()?;
         if let Some(mac) = iface.mac {
             if mac.is_multicast() {
                 return Err(ConfigError::GuestMac {
@@ -589,6 +613,8 @@ impl NetworkConfig {
             max_connections: self.max_connections,
             env_prefix: self.env_prefix.clone(),
             egress: self.egress.clone(),
+            dns: self.dns.clone(),
+            policy: self.policy.compile()?,
         })
     }
 }
@@ -611,11 +637,13 @@ fn validate_env_prefix(prefix: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+mod dns;
 mod mac;
 mod slot;
 #[cfg(test)]
 mod tests;
 
+pub use dns::{resolv_conf_servers, DnsConfig, DnsServer, HostAddrs};
 use mac::display_fromstr;
 pub use mac::MacAddr;
 use slot::{derive_ipv4, derive_ipv6, explicit_ipv4, explicit_ipv6};

@@ -26,8 +26,10 @@ use std::os::fd::RawFd;
 use std::sync::atomic::AtomicBool;
 
 use crate::metrics::Stats;
+use crate::policy::Policy;
 use crate::pool::Pool;
 use crate::ring::{EventFd, Ring};
+use std::sync::Mutex;
 
 /// Frame slots in the pool of one link.
 pub const POOL_SLOTS: usize = 1024;
@@ -41,9 +43,12 @@ pub const TO_GUEST_HIGH: usize = RING_SLOTS * 3 / 4;
 pub struct Link {
     pub from_guest: Ring,
     pub to_guest: Ring,
+    /// Wakes the poll thread for `stop` and for a new policy.
     pub stop_fd: EventFd,
     pub stop: AtomicBool,
     pub stats: Stats,
+    /// A policy waiting for the poll thread ([`Link::set_policy`]).
+    policy: Mutex<Option<Policy>>,
     /// Last: dropped after the rings (see the module docs).
     pub pool: Pool,
 }
@@ -68,8 +73,21 @@ impl Link {
             stop_fd: EventFd::new().map_err(LinkError::StopFd)?,
             stop: AtomicBool::new(false),
             stats: Stats::default(),
+            policy: Mutex::new(None),
             pool: Pool::new(POOL_SLOTS)?,
         })
+    }
+
+    /// Hand the poll thread a new policy (it takes it on its next wake-up, which this
+    /// causes); a policy not taken yet is replaced.
+    pub fn set_policy(&self, policy: Policy) {
+        *self.policy.lock().unwrap_or_else(|e| e.into_inner()) = Some(policy);
+        self.stop_fd.notify();
+    }
+
+    /// The policy handed over by [`Link::set_policy`], once.
+    pub fn take_policy(&self) -> Option<Policy> {
+        self.policy.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
 

@@ -1,12 +1,17 @@
 //! `ringnet`: serve a guest network namespace through a TAP device.
 //!
 //! - `ringnet run [OPTIONS] -- CMD [ARGS…]`: a new network namespace with a TAP `eth0`,
-//!   configured from the slot's derived addresses, CMD run inside it; exits with CMD's
-//!   status and leaves nothing behind (the namespace is anonymous).
+//!   configured from the slot's derived addresses, CMD run inside it with a private
+//!   `/etc/resolv.conf` naming the gateway (bind-mounted in a mount namespace of its own;
+//!   the host's file is untouched); exits with CMD's status and leaves nothing behind (the
+//!   namespace is anonymous).
 //! - `ringnet attach --netns PATH [--tap NAME] [--configure]`: serve an existing namespace
 //!   until SIGINT / SIGTERM, or until the guest goes away (the namespace is deleted, the TAP
 //!   is deleted): then exit status 1. A TAP set down and up again keeps being served; with
 //!   `--configure` it gets its addresses and routes back.
+//!
+//! Both take the policy (`--policy`, `--allow`, `--deny`) and the DNS upstreams (`--dns`)
+//! on top of the config file.
 //!
 //! Every error is one line on stderr: exit status 1 when the guest went away, 2 otherwise.
 //! At start the soft `RLIMIT_NOFILE` is raised to the hard limit (the command of `run` gets
@@ -18,7 +23,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use ringnet::backend::netns::NetNs;
 use ringnet::backend::tap::Tap;
@@ -83,6 +88,26 @@ struct Opts {
     /// Egress driver.
     #[arg(long, value_parser = egress_driver_parser())]
     egress: Option<EgressDriver>,
+    /// The policy: a preset (allow-all, none, safe) or a TOML file with the keys of the
+    /// config's [policy] table; replaces the config file's [policy].
+    #[arg(long, value_name = "FILE|PRESET")]
+    policy: Option<String>,
+    /// Allow flows matching RULE, before the policy's own rules (first match wins; with
+    /// --deny, in command-line order). RULE: [egress|ingress|both] [tcp,udp,icmp] DEST
+    /// [port P[-Q],…] with DEST any, an IP or CIDR, a domain, .domain (and subdomains) or
+    /// group:NAME (host, metadata, loopback, private, link-local, multicast, public).
+    #[arg(long, value_name = "RULE")]
+    allow: Vec<String>,
+    /// Deny flows matching RULE (syntax as --allow).
+    #[arg(long, value_name = "RULE")]
+    deny: Vec<String>,
+    /// Upstream DNS server (IP or IP:PORT), repeatable: replaces dns.servers and the
+    /// host's /etc/resolv.conf.
+    #[arg(long = "dns", value_name = "SERVER")]
+    dns: Vec<String>,
+    /// --allow and --deny in command-line order (filled from the matches, not by clap).
+    #[arg(skip)]
+    rules: Vec<(ringnet::policy::Action, String)>,
     /// Print counters on exit.
     #[arg(long)]
     stats: bool,
@@ -138,8 +163,21 @@ fn main() -> ExitCode {
     // would memset its buffers from the heap.
     // SAFETY: mallopt(3) only adjusts allocator tuning; called before any other thread runs.
     unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024) };
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m).map(|c| (c, m)));
+    let cli = match parsed {
+        Ok((c, m)) => {
+            let mut c = c;
+            if let Some((_, sub)) = m.subcommand() {
+                match &mut c.cmd {
+                    Cmd::Run { opts, .. } | Cmd::Attach { opts, .. } => {
+                        opts.rules = ordered_rules(sub);
+                    }
+                }
+            }
+            c
+        }
         Err(e) => {
             use clap::error::ErrorKind;
             if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
@@ -198,6 +236,58 @@ fn init_logging(verbose: u8, service: bool) {
         .try_init();
 }
 
+/// `--allow` and `--deny` values in command-line order.
+fn ordered_rules(m: &ArgMatches) -> Vec<(ringnet::policy::Action, String)> {
+    use ringnet::policy::Action;
+    let mut rules: Vec<(usize, Action, String)> = Vec::new();
+    for (id, action) in [("allow", Action::Allow), ("deny", Action::Deny)] {
+        if let (Some(idx), Some(vals)) = (m.indices_of(id), m.get_many::<String>(id)) {
+            rules.extend(idx.zip(vals).map(|(i, v)| (i, action, v.clone())));
+        }
+    }
+    rules.sort_by_key(|r| r.0);
+    rules.into_iter().map(|(_, a, v)| (a, v)).collect()
+}
+
+/// Apply `--policy`, `--allow`, `--deny` and `--dns` to `cfg`.
+fn policy_flags(opts: &Opts, cfg: &mut NetworkConfig) -> Result<(), Fail> {
+    use ringnet::policy::syntax::{PolicyConfig, RuleConfig};
+    use ringnet::policy::{Preset, Rule};
+    if let Some(p) = &opts.policy {
+        cfg.policy = if Preset::from_name(p).is_ok() {
+            PolicyConfig {
+                preset: Some(p.clone()),
+                ..PolicyConfig::default()
+            }
+        } else {
+            let text = std::fs::read_to_string(p).map_err(|e| {
+                Fail::new(format!(
+                    "--policy {p}: not a preset (allow-all, none, safe) and not a readable file: {e}"
+                ))
+            })?;
+            toml::from_str::<PolicyConfig>(&text).map_err(|e| {
+                let msg = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
+                Fail::new(format!("--policy {p}: {msg}"))
+            })?
+        };
+    }
+    let mut flags = Vec::new();
+    for (action, text) in &opts.rules {
+        let flag = ringnet::policy::syntax::action_name(*action);
+        let rule = Rule::parse(*action, text).map_err(|e| Fail::new(format!("--{flag}: {e}")))?;
+        flags.push(RuleConfig::Text(rule.to_string()));
+    }
+    cfg.policy.rules.splice(0..0, flags);
+    if !opts.dns.is_empty() {
+        cfg.dns.servers = opts
+            .dns
+            .iter()
+            .map(|s| s.parse().map_err(|e| Fail::new(format!("--dns: {e}"))))
+            .collect::<Result<_, _>>()?;
+    }
+    Ok(())
+}
+
 fn load_config(opts: &Opts) -> Result<NetworkConfig, Fail> {
     let mut cfg = match &opts.config {
         Some(path) => NetworkConfig::load(path)?,
@@ -218,6 +308,7 @@ fn load_config(opts: &Opts) -> Result<NetworkConfig, Fail> {
     if let Some(driver) = opts.egress {
         cfg.egress.driver = driver;
     }
+    policy_flags(opts, &mut cfg)?;
     cfg.validate()?;
     Ok(cfg)
 }
@@ -340,6 +431,8 @@ fn start(opts: &Opts, ns: &NetNs, tap_name: &str, configure: bool) -> Result<Ser
         mtu = c.mtu,
         ipv4 = %family(c.ipv4.map(|s| (s.guest.into(), s.gateway.into()))),
         ipv6 = %family(c.ipv6.map(|s| (s.guest.into(), s.gateway.into()))),
+        dns = %dns_note(c),
+        policy = %policy_note(&c.policy),
         "ringnet serving; {}",
         net.driver_note()
     );
@@ -348,6 +441,29 @@ fn start(opts: &Opts, ns: &NetNs, tap_name: &str, configure: bool) -> Result<Ser
         tap: tap_name,
         nofile,
     })
+}
+
+/// The DNS upstreams for the start-up line.
+fn dns_note(c: &ringnet::SlotConfig) -> String {
+    if c.dns.servers.is_empty() {
+        return "no upstream".into();
+    }
+    let v: Vec<String> = c.dns.servers.iter().map(ToString::to_string).collect();
+    v.join(",")
+}
+
+/// The policy for the start-up line.
+fn policy_note(p: &ringnet::policy::Policy) -> String {
+    use ringnet::policy::syntax::action_name;
+    if p.allows_all() {
+        return "allow-all".into();
+    }
+    format!(
+        "{} rules, default egress {} ingress {}",
+        p.rules.len(),
+        action_name(p.default_egress),
+        action_name(p.default_ingress)
+    )
 }
 
 fn finish(mut net: Network, opts: &Opts) -> Result<(), NetworkError> {
@@ -385,7 +501,11 @@ fn run(opts: &Opts, command: &[String]) -> Result<ExitCode, Fail> {
     let sigs = block_signals();
     let ns = NetNs::create()?;
     let Serving { net, tap, nofile } = start(opts, &ns, "eth0", true)?;
-    let mut cmd = ns.command(&command[0]);
+    let resolv = GuestResolvConf::write(&net);
+    let mut cmd = match &resolv {
+        Some(r) => ns.command_with_resolv_conf(&command[0], &r.path)?,
+        None => ns.command(&command[0]),
+    };
     cmd.args(&command[1..]).envs(net.guest_env_vars());
     if let Some(lim) = nofile {
         use std::os::unix::process::CommandExt;
@@ -401,6 +521,8 @@ fn run(opts: &Opts, command: &[String]) -> Result<ExitCode, Fail> {
     let mut child = cmd
         .spawn()
         .map_err(|e| Fail::new(format!("cannot run {:?}: {e}", command[0])))?;
+    // Mounted in the child's own mount namespace by now: the file can go.
+    drop(resolv);
     let pid = child.id() as libc::pid_t;
     let status = loop {
         if let Some(st) = child.try_wait()? {
@@ -426,6 +548,68 @@ fn run(opts: &Opts, command: &[String]) -> Result<ExitCode, Fail> {
         _ => 1,
     };
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+/// The resolv.conf `run` gives its command: the gateway addresses as nameservers.
+struct GuestResolvConf {
+    path: PathBuf,
+}
+
+impl GuestResolvConf {
+    /// Write it to a private temporary file; `None` (with a warning) when the guest has no
+    /// address family or the host has no /etc/resolv.conf to mount over.
+    fn write(net: &Network) -> Option<GuestResolvConf> {
+        let c = net.config();
+        let gateways: Vec<String> = [
+            c.ipv4.map(|s| s.gateway.to_string()),
+            c.ipv6.map(|s| s.gateway.to_string()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if gateways.is_empty() {
+            return None;
+        }
+        if std::fs::metadata("/etc/resolv.conf").is_err() {
+            tracing::warn!(
+                "/etc/resolv.conf is missing (or a dangling link): the command keeps the \
+                 host's resolver settings; point it at {} yourself",
+                gateways.join(" or ")
+            );
+            return None;
+        }
+        let mut text = String::from("# ringnet run: the gateway answers DNS\n");
+        for g in &gateways {
+            text.push_str(&format!("nameserver {g}\n"));
+        }
+        let path = std::env::temp_dir().join(format!(
+            "ringnet-{}-{}-resolv.conf",
+            std::process::id(),
+            c.slot
+        ));
+        use std::io::Write;
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(text.as_bytes()));
+        match written {
+            Ok(()) => Some(GuestResolvConf { path }),
+            Err(e) => {
+                tracing::warn!(
+                    "cannot write {}: {e}; the command keeps the host's resolver settings",
+                    path.display()
+                );
+                None
+            }
+        }
+    }
+}
+
+impl Drop for GuestResolvConf {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 fn attach(

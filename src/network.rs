@@ -81,7 +81,10 @@ impl Network {
         slot: u32,
         routes: HostRoutes,
     ) -> Result<Network, NetworkError> {
-        let cfg = config.derive(slot, routes)?;
+        let mut cfg = config.derive(slot, routes)?;
+        if cfg.dns.servers.is_empty() {
+            cfg.dns.servers = host_dns_servers();
+        }
         if cfg.is_offline() {
             tracing::warn!(
                 slot = cfg.slot,
@@ -143,6 +146,15 @@ impl Network {
     /// below it, host sockets fail and are counted as `host_fd_exhausted`.
     pub fn fds_wanted(&self) -> u64 {
         crate::stack::limits::fds_wanted(&self.cfg)
+    }
+
+    /// Replace the policy while the network runs (or before it starts). The poll thread
+    /// takes it on its next wake-up; open flows the new policy denies are then reset (TCP)
+    /// or closed (UDP, ICMP echo) and counted as `policy_revoked`. The DNS pins the guest
+    /// made so far stay valid for domain rules.
+    pub fn set_policy(&mut self, policy: crate::policy::Policy) {
+        self.cfg.policy = policy.clone();
+        self.link.set_policy(policy);
     }
 
     /// Which egress driver runs and why (after `start`).
@@ -409,6 +421,29 @@ impl std::ops::Deref for RxFrame<'_> {
     fn deref(&self) -> &[u8] {
         self.frame.bytes()
     }
+}
+
+/// The nameservers of the host's `/etc/resolv.conf` (read once, when a network is
+/// created); a warning when there are none: the guest's queries then get SERVFAIL.
+fn host_dns_servers() -> Vec<crate::config::DnsServer> {
+    const PATH: &str = "/etc/resolv.conf";
+    let servers = match std::fs::read_to_string(PATH) {
+        Ok(text) => crate::config::resolv_conf_servers(&text),
+        Err(e) => {
+            tracing::warn!("cannot read {PATH}: {e}");
+            Vec::new()
+        }
+    };
+    if servers.is_empty() {
+        tracing::warn!(
+            "no DNS servers (none in {PATH}, none in dns.servers): the guest's DNS queries \
+             will be answered SERVFAIL, except static names"
+        );
+    } else {
+        let list: Vec<String> = servers.iter().map(ToString::to_string).collect();
+        tracing::info!("DNS upstream servers from {PATH}: {}", list.join(", "));
+    }
+    servers
 }
 
 /// A random seed for smoltcp (initial sequence numbers): getrandom(2), mixed with the pid.

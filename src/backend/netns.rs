@@ -176,6 +176,53 @@ impl NetNs {
         cmd
     }
 
+    /// As [`NetNs::command`], and the child also gets a private mount namespace in which
+    /// the file `resolv_conf` is bind-mounted over `/etc/resolv.conf` (the host's file is
+    /// untouched; the mount goes away with the child's mount namespace). `resolv_conf`
+    /// must exist until the child has started (`spawn` returned).
+    pub fn command_with_resolv_conf(
+        &self,
+        program: impl AsRef<OsStr>,
+        resolv_conf: &std::path::Path,
+    ) -> Result<Command, NetnsError> {
+        use std::os::unix::ffi::OsStrExt;
+        let cstr = |p: &[u8]| {
+            std::ffi::CString::new(p).map_err(|_| NetnsError::Thread("path with a NUL byte".into()))
+        };
+        let src = cstr(resolv_conf.as_os_str().as_bytes())?;
+        let dst = cstr(b"/etc/resolv.conf")?;
+        let root = cstr(b"/")?;
+        let mut cmd = self.command(program);
+        // SAFETY: runs in the forked child before exec (after `command`'s own pre_exec),
+        // making only async-signal-safe syscalls (unshare, mount) on C strings allocated
+        // before the fork and moved into the closure.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // Keep our mounts from propagating back to the host's mount namespace.
+                let flags = libc::MS_REC | libc::MS_PRIVATE;
+                let none = std::ptr::null();
+                if libc::mount(none, root.as_ptr(), none, flags, std::ptr::null()) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::mount(
+                    src.as_ptr(),
+                    dst.as_ptr(),
+                    none,
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                ) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Ok(cmd)
+    }
+
     /// Run `ip ARGS` inside the namespace; an error carries ip's stderr.
     pub fn ip(&self, args: &[&str]) -> Result<(), NetnsError> {
         let out = self

@@ -157,7 +157,9 @@ fn unknown_keys_are_rejected_in_every_section() {
         ("bogus = 1", "bogus"),
         ("[interface]\nmtuu = 1500", "mtuu"),
         ("[egress]\ndriverr = \"auto\"", "driverr"),
-        ("[dns]\nserver = \"1.1.1.1\"", "dns"),
+        ("[dns]\nserver = \"1.1.1.1\"", "server"),
+        ("[policy]\nrule = []", "rule"),
+        ("[ports]\nhost_port = 80", "ports"),
     ] {
         let msg = parse_err(text);
         assert!(msg.contains(key), "{text:?}: {msg}");
@@ -752,4 +754,60 @@ fn huge_tcp_buffers_are_rejected() {
     );
     let ok = NetworkConfig::from_toml_str("[egress]\ntcp_buffer_bytes = 67108864").unwrap();
     assert_eq!(ok.egress.tcp_buffer_bytes, 64 << 20);
+}
+
+#[test]
+fn dns_and_policy_sections() {
+    let c = NetworkConfig::from_toml_str(
+        r#"
+        [dns]
+        servers = ["127.0.0.53", "[2001:db8::53]:5353"]
+        timeout_ms = 1000
+        [dns.hosts]
+        "DB.internal." = ["198.51.100.9", "2001:db8::9"]
+        "one.internal" = "198.51.100.10"
+        [policy]
+        preset = "safe"
+        rules = ["deny tcp 198.51.100.0/24 port 22"]
+        "#,
+    )
+    .unwrap();
+    let servers: Vec<String> = c.dns.servers.iter().map(ToString::to_string).collect();
+    assert_eq!(servers, ["127.0.0.53:53", "[2001:db8::53]:5353"]);
+    let hosts = c.dns.static_hosts();
+    assert_eq!(hosts[0].0, "db.internal");
+    assert_eq!(hosts[0].1.len(), 2);
+    assert_eq!(hosts[1].1, ["198.51.100.10".parse::<IpAddr>().unwrap()]);
+    let slot = c
+        .derive(
+            0,
+            HostRoutes {
+                ipv4: true,
+                ipv6: true,
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        slot.policy.rules[0].to_string(),
+        "deny egress tcp 198.51.100.0/24 port 22"
+    );
+    for (text, want) in [
+        (
+            "[dns]\nservers = [\"dns.example\"]",
+            "invalid DNS server \"dns.example\"",
+        ),
+        ("[dns]\ntimeout_ms = 0", "dns.timeout_ms = 0"),
+        (
+            "[dns.hosts]\n\"bad name\" = \"198.51.100.1\"",
+            "\"bad name\" is not a domain name",
+        ),
+        (
+            "[policy]\nrules = [\"allow tcp 10.0.0.0/33\"]",
+            "allow tcp 10.0.0.0/33",
+        ),
+        ("[policy]\npreset = \"strict\"", "unknown policy preset"),
+    ] {
+        let msg = parse_err(text);
+        assert!(msg.contains(want), "{text:?}: {msg}");
+    }
 }

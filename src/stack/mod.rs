@@ -47,7 +47,9 @@
 //! drop, not an error.
 
 pub mod device;
+mod dns;
 pub mod gateway;
+pub(crate) mod guard;
 #[cfg(test)]
 mod harness;
 pub mod limits;
@@ -84,6 +86,8 @@ const BACKOFF: Duration = Duration::from_micros(200);
 const T_WAKE: u8 = 0;
 const T_TCP: u8 = 1;
 const T_UDP: u8 = 2;
+const T_DNS: u8 = 3;
+const T_DNS_TCP: u8 = 4;
 const WAKE_FROM_GUEST: u32 = 0;
 const WAKE_PORT: u32 = 1;
 const WAKE_STOP: u32 = 2;
@@ -171,6 +175,8 @@ impl Addrs {
 pub(crate) struct Host<'a> {
     pub driver: &'a mut dyn Driver,
     pub stats: &'a Stats,
+    /// The policy and this guest's DNS pins.
+    pub guard: &'a mut guard::Guard,
     fd_warn: &'a mut limits::FdWarn,
     /// Time since the poll thread started.
     pub elapsed: Duration,
@@ -190,13 +196,16 @@ struct HostSide {
     /// Rate limit of the "out of file descriptors" warning, shared by all flow kinds.
     fd_warn: limits::FdWarn,
     link: Arc<Link>,
+    guard: guard::Guard,
 }
 
 impl HostSide {
     fn cx(&mut self, elapsed: Duration) -> Host<'_> {
+        self.guard.set_now(elapsed);
         Host {
             driver: &mut *self.driver,
             stats: &self.link.stats,
+            guard: &mut self.guard,
             fd_warn: &mut self.fd_warn,
             elapsed,
         }
@@ -217,6 +226,7 @@ pub struct Engine {
     port_ready: bool,
     tcp: tcp::Flows,
     udp: udp::Flows,
+    dns: dns::DnsService,
     events: Vec<Event>,
     clock: Box<dyn Clock>,
     cpu: Option<usize>,
@@ -262,13 +272,32 @@ impl Engine {
         if let Some(v6) = cfg.ipv6 {
             let _ = iface.routes_mut().add_default_ipv6_route(v6.gateway);
         }
+        let gateways = crate::policy::Gateways {
+            v4: addrs.gw4,
+            v6: addrs.gw6,
+        };
+        let guard = guard::Guard::new(cfg.policy.clone(), gateways, cfg.dns.max_pins, link.clone());
+        let resolver = crate::dns::Resolver::new(
+            crate::dns::ResolverConfig {
+                servers: cfg.dns.servers.iter().map(|s| s.0).collect(),
+                timeout: Duration::from_millis(cfg.dns.timeout_ms),
+                hosts: cfg.dns.static_hosts(),
+                gateway4: addrs.gw4,
+                gateway6: addrs.gw6,
+                rebind_protection: cfg.dns.rebind_protection,
+                max_pending: cfg.dns.max_pending,
+            },
+            random_seed.rotate_left(17) ^ 0x646e_735f_7365_6564,
+        );
         Ok(Engine {
             tcp: tcp::Flows::new(cfg),
             udp: udp::Flows::new(cfg),
+            dns: dns::DnsService::new(resolver, Duration::from_millis(cfg.dns.timeout_ms)),
             host: HostSide {
                 driver,
                 fd_warn: limits::FdWarn::new(limits::fds_wanted(cfg)),
                 link: link.clone(),
+                guard,
             },
             link,
             guest,
@@ -340,6 +369,9 @@ impl Engine {
         if let Some(t) = self.udp.next_deadline(elapsed) {
             timeout = Some(timeout.map_or(t, |x| x.min(t)));
         }
+        if let Some(t) = self.dns.next_deadline(elapsed) {
+            timeout = Some(timeout.map_or(t, |x| x.min(t)));
+        }
         if more {
             timeout = Some(Duration::ZERO);
         } else if self.tcp.has_dirty() {
@@ -362,8 +394,57 @@ impl Engine {
             self.on_event(ev, elapsed);
         }
         self.events = events;
+        self.deliver_dns_replies(elapsed);
         self.udp.expire(&mut self.host.cx(elapsed));
+        let mut port = self.guest.port(smol_now(elapsed));
+        self.dns
+            .expire(&mut self.host.cx(elapsed), &mut port, &self.addrs);
+        self.deliver_dns_replies(elapsed);
         Ok(())
+    }
+
+    /// Hand the resolver's replies for guest TCP connections to their flows.
+    fn deliver_dns_replies(&mut self, elapsed: Duration) {
+        let _ = elapsed;
+        for (conn, msg) in self.dns.tcp_replies.drain(..) {
+            self.tcp.deliver_dns(conn, &msg, &self.link.stats);
+        }
+    }
+
+    /// Queries read from guest DNS connections go to the resolver; connections that
+    /// closed are forgotten. True when replies were handed to flows (service them again).
+    fn dns_tcp_work(&mut self, elapsed: Duration) -> bool {
+        for conn in self.tcp.dns_closed.drain(..) {
+            self.dns.forget_conn(conn);
+        }
+        if self.tcp.dns_queries.is_empty() && self.dns.tcp_replies.is_empty() {
+            return false;
+        }
+        let queries = std::mem::take(&mut self.tcp.dns_queries);
+        let mut host = self.host.cx(elapsed);
+        for (conn, msg) in &queries {
+            if !self.dns.query_tcp(*conn, msg, &mut host) {
+                self.tcp.dns_query_dropped(*conn);
+            }
+        }
+        let mut port = self.guest.port(smol_now(elapsed));
+        self.dns.flush(&mut host, &mut port, &self.addrs);
+        let replies = !self.dns.tcp_replies.is_empty();
+        self.deliver_dns_replies(elapsed);
+        self.tcp.dns_queries = queries;
+        self.tcp.dns_queries.clear();
+        replies
+    }
+
+    /// Install a new policy; open flows it denies are reset (TCP) or closed (UDP, echo).
+    fn apply_policy(&mut self, policy: crate::policy::Policy, elapsed: Duration) {
+        self.host.guard.set_policy(policy);
+        let mut host = self.host.cx(elapsed);
+        let n = self.tcp.revoke(&*host.guard, &mut *host.driver) + self.udp.revoke(&mut host);
+        host.stats
+            .policy_revoked
+            .fetch_add(n as u64, Ordering::Relaxed);
+        tracing::info!("policy replaced; {n} open flows it denies were ended");
     }
 
     fn on_event(&mut self, ev: Event, elapsed: Duration) {
@@ -375,7 +456,12 @@ impl Engine {
         };
         let (kind, key) = Key::unpack(t.0);
         match kind {
-            T_WAKE if key == Key::fixed(WAKE_STOP) => self.link.stop_fd.drain(),
+            T_WAKE if key == Key::fixed(WAKE_STOP) => {
+                self.link.stop_fd.drain();
+                if let Some(p) = self.link.take_policy() {
+                    self.apply_policy(p, elapsed);
+                }
+            }
             T_WAKE if key == Key::fixed(WAKE_PORT) => self.port_ready = true,
             // from_guest wake-ups: the ring is drained at the top of the next turn.
             T_WAKE => {}
@@ -389,6 +475,12 @@ impl Engine {
                     &mut self.guest.port(now),
                     &self.addrs,
                 );
+            }
+            T_DNS | T_DNS_TCP => {
+                let mut port = self.guest.port(smol_now(elapsed));
+                let host = &mut self.host.cx(elapsed);
+                self.dns
+                    .on_event(kind, key, ev, host, &mut port, &self.addrs);
             }
             _ => {}
         }
@@ -416,9 +508,18 @@ impl Engine {
             }
             Verdict::Udp { src, dst, payload } => {
                 let mut host = self.host.cx(elapsed);
-                let payload = &frame.bytes()[payload];
-                self.udp
-                    .on_datagram(src, dst, payload, &self.addrs, &mut host);
+                let data = &frame.bytes()[payload];
+                if dst.port() == 53 && self.addrs.is_gateway(dst.ip()) {
+                    let mut port = self.guest.port(smol_now(elapsed));
+                    self.dns
+                        .query_udp(src, dst, data, &mut host, &mut port, &self.addrs);
+                    return;
+                }
+                if self.udp.on_datagram(src, dst, data, &self.addrs, &mut host)
+                    == Err(udp::Refused::Denied)
+                {
+                    self.prohibited(&frame, src.ip(), elapsed);
+                }
                 return;
             }
             Verdict::Echo {
@@ -428,8 +529,11 @@ impl Engine {
                 msg,
             } => {
                 let mut host = self.host.cx(elapsed);
-                let msg = &frame.bytes()[msg];
-                self.udp.on_echo((src, dst, ident), msg, &mut host);
+                let data = &frame.bytes()[msg];
+                if self.udp.on_echo((src, dst, ident), data, &mut host) == Err(udp::Refused::Denied)
+                {
+                    self.prohibited(&frame, src, elapsed);
+                }
                 return;
             }
             Verdict::Drop(why) => {
@@ -443,6 +547,23 @@ impl Engine {
             }
         }
         self.poll_smoltcp(Some(frame), smol_now(elapsed));
+    }
+
+    /// Tell the guest its packet in `frame` was refused by the policy: ICMP destination
+    /// unreachable, administratively prohibited, from the gateway of its family.
+    fn prohibited(&mut self, frame: &Frame, guest: IpAddr, elapsed: Duration) {
+        let gw: Option<IpAddr> = match guest {
+            IpAddr::V4(_) => self.addrs.gw4.map(Into::into),
+            IpAddr::V6(_) => self.addrs.gw6.map(Into::into),
+        };
+        let (Some(gw), Some(ip)) = (gw, frame.bytes().get(14..)) else {
+            return;
+        };
+        let (gw_mac, guest_mac) = (self.addrs.gw_mac, self.addrs.guest_mac);
+        let mut port = self.guest.port(smol_now(elapsed));
+        port.emit(self.addrs.mtu + 14, |buf| {
+            crate::wire::classify::emit_icmp_prohibited(buf, gw_mac, guest_mac, gw, guest, ip).ok()
+        });
     }
 
     /// One smoltcp pass over the gateway's own (socketless) set: with `rx`, process exactly
@@ -473,11 +594,19 @@ impl Engine {
             &mut self.guest.port(now),
             &mut self.host.cx(elapsed),
         );
+        if self.dns_tcp_work(elapsed) {
+            self.tcp.service_dirty(
+                &mut self.iface,
+                &mut self.guest.port(now),
+                &mut self.host.cx(elapsed),
+            );
+        }
     }
 
     fn teardown(&mut self) {
         self.tcp.close_all(&mut *self.host.driver);
         self.udp.close_all(&mut *self.host.driver);
+        self.dns.close_all(&mut *self.host.driver);
         self.link.from_guest.clear();
     }
 }

@@ -58,10 +58,14 @@ use smoltcp::socket::tcp::{self, State};
 use smoltcp::time::{Duration as SmolDuration, Instant};
 use smoltcp::wire::{IpAddress, IpListenEndpoint};
 
+use super::dns::DnsConn;
+use super::guard::Guard;
 use super::{Addrs, Host, Port, T_TCP};
 use crate::config::SlotConfig;
 use crate::egress::{Driver, Event, Recv, SockId, SockKind, Token};
 use crate::metrics::Stats;
+use crate::policy::sni::{client_hello_sni, Sni, MAX_HELLO};
+use crate::policy::{Dest, Proto};
 use crate::pool::Frame;
 use crate::slab::{Key, Slab};
 use crate::wire::classify::TcpFlags;
@@ -97,6 +101,13 @@ struct Flow {
     /// smoltcp's keep-alive and timeout are set (once the guest completed the handshake).
     guest_timeout_armed: bool,
     dirty: bool,
+    /// A connection to the gateway's DNS (port 53): served here, no host socket.
+    local: Option<Box<DnsConn>>,
+    /// The domain that admitted this flow to port 443: the ClientHello's SNI must match it
+    /// before any byte goes to the host.
+    sni: Option<Dest>,
+    /// The names the flow was admitted with (for re-checking under a new policy).
+    names: Vec<Box<str>>,
 }
 
 impl Flow {
@@ -150,6 +161,10 @@ pub struct Flows {
     guest_timeout: SmolDuration,
     /// Socket sets of reaped flows, kept for the next SYN (at most [`SPARE_SOCKETS`]).
     spare: Vec<(SocketSet<'static>, SocketHandle)>,
+    /// Queries read from guest DNS connections, for the resolver: (conn id, message).
+    pub dns_queries: Vec<(u64, Vec<u8>)>,
+    /// Guest DNS connections reaped, for the resolver to forget.
+    pub dns_closed: Vec<u64>,
 }
 
 /// Segments one flow may send to the guest per turn (fairness between flows).
@@ -196,6 +211,8 @@ impl Flows {
             connect_timeout: Duration::from_millis(cfg.egress.connect_timeout_ms),
             guest_timeout: SmolDuration::from_millis(cfg.egress.tcp_guest_timeout_ms.max(1)),
             spare: Vec::new(),
+            dns_queries: Vec::new(),
+            dns_closed: Vec::new(),
         }
     }
 
@@ -253,11 +270,18 @@ impl Flows {
         if !flags.syn || flags.ack || flags.rst {
             return None;
         }
+        let local = addrs.is_gateway(dst.ip()) && dst.port() == 53;
+        let admission = if local {
+            None
+        } else {
+            // Denied: no flow, so smoltcp answers the SYN with RST.
+            Some(host.guard.admit(Proto::Tcp, src.ip(), dst)?)
+        };
         if self.slab.len() >= self.max {
             Stats::inc(&stats.tcp_refused_limit);
             return None;
         }
-        if self.connecting >= self.max_connecting {
+        if !local && self.connecting >= self.max_connecting {
             self.evict_oldest_connect(&mut *host.driver, stats);
         }
         let (mut set, handle) = match self.spare.pop() {
@@ -273,7 +297,7 @@ impl Flows {
         sock.abort();
         sock.set_timeout(None);
         sock.set_keep_alive(None);
-        sock.pause_synack(true);
+        sock.pause_synack(!local);
         let ep = IpListenEndpoint {
             addr: Some(IpAddress::from(dst.ip())),
             port: dst.port(),
@@ -283,6 +307,7 @@ impl Flows {
             return None; // port 0
         }
         let (target, fallback) = addrs.host_target(dst);
+        let (names, sni) = admission.map_or_else(Default::default, |a| (a.names, a.sni));
         let flow = Flow {
             key: (src, dst),
             set,
@@ -294,12 +319,24 @@ impl Flows {
             host_shut: false,
             host_eof: false,
             from_guest_at: Instant::from_millis(0),
-            synack_at: None,
+            synack_at: local.then(|| host_now(host)),
             guest_timeout_armed: false,
             dirty: false,
+            local: local.then(Box::default),
+            sni,
+            names,
         };
         // Room was checked above (`slab.len() < max`, the slab's own bound).
         let key = self.slab.insert(flow)?;
+        if local {
+            // The gateway's DNS answers at once: no host connect, the SYN-ACK goes out.
+            if let Some(flow) = self.slab.get_mut(key) {
+                flow.phase = Phase::Open;
+            }
+            self.map.insert((src, dst), key);
+            self.mark(key);
+            return Some(key);
+        }
         Stats::inc(&stats.tcp_opened);
         self.connecting += 1;
         let opened = host.driver.open(
@@ -436,10 +473,13 @@ impl Flows {
         let driver = &mut *host.driver;
         let mut dirty = std::mem::take(&mut self.dirty);
         let now = port.now;
-        let cx = Cx {
+        let mut cx = Cx {
             stats,
+            guard: &*host.guard,
             guest_timeout: self.guest_timeout,
             now,
+            key: Key::fixed(0),
+            dns_queries: &mut self.dns_queries,
         };
         for (i, &key) in dirty.iter().enumerate() {
             if !port.room() {
@@ -451,7 +491,8 @@ impl Flows {
                 continue;
             };
             flow.dirty = false;
-            let mut next = service(flow, driver, &cx, &mut self.connecting);
+            cx.key = key;
+            let mut next = service(flow, driver, &mut cx, &mut self.connecting);
             // smoltcp sends at most one segment per socket per `poll_egress`: keep going
             // while it sends and `to_guest` has room, so one turn moves a window's worth,
             // not one frame (unpinned host→guest: see the commit).
@@ -466,7 +507,7 @@ impl Flows {
                 // closed the socket: settle that now, not never.
                 let state = flow.set.get::<tcp::Socket>(flow.handle).state();
                 if matches!(state, State::Closed | State::Listen | State::TimeWait) {
-                    next = service(flow, driver, &cx, &mut self.connecting);
+                    next = service(flow, driver, &mut cx, &mut self.connecting);
                 }
             }
             if next == Next::Reap {
@@ -495,6 +536,9 @@ impl Flows {
                 if self.map.get(&flow.key) == Some(&key) {
                     self.map.remove(&flow.key);
                 }
+                if flow.local.is_some() {
+                    self.dns_closed.push(key.pack(T_TCP));
+                }
                 if self.spare.len() < SPARE_SOCKETS {
                     self.spare.push((flow.set, flow.handle));
                 }
@@ -503,6 +547,49 @@ impl Flows {
         use std::sync::atomic::Ordering::Relaxed;
         stats.tcp_active.store(self.slab.len() as u64, Relaxed);
         stats.tcp_connecting.store(self.connecting as u64, Relaxed);
+    }
+
+    /// A reply of the gateway's DNS for guest connection `conn` (dropped when the
+    /// connection is gone or its queue is full).
+    pub fn deliver_dns(&mut self, conn: u64, msg: &[u8], stats: &Stats) {
+        let (_, key) = Key::unpack(conn);
+        if let Some(local) = self.slab.get_mut(key).and_then(|f| f.local.as_deref_mut()) {
+            local.deliver(msg, stats);
+            self.mark(key);
+        }
+    }
+
+    /// The resolver dropped a query of guest connection `conn` (no reply will come).
+    pub fn dns_query_dropped(&mut self, conn: u64) {
+        let (_, key) = Key::unpack(conn);
+        if let Some(local) = self.slab.get_mut(key).and_then(|f| f.local.as_deref_mut()) {
+            local.dropped();
+            self.mark(key);
+        }
+    }
+
+    /// Reset the flows a new policy denies (RST to the guest, the host socket reset);
+    /// returns how many.
+    pub fn revoke(&mut self, guard: &Guard, driver: &mut dyn Driver) -> usize {
+        let denied: Vec<Key> = self
+            .slab
+            .iter()
+            .filter(|(_, f)| {
+                f.local.is_none()
+                    && f.phase != Phase::Aborting
+                    && !guard.recheck(Proto::Tcp, f.key.1, &f.names)
+            })
+            .map(|(k, _)| k)
+            .collect();
+        for &key in &denied {
+            if let Some(flow) = self.slab.get_mut(key) {
+                tracing::info!(dst = %flow.key.1, "policy: open flow reset by the new policy");
+                flow.end(driver, &mut self.connecting, true, true);
+                self.map.remove(&flow.key);
+            }
+            self.mark(key);
+        }
+        denied.len()
     }
 
     /// Flows left to service (a VMM has not drained `to_guest` yet).
@@ -536,8 +623,13 @@ impl Flows {
 /// What `service` needs besides the flow and the driver.
 struct Cx<'a> {
     stats: &'a Stats,
+    guard: &'a Guard,
     guest_timeout: SmolDuration,
     now: Instant,
+    /// The flow being serviced (its id as a DNS connection).
+    key: Key,
+    /// Queries read from guest DNS connections.
+    dns_queries: &'a mut Vec<(u64, Vec<u8>)>,
 }
 
 /// The socket closed without the guest's FIN: the guest reset it, or (when it has been
@@ -572,7 +664,12 @@ fn host_failed(
 }
 
 /// Relay one flow and apply the lifecycle table (module docs) to what it finds.
-fn service(flow: &mut Flow, driver: &mut dyn Driver, cx: &Cx<'_>, connecting: &mut usize) -> Next {
+fn service(
+    flow: &mut Flow,
+    driver: &mut dyn Driver,
+    cx: &mut Cx<'_>,
+    connecting: &mut usize,
+) -> Next {
     let state = flow.set.get::<tcp::Socket>(flow.handle).state();
     match flow.phase {
         Phase::Aborting => return Next::Reap,
@@ -584,6 +681,9 @@ fn service(flow: &mut Flow, driver: &mut dyn Driver, cx: &Cx<'_>, connecting: &m
             return Next::Keep;
         }
         Phase::Open => {}
+    }
+    if flow.local.is_some() {
+        return service_local(flow, cx);
     }
     let Some(sock) = flow.sock else {
         return host_failed(flow, driver, cx, connecting);
@@ -614,8 +714,22 @@ fn service(flow: &mut Flow, driver: &mut dyn Driver, cx: &Cx<'_>, connecting: &m
     }
     let s = flow.set.get_mut::<tcp::Socket>(flow.handle);
 
-    // from_guest → to_host
-    while s.can_recv() {
+    // from_guest → to_host, once the ClientHello's SNI (if any) agrees with the domain
+    // that admitted the flow.
+    let mut hold = false;
+    if let Some(dest) = &flow.sni {
+        let fin = !s.may_recv();
+        match s.peek(MAX_HELLO).map(client_hello_sni) {
+            Ok(Sni::NeedMore) if !fin && s.recv_queue() < MAX_HELLO => hold = true,
+            Ok(Sni::Name(name)) if !cx.guard.sni_agrees(dest, &name, flow.key.1) => {
+                flow.end(driver, connecting, true, true);
+                return Next::Reap;
+            }
+            _ => flow.sni = None,
+        }
+    }
+    let s = flow.set.get_mut::<tcp::Socket>(flow.handle);
+    while !hold && s.can_recv() {
         let n = s
             .recv(|buf| {
                 let n = driver.send(sock, buf);
@@ -632,7 +746,7 @@ fn service(flow: &mut Flow, driver: &mut dyn Driver, cx: &Cx<'_>, connecting: &m
         s.state(),
         State::CloseWait | State::LastAck | State::Closing | State::TimeWait | State::Closed
     ) && s.recv_queue() == 0;
-    if guest_done && !flow.host_shut {
+    if guest_done && !hold && !flow.host_shut {
         driver.shutdown_write(sock);
         flow.host_shut = true;
     }
@@ -684,6 +798,41 @@ fn service(flow: &mut Flow, driver: &mut dyn Driver, cx: &Cx<'_>, connecting: &m
 #[cfg(test)]
 #[path = "tcp_tests.rs"]
 mod tests;
+
+/// Serve a guest connection to the gateway's DNS: replies out, whole queries in, our FIN
+/// once the guest's came and every reply is written.
+fn service_local(flow: &mut Flow, cx: &mut Cx<'_>) -> Next {
+    let s = flow.set.get_mut::<tcp::Socket>(flow.handle);
+    let state = s.state();
+    // LISTEN: a RST answered the SYN-ACK; CLOSED before our FIN: a reset or a silent guest.
+    if state == State::Listen || (state == State::Closed && !flow.host_shut) {
+        Stats::inc(&cx.stats.tcp_guest_reset);
+        flow.phase = Phase::Aborting;
+        return Next::Reap;
+    }
+    if state != State::SynReceived && !flow.guest_timeout_armed {
+        s.set_timeout(Some(cx.guest_timeout));
+        s.set_keep_alive(Some(cx.guest_timeout / 4));
+        flow.guest_timeout_armed = true;
+    }
+    let Some(conn) = flow.local.as_deref_mut() else {
+        return Next::Keep;
+    };
+    conn.write(s);
+    conn.read(s, cx.key.pack(T_TCP), cx.dns_queries);
+    let guest_done = matches!(
+        s.state(),
+        State::CloseWait | State::LastAck | State::Closing | State::TimeWait | State::Closed
+    ) && s.recv_queue() == 0;
+    if guest_done && conn.idle() && !flow.host_shut {
+        s.close();
+        flow.host_shut = true;
+    }
+    match s.state() {
+        State::Closed | State::TimeWait if flow.host_shut => Next::Reap,
+        _ => Next::Keep,
+    }
+}
 
 /// The host context's time as smoltcp's.
 fn host_now(host: &Host<'_>) -> Instant {

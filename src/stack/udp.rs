@@ -12,6 +12,9 @@
 //!   identifier restored). Replies larger than the guest MTU are dropped and counted.
 //! - Limits: `max_udp_flows` flows; at the limit the least recently used flow is evicted.
 //!   Flows idle for `udp_idle_timeout_ms` are closed. Every drop is counted.
+//! - A new flow is admitted by the policy first ([`super::guard::Guard::admit`]); a denied
+//!   datagram is dropped and the caller answers with ICMP "administratively prohibited".
+//!   Flows a new policy denies are closed ([`Flows::revoke`]).
 //! - A flow whose host socket cannot be opened is not created (`udp_open_failed`; its
 //!   datagram is dropped); running out of file descriptors is also counted and warned about
 //!   ([`limits::note_open_failure`]). The next datagram of that flow tries again.
@@ -25,10 +28,20 @@ use super::{Addrs, Host, Port, T_UDP};
 use crate::config::SlotConfig;
 use crate::egress::{Event, SockId, SockKind, Token};
 use crate::metrics::Stats;
+use crate::policy::Proto;
 use crate::slab::{Key, Slab};
 use crate::wire::classify::{
     emit_icmp_echo_reply, emit_udp, icmp_payload_offset, udp_payload_offset,
 };
+
+/// Why a datagram found no flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The policy denies the flow (counted by the guard).
+    Denied,
+    /// The host socket could not be opened or the table is full (counted here).
+    Failed,
+}
 
 /// What a flow relays: UDP between two endpoints, or ICMP echo with one identifier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -40,6 +53,9 @@ enum Peer {
 #[derive(Debug)]
 struct Flow {
     peer: Peer,
+    /// The names the guest had resolved to the destination, when a domain rule admitted
+    /// the flow (for re-checking it under a new policy).
+    names: Vec<Box<str>>,
     /// Set right after the open that needs the flow's key for its token.
     sock: Option<SockId>,
     last: Duration,
@@ -63,28 +79,35 @@ impl Flows {
         }
     }
 
+    /// The flow's socket; a new flow is admitted by the policy first.
     fn lookup_or_open(
         &mut self,
         peer: Peer,
         kind: SockKind,
         target: SocketAddr,
         host: &mut Host<'_>,
-    ) -> Option<SockId> {
+    ) -> Result<SockId, Refused> {
         if let Some(&key) = self.map.get(&peer) {
-            let flow = self.slab.get_mut(key)?;
+            let flow = self.slab.get_mut(key).ok_or(Refused::Failed)?;
             flow.last = host.elapsed;
-            return flow.sock;
+            return flow.sock.ok_or(Refused::Failed);
         }
+        let (proto, src, dst) = match peer {
+            Peer::Udp(src, dst) => (Proto::Udp, src.ip(), dst),
+            Peer::Echo(src, dst, _) => (Proto::Icmp, src, SocketAddr::new(dst, 0)),
+        };
+        let admission = host.guard.admit(proto, src, dst).ok_or(Refused::Denied)?;
         // The sweep of idle flows is lazy: a full table first gives up its oldest.
         if self.slab.len() >= self.slab.max() {
             self.evict_oldest(host);
         }
         let flow = Flow {
             peer,
+            names: admission.names,
             sock: None,
             last: host.elapsed,
         };
-        let key = self.slab.insert(flow)?;
+        let key = self.slab.insert(flow).ok_or(Refused::Failed)?;
         match host
             .driver
             .open(kind, target, Duration::ZERO, Token(key.pack(T_UDP)))
@@ -96,7 +119,7 @@ impl Flows {
                 self.map.insert(peer, key);
                 Stats::inc(&host.stats.udp_opened);
                 self.publish(host.stats);
-                Some(sock)
+                Ok(sock)
             }
             Err(e) => {
                 self.slab.remove(key);
@@ -104,7 +127,7 @@ impl Flows {
                 if !host.open_failed(&e) {
                     tracing::debug!(%target, error = %e, "host datagram socket failed");
                 }
-                None
+                Err(Refused::Failed)
             }
         }
     }
@@ -133,7 +156,8 @@ impl Flows {
         }
     }
 
-    /// A UDP datagram from the guest.
+    /// A UDP datagram from the guest. `Err(Refused::Denied)`: the policy refused it (the
+    /// caller tells the guest).
     pub fn on_datagram(
         &mut self,
         src: SocketAddr,
@@ -141,16 +165,21 @@ impl Flows {
         payload: &[u8],
         addrs: &Addrs,
         host: &mut Host<'_>,
-    ) {
+    ) -> Result<(), Refused> {
         let (target, _) = addrs.host_target(dst);
-        let Some(sock) = self.lookup_or_open(Peer::Udp(src, dst), SockKind::Udp, target, host)
-        else {
-            Stats::inc(&host.stats.udp_dropped);
-            return;
+        let sock = match self.lookup_or_open(Peer::Udp(src, dst), SockKind::Udp, target, host) {
+            Ok(s) => s,
+            Err(r) => {
+                if r == Refused::Failed {
+                    Stats::inc(&host.stats.udp_dropped);
+                }
+                return Err(r);
+            }
         };
         if host.driver.send(sock, payload) == 0 && !payload.is_empty() {
             Stats::inc(&host.stats.udp_dropped);
         }
+        Ok(())
     }
 
     /// An ICMP echo request from the guest to a non-gateway address; `msg` is the whole ICMP
@@ -160,19 +189,44 @@ impl Flows {
         (src, dst, ident): (IpAddr, IpAddr, u16),
         msg: &[u8],
         host: &mut Host<'_>,
-    ) {
+    ) -> Result<(), Refused> {
         let target = SocketAddr::new(dst, 0);
-        let Some(sock) =
-            self.lookup_or_open(Peer::Echo(src, dst, ident), SockKind::Ping, target, host)
-        else {
-            Stats::inc(&host.stats.icmp_dropped);
-            return;
+        let peer = Peer::Echo(src, dst, ident);
+        let sock = match self.lookup_or_open(peer, SockKind::Ping, target, host) {
+            Ok(s) => s,
+            Err(r) => {
+                if r == Refused::Failed {
+                    Stats::inc(&host.stats.icmp_dropped);
+                }
+                return Err(r);
+            }
         };
         if msg.len() < 8 || host.driver.send(sock, msg) == 0 {
             Stats::inc(&host.stats.icmp_dropped);
         } else {
             Stats::inc(&host.stats.icmp_relayed);
         }
+        Ok(())
+    }
+
+    /// Close the flows a new policy denies; returns how many.
+    pub fn revoke(&mut self, host: &mut Host<'_>) -> usize {
+        let denied: Vec<Key> = self
+            .slab
+            .iter()
+            .filter(|(_, f)| {
+                let (proto, dst) = match f.peer {
+                    Peer::Udp(_, dst) => (Proto::Udp, dst),
+                    Peer::Echo(_, dst, _) => (Proto::Icmp, SocketAddr::new(dst, 0)),
+                };
+                !host.guard.recheck(proto, dst, &f.names)
+            })
+            .map(|(k, _)| k)
+            .collect();
+        for &key in &denied {
+            self.remove(key, host);
+        }
+        denied.len()
     }
 
     /// A driver event for flow `key`: read every datagram into a frame for the guest.
@@ -272,7 +326,7 @@ impl Flows {
 
 /// Queue a frame to the guest whose payload `data` sits at `off`, headers written in front
 /// by `headers` (which returns the frame length); dropped and counted when it does not fit.
-fn emit_after(
+pub(super) fn emit_after(
     out: &mut Port<'_>,
     max_len: usize,
     off: usize,

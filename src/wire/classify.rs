@@ -607,6 +607,41 @@ pub fn emit_icmp_echo_reply(
     Ok(end)
 }
 
+/// Bytes of the offending packet quoted in an ICMP error: the IPv4 error stays within 576
+/// bytes (RFC 1812 §4.3.2.3), the ICMPv6 error within the IPv6 minimum MTU (RFC 4443 §2.4).
+const QUOTE_V4: usize = 576 - 20 - 8;
+const QUOTE_V6: usize = 1280 - 40 - 8;
+
+/// Write an ICMP "administratively prohibited" destination unreachable (ICMPv4 type 3
+/// code 13, ICMPv6 type 1 code 1) from `src` (a gateway address) to `dst` (the guest),
+/// quoting the start of `offending`, the guest's IP packet. Returns the frame length.
+pub fn emit_icmp_prohibited(
+    buf: &mut [u8],
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: IpAddr,
+    dst: IpAddr,
+    offending: &[u8],
+) -> Result<usize, WireError> {
+    let v6 = src.is_ipv6();
+    let quote = &offending[..offending.len().min(if v6 { QUOTE_V6 } else { QUOTE_V4 })];
+    let len = 8 + quote.len();
+    let proto = if v6 { PROTO_ICMPV6 } else { PROTO_ICMP };
+    let l4 = emit_l2l3(buf, (src_mac, dst_mac), (src, dst), proto, len)?;
+    let end = l4 + len;
+    let m = &mut buf[l4..end];
+    (m[0], m[1]) = if v6 { (1, 1) } else { (3, 13) };
+    m[2..8].fill(0);
+    m[8..].copy_from_slice(quote);
+    let s = if v6 {
+        csum::combine(csum::pseudo(src, dst, proto, len), csum::sum(m))
+    } else {
+        csum::sum(m)
+    };
+    m[2..4].copy_from_slice(&csum::to_field(s).to_be_bytes());
+    Ok(end)
+}
+
 #[cfg(test)]
 #[path = "classify_tests.rs"]
 mod tests;

@@ -1,0 +1,204 @@
+//! The poll thread's side of the policy: admission of new flows, the guest's DNS pins,
+//! denial counters and log lines.
+//!
+//! # Theory of operation
+//!
+//! A [`Guard`] holds the current [`Policy`], this guest's [`Pins`] and the gateway
+//! addresses. Flows ask it once, when they are created ([`Guard::admit`]); with a policy
+//! that allows everything it answers at once without looking at rules or pins. Every
+//! denial is counted (by protocol and by reason) and logged at info level naming the rule,
+//! at most once per (protocol, guest address, destination) among the last
+//! [`LOGGED_MAX`] denials, so a guest retrying a denied datagram does not flood the log.
+//! It is also the DNS resolver's [`Judge`]: names the policy denies, explicit allows that
+//! lift rebind protection, and the pins each answer makes.
+
+use std::collections::{HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::dns::Judge;
+use crate::metrics::Stats;
+use crate::policy::{Action, Dest, Direction, Flow, Gateways, Pins, Policy, Proto};
+
+/// Denials remembered for "log once per flow".
+pub const LOGGED_MAX: usize = 1024;
+
+/// What admission found for a flow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Admission {
+    /// The names the guest resolved to the destination, when a domain rule admitted the
+    /// flow (kept for re-checking it under a new policy).
+    pub names: Vec<Box<str>>,
+    /// The domain destination that admitted a TCP flow to port 443: its ClientHello's SNI
+    /// must match it.
+    pub sni: Option<Dest>,
+}
+
+/// Policy state of one guest.
+pub struct Guard {
+    policy: Arc<Policy>,
+    /// `policy.allows_all()`, cached.
+    open: bool,
+    pins: Pins,
+    gw: Gateways,
+    logged: HashSet<(Proto, IpAddr, SocketAddr)>,
+    logged_order: VecDeque<(Proto, IpAddr, SocketAddr)>,
+    /// For the counters.
+    link: Arc<crate::link::Link>,
+    now: Duration,
+}
+
+impl Guard {
+    pub fn new(
+        policy: Policy,
+        gw: Gateways,
+        max_pins: usize,
+        link: Arc<crate::link::Link>,
+    ) -> Guard {
+        Guard {
+            open: policy.allows_all(),
+            policy: Arc::new(policy),
+            pins: Pins::new(max_pins),
+            gw,
+            logged: HashSet::new(),
+            logged_order: VecDeque::new(),
+            link,
+            now: Duration::ZERO,
+        }
+    }
+
+    fn stats(&self) -> &Stats {
+        &self.link.stats
+    }
+
+    /// Replace the policy (flows are re-checked by the caller with [`Guard::recheck`]).
+    pub fn set_policy(&mut self, policy: Policy) {
+        self.open = policy.allows_all();
+        self.policy = Arc::new(policy);
+        self.logged.clear();
+        self.logged_order.clear();
+    }
+
+    /// The time of the current turn (pins expire against it).
+    pub fn set_now(&mut self, now: Duration) {
+        self.now = now;
+    }
+
+    /// May the guest at `src` open a `proto` flow to `dst`? `None`: denied (counted and
+    /// logged here; the caller refuses the flow).
+    pub fn admit(&mut self, proto: Proto, src: IpAddr, dst: SocketAddr) -> Option<Admission> {
+        if self.open {
+            return Some(Admission {
+                names: Vec::new(),
+                sni: None,
+            });
+        }
+        let flow = Flow {
+            direction: Direction::Egress,
+            proto,
+            ip: dst.ip(),
+            port: if proto == Proto::Icmp { 0 } else { dst.port() },
+        };
+        let names = self.pins.names(dst.ip(), self.now);
+        let d = self.policy.decide(&flow, &names, &self.gw);
+        if d.action == Action::Allow {
+            let rule = d.rule.and_then(|i| self.policy.rules.get(i));
+            let by_domain = rule.filter(|r| matches!(r.dest, Dest::Domain(_) | Dest::Suffix(_)));
+            return Some(Admission {
+                names: match by_domain {
+                    Some(_) => names.iter().map(|&n| n.into()).collect(),
+                    None => Vec::new(),
+                },
+                sni: by_domain
+                    .filter(|_| proto == Proto::Tcp && dst.port() == 443)
+                    .map(|r| r.dest.clone()),
+            });
+        }
+        let stats = &self.link.stats;
+        Stats::inc(match proto {
+            Proto::Tcp => &stats.policy_denied_tcp,
+            Proto::Udp => &stats.policy_denied_udp,
+            Proto::Icmp => &stats.policy_denied_icmp,
+        });
+        Stats::inc(match d.rule {
+            Some(_) => &stats.policy_denied_rule,
+            None => &stats.policy_denied_default,
+        });
+        if self.first_denial(proto, src, dst) {
+            let why = self.policy.describe(&d, Direction::Egress);
+            tracing::info!("policy: denied {} {src} -> {dst} by {why}", proto.name());
+        }
+        None
+    }
+
+    /// Is an open flow still allowed under the current policy? `names` are those it was
+    /// admitted with. Denials here are counted as `policy_revoked` by the caller.
+    pub fn recheck(&self, proto: Proto, dst: SocketAddr, names: &[Box<str>]) -> bool {
+        if self.open {
+            return true;
+        }
+        let flow = Flow {
+            direction: Direction::Egress,
+            proto,
+            ip: dst.ip(),
+            port: if proto == Proto::Icmp { 0 } else { dst.port() },
+        };
+        let mut all: Vec<&str> = self.pins.names(dst.ip(), self.now);
+        all.extend(names.iter().map(|n| &**n));
+        self.policy.decide(&flow, &all, &self.gw).action == Action::Allow
+    }
+
+    /// A TCP flow's SNI `name` against the domain that admitted it: false (counted,
+    /// logged) when they disagree, or when the policy denies that name outright.
+    pub fn sni_agrees(&self, dest: &Dest, name: &str, dst: SocketAddr) -> bool {
+        let denied = self.policy.deny_name(name).is_some();
+        if dest.matches_name(name) && !denied {
+            return true;
+        }
+        Stats::inc(&self.stats().policy_sni_mismatch);
+        tracing::info!(
+            "policy: reset tcp to {dst}: TLS server name {name:?} does not agree with {dest} \
+             that admitted the flow"
+        );
+        false
+    }
+
+    fn first_denial(&mut self, proto: Proto, src: IpAddr, dst: SocketAddr) -> bool {
+        let key = (proto, src, dst);
+        if !self.logged.insert(key) {
+            return false;
+        }
+        self.logged_order.push_back(key);
+        if self.logged_order.len() > LOGGED_MAX {
+            if let Some(old) = self.logged_order.pop_front() {
+                self.logged.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+impl Judge for Guard {
+    fn deny_name(&self, name: &str) -> Option<String> {
+        if self.open {
+            return None;
+        }
+        let rule = self.policy.deny_name(name)?;
+        let d = crate::policy::Decision {
+            action: Action::Deny,
+            rule,
+        };
+        Some(self.policy.describe(&d, Direction::Egress))
+    }
+
+    fn allows_explicitly(&self, ip: IpAddr) -> bool {
+        self.policy.allows_explicitly(ip, &self.gw)
+    }
+
+    fn pin(&mut self, name: &str, ip: IpAddr, ttl: u32, now: Duration) {
+        if self.pins.insert(name, ip, ttl, now) {
+            Stats::inc(&self.stats().dns_pins_evicted);
+        }
+    }
+}
