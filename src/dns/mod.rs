@@ -217,7 +217,14 @@ impl Resolver {
             tracing::info!(name = %name, rule = %rule, "dns: name denied by policy, answered NXDOMAIN");
             Stats::inc(&stats.dns_denied);
             Stats::inc(&stats.dns_local);
-            local(client, &asked, ResponseCode::NXDomain, Vec::new(), stats, out);
+            local(
+                client,
+                &asked,
+                ResponseCode::NXDomain,
+                Vec::new(),
+                stats,
+                out,
+            );
             return;
         }
         let qtype = asked.query.query_type();
@@ -241,7 +248,14 @@ impl Resolver {
         }
         if !self.family_active(qtype) {
             Stats::inc(&stats.dns_local);
-            local(client, &asked, ResponseCode::NoError, Vec::new(), stats, out);
+            local(
+                client,
+                &asked,
+                ResponseCode::NoError,
+                Vec::new(),
+                stats,
+                out,
+            );
             return;
         }
         if self.cfg.servers.is_empty() {
@@ -252,19 +266,21 @@ impl Resolver {
             Stats::inc(&stats.dns_dropped);
             return;
         }
+        let Some(id) = self.flights.fresh_id() else {
+            // Every UDP ID is in flight (max_pending above 65535): as if over the limit.
+            Stats::inc(&stats.dns_dropped);
+            return;
+        };
         let first = Try {
             client,
             asked,
             query: bytes.to_vec(),
-            id: 0,
+            id,
             server: 0,
             transport: Transport::Udp,
             deadline: now,
         };
-        if self.to_host(first, now, stats, out).is_err() {
-            // Every UDP ID is in flight (max_pending above 65535): as if over the limit.
-            Stats::inc(&stats.dns_dropped);
-        }
+        self.send_to_host(first, now, stats, out);
     }
 
     /// False for A with IPv4 inactive, AAAA with IPv6 inactive.
@@ -276,21 +292,9 @@ impl Resolver {
         }
     }
 
-    /// Starts try `t` to `t.server` over `t.transport` (a fresh UDP ID, a new deadline);
-    /// `Err(t)` when no UDP ID is free.
-    fn to_host(
-        &mut self,
-        mut t: Try,
-        now: Duration,
-        stats: &Stats,
-        out: &mut Vec<Out>,
-    ) -> Result<(), Try> {
-        if t.transport == Transport::Udp {
-            match self.flights.fresh_id() {
-                Some(id) => t.id = id,
-                None => return Err(t),
-            }
-        }
+    /// Starts try `t` to `t.server` over `t.transport` with upstream ID `t.id` (for UDP,
+    /// from [`Flights::fresh_id`]) and a new deadline.
+    fn send_to_host(&mut self, mut t: Try, now: Duration, stats: &Stats, out: &mut Vec<Out>) {
         msg::set_id(&mut t.query, t.id);
         t.deadline = now.saturating_add(self.cfg.timeout);
         let (server, transport, query) = (t.server, t.transport, t.query.clone());
@@ -308,7 +312,6 @@ impl Resolver {
                 query,
             },
         });
-        Ok(())
     }
 
     /// Try `t` (out of flight) failed: the next server on the same transport, or SERVFAIL.
@@ -320,9 +323,16 @@ impl Resolver {
             return;
         }
         t.server = next;
-        if let Err(t) = self.to_host(t, now, stats, out) {
-            servfail(t.client, &t.asked, stats, out);
+        if t.transport == Transport::Udp {
+            match self.flights.fresh_id() {
+                Some(id) => t.id = id,
+                None => {
+                    servfail(t.client, &t.asked, stats, out);
+                    return;
+                }
+            }
         }
+        self.send_to_host(t, now, stats, out);
     }
 
     /// A datagram from `servers[server]`'s UDP socket.
@@ -347,7 +357,7 @@ impl Resolver {
             return;
         };
         if let Some(t) = self.flights.take(ex) {
-            self.from_host(t, &answer, bytes, now, judge, stats, out);
+            self.relay_from_host(t, &answer, bytes, now, judge, stats, out);
         }
     }
 
@@ -375,7 +385,7 @@ impl Resolver {
         let answer = msg::from_host(bytes)
             .filter(|a| a.metadata.id == t.id && msg::same_question(a, &t.asked));
         match answer {
-            Some(answer) => self.from_host(t, &answer, bytes, now, judge, stats, out),
+            Some(answer) => self.relay_from_host(t, &answer, bytes, now, judge, stats, out),
             None => {
                 // The connection carries one answer only: no better one will come.
                 Stats::inc(&stats.dns_upstream_bad);
@@ -387,7 +397,7 @@ impl Resolver {
     /// `answer` (parsed from `bytes`) ends try `t` (out of flight): a TCP retry, or the
     /// reply to the guest.
     #[allow(clippy::too_many_arguments)]
-    fn from_host(
+    fn relay_from_host(
         &mut self,
         t: Try,
         answer: &Message,
@@ -403,10 +413,8 @@ impl Resolver {
                 transport: Transport::Tcp,
                 ..t
             };
-            // A TCP try needs no free UDP ID: it always starts.
-            if let Err(t) = self.to_host(retry, now, stats, out) {
-                servfail(t.client, &t.asked, stats, out);
-            }
+            // Same server, same upstream ID (a TCP try needs no unique one).
+            self.send_to_host(retry, now, stats, out);
             return;
         }
         if self.cfg.rebind_protection {
@@ -419,7 +427,14 @@ impl Resolver {
                     "dns: answer with a private address blocked (rebind protection), answered NXDOMAIN"
                 );
                 Stats::inc(&stats.dns_rebind_blocked);
-                local(t.client, &t.asked, ResponseCode::NXDomain, Vec::new(), stats, out);
+                local(
+                    t.client,
+                    &t.asked,
+                    ResponseCode::NXDomain,
+                    Vec::new(),
+                    stats,
+                    out,
+                );
                 return;
             }
         }
@@ -513,5 +528,12 @@ fn local(
 /// SERVFAIL for `asked`: no upstream answered.
 fn servfail(client: Client, asked: &Asked, stats: &Stats, out: &mut Vec<Out>) {
     Stats::inc(&stats.dns_servfail);
-    local(client, asked, ResponseCode::ServFail, Vec::new(), stats, out);
+    local(
+        client,
+        asked,
+        ResponseCode::ServFail,
+        Vec::new(),
+        stats,
+        out,
+    );
 }

@@ -6,7 +6,9 @@
 
 use std::net::IpAddr;
 
-use hickory_proto::op::{Edns, Header, Message, MessageType, Metadata, OpCode, Query, ResponseCode};
+use hickory_proto::op::{
+    Edns, Header, Message, MessageType, Metadata, OpCode, Query, ResponseCode,
+};
 use hickory_proto::rr::{Name, RData, Record};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
