@@ -13,6 +13,10 @@
 #   ringnet-epoll  ringnet attach --egress epoll
 #   ringnet-base-uring / ringnet-base-epoll  the same with $RINGNET_BASE_BIN (a build to
 #                  compare against, e.g. before a refactor: before/after ratios in one run)
+#   ringnet-policy-uring / ringnet-policy-epoll  ringnet with a 50-rule policy loaded
+#                  (49 rules that match none of the test flows, then allow group:host;
+#                  egress default deny): every new flow walks all 50 rules. Compare with
+#                  ringnet-uring / -epoll in the same run for the policy's cost.
 #
 # Tests (per backend session, cheap and fragile first, host->guest bulk last):
 #   tcp_rr udp_rr  1-byte request/response, one flow: p50/p99/p99.9 and rate
@@ -163,18 +167,36 @@ attach_slirp4netns() {
 	BPID=$CHILD BWRAP=$BGPID SERVER=10.0.2.2
 }
 
-attach_ringnet() { # GUEST MTU DRIVER [BINARY]
+attach_ringnet() { # GUEST MTU DRIVER [BINARY [EXTRA ARGS...]]
 	local g=$1 mtu=$2 drv=$3 bin=${4:-$RINGNET_BIN} cpuopt=()
+	shift $(($# < 4 ? $# : 4))
 	[ "$PINMODE" = pinned ] && cpuopt=(--cpu "$CPU")
 	bg "$LIFE" "$WORK/ringnet-$drv.log" "${PFX[@]}" ip netns exec "$HOSTNS" \
 		"$bin" attach --netns "/run/netns/$g" --tap tap0 --configure \
-		--mtu "$mtu" --egress "$drv" --stats "${cpuopt[@]}"
+		--mtu "$mtu" --egress "$drv" --stats "${cpuopt[@]}" "$@"
 	BPID=$CHILD BWRAP=$BGPID SERVER=172.16.0.1
+}
+# The 50-rule policy of the ringnet-policy-* backends (written once per run).
+policy50() {
+	local f=$WORK/policy50.toml i
+	if [ ! -f "$f" ]; then
+		{
+			echo 'default_egress = "deny"'
+			echo 'rules = ['
+			for i in $(seq 1 24); do echo "  \"deny tcp 203.0.113.$i port 1-1024\","; done
+			for i in $(seq 1 25); do echo "  \"deny .blocked$i.example\","; done
+			echo '  "allow group:host",'
+			echo ']'
+		} >"$f"
+	fi
+	echo "$f"
 }
 attach_ringnet-uring() { attach_ringnet "$1" "$2" uring; }
 attach_ringnet-epoll() { attach_ringnet "$1" "$2" epoll; }
 attach_ringnet-base-uring() { attach_ringnet "$1" "$2" uring "$RINGNET_BASE_BIN"; }
 attach_ringnet-base-epoll() { attach_ringnet "$1" "$2" epoll "$RINGNET_BASE_BIN"; }
+attach_ringnet-policy-uring() { attach_ringnet "$1" "$2" uring "$RINGNET_BIN" --policy "$(policy50)"; }
+attach_ringnet-policy-epoll() { attach_ringnet "$1" "$2" epoll "$RINGNET_BIN" --policy "$(policy50)"; }
 
 backend_alive() { [ -z "$BWRAP" ] || kill -0 "$BPID" 2>/dev/null; }
 

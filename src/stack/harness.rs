@@ -54,6 +54,9 @@ impl Clock for VirtualClock {
 #[derive(Debug)]
 pub struct FakeSock {
     pub token: Token,
+    #[allow(dead_code)] // for tests that check what kind of socket was opened
+    pub kind: SockKind,
+    pub remote: SocketAddr,
     /// Bytes the engine sent to the host.
     pub sent: Vec<u8>,
     /// `shutdown(SHUT_WR)` was asked.
@@ -100,6 +103,12 @@ impl FakeHost {
         self.events.push(Event::Readable { token });
     }
 
+    /// The stop eventfd's wake-up (the fake driver watches no fds): a new policy is taken.
+    pub fn wake_stop(&mut self) {
+        let token = Token(Key::fixed(super::WAKE_STOP).pack(super::T_WAKE));
+        self.events.push(Event::Wake { token });
+    }
+
     pub fn host_eof(&mut self, id: u64) {
         let s = self.sock(id);
         s.eof = true;
@@ -135,8 +144,8 @@ impl Driver for FakeDriver {
 
     fn open(
         &mut self,
-        _kind: SockKind,
-        _remote: SocketAddr,
+        kind: SockKind,
+        remote: SocketAddr,
         _connect_timeout: Duration,
         token: Token,
     ) -> Result<SockId, EgressError> {
@@ -147,6 +156,8 @@ impl Driver for FakeDriver {
             id,
             FakeSock {
                 token,
+                kind,
+                remote,
                 sent: Vec::new(),
                 shut: false,
                 closed: None,
@@ -319,17 +330,18 @@ impl Guest {
 
     /// A client socket connecting to the gateway at `port`.
     pub fn connect(&mut self, port: u16) -> SocketHandle {
+        self.connect_to(IpAddress::Ipv4(GW), port)
+    }
+
+    /// A client socket connecting to `ip` at `port` (through the gateway).
+    pub fn connect_to(&mut self, ip: IpAddress, port: u16) -> SocketHandle {
         let mut s = tcp::Socket::new(
             tcp::SocketBuffer::new(vec![0; 65536]),
             tcp::SocketBuffer::new(vec![0; 65536]),
         );
         self.next_port += 1;
-        s.connect(
-            self.iface.context(),
-            (IpAddress::Ipv4(GW), port),
-            self.next_port,
-        )
-        .expect("connect");
+        s.connect(self.iface.context(), (ip, port), self.next_port)
+            .expect("connect");
         self.sockets.add(s)
     }
 
@@ -344,6 +356,9 @@ impl Guest {
 
 /// Engine + guest + fake host + virtual clock.
 pub struct Harness {
+    /// Every frame the engine sent to the guest, when `keep_frames` is set.
+    pub frames: Vec<Vec<u8>>,
+    pub keep_frames: bool,
     pub engine: Engine,
     host: Arc<Mutex<FakeHost>>,
     pub link: Arc<Link>,
@@ -380,6 +395,8 @@ impl Harness {
         )
         .expect("engine");
         Harness {
+            frames: Vec::new(),
+            keep_frames: false,
             engine,
             host,
             link,
@@ -414,11 +431,22 @@ impl Harness {
             if std::env::var_os("HARNESS_TRACE").is_some() {
                 eprintln!("{:?} e->g {}", self.clock.now(), trace(f.bytes()));
             }
+            if self.keep_frames {
+                self.frames.push(f.bytes().to_vec());
+            }
             if self.guest.link_up {
                 self.guest.wire.from_engine.push_back(f.bytes().to_vec());
             }
         }
         self.guest.poll(now);
+    }
+
+    /// Put a raw frame from the guest on `from_guest` (it is taken by the next turn).
+    pub fn inject(&mut self, bytes: &[u8]) {
+        let mut f = self.link.pool.lease().expect("harness pool has room");
+        f.capacity_mut()[..bytes.len()].copy_from_slice(bytes);
+        f.set_len(bytes.len());
+        assert!(self.link.from_guest.push(f), "from_guest full");
     }
 
     /// Turns while virtual time advances by `d` in steps of 5 ms.

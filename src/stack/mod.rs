@@ -53,6 +53,8 @@ pub(crate) mod guard;
 #[cfg(test)]
 mod harness;
 pub mod limits;
+#[cfg(test)]
+mod policy_tests;
 mod port;
 pub(crate) mod tcp;
 pub(crate) mod udp;

@@ -718,9 +718,15 @@ fn service(
     // that admitted the flow.
     let mut hold = false;
     if let Some(dest) = &flow.sni {
-        let fin = !s.may_recv();
+        // The guest's FIN came (a hello cut short stays incomplete: nothing to check).
+        let fin = matches!(
+            s.state(),
+            State::CloseWait | State::LastAck | State::Closing | State::TimeWait | State::Closed
+        );
         match s.peek(MAX_HELLO).map(client_hello_sni) {
             Ok(Sni::NeedMore) if !fin && s.recv_queue() < MAX_HELLO => hold = true,
+            // Not receiving yet (SYN-RECEIVED): nothing to look at.
+            Err(_) if !fin => hold = true,
             Ok(Sni::Name(name)) if !cx.guard.sni_agrees(dest, &name, flow.key.1) => {
                 flow.end(driver, connecting, true, true);
                 return Next::Reap;
