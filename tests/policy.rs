@@ -30,7 +30,9 @@
 //! - `udp_denied::{v4,v6}`: datagrams to a denied address are dropped (no echo; the guest's
 //!   connected socket sees the ICMP administratively-prohibited error), another address
 //!   still echoes; `policy_denied_udp`.
-//! - `icmp_denied`: ping to a denied address fails, to another works; `policy_denied_icmp`.
+//! - `icmp_denied`: ping to a denied address fails with "Packet filtered" (ICMP
+//!   administratively prohibited), to another works; `policy_denied_icmp`.
+//! - `run_policy`: `ringnet run --deny …` applies to the command's flows as `attach` does.
 //! - `safe_preset`: the metadata address and a private address are refused (the metadata
 //!   server sees nothing), a foreign resolver is unreachable over UDP and TCP (dnsmasq never
 //!   sees those queries) while the gateway's DNS answers, a public address and the host
@@ -505,6 +507,12 @@ fn icmp_denied() {
     let no = tb.guest.sh(&format!("ping -c 2 -W 1 {A}"));
     assert!(!no.success(), "ping to a denied address answered: {no}");
     assert!(!no.stdout.contains("bytes from"), "{no}");
+    // iputils ping reports ICMP "communication administratively prohibited" (type 3 code 13)
+    // as "Packet filtered".
+    assert!(
+        no.stdout.contains("Packet filtered"),
+        "no administratively-prohibited error came back: {no}"
+    );
     let (c, _) = stop(&mut tb, &["policy_denied_icmp"]);
     assert!(c[0] >= 1, "policy_denied_icmp {c:?}");
 }
@@ -647,5 +655,52 @@ fn no_policy_allows_all() {
     assert!(
         !stderr.lines().any(|l| l.starts_with("policy_denied")),
         "{stderr}"
+    );
+}
+
+#[test]
+fn run_policy() {
+    require_privileges!("python3");
+    let _wd = Watchdog::new(CASE_LIMIT);
+    let host = HostNs::new();
+    for addr in [A, B] {
+        host.add_sink_addr(addr);
+    }
+    let mut srv = Probe::start(&host, &[A, B], 0);
+    let client = helper("policy_client.py");
+    let script = format!(
+        "python3 -B {client} connect --target {A} --port {p}; \
+         python3 -B {client} connect --target {B} --port {p}",
+        p = srv.port
+    );
+    let deny = format!("tcp {A}");
+    let out = host.ringnet(
+        &["run", "--stats", "--deny", &deny, "--", "sh", "-c", &script],
+        Duration::from_secs(60),
+    );
+    assert!(out.success(), "{out}");
+    let results: Vec<Json> = out
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(results.len(), 2, "{out}");
+    assert_eq!(results[0]["error"], "refused", "{out}");
+    assert!(
+        results[0]["seconds"].as_f64().unwrap_or(9.0) < RST_BOUND,
+        "{out}"
+    );
+    assert_eq!(results[1]["ok"], true, "{out}");
+    assert_eq!(srv.accepted(A, QUIET), 0, "{:?}", srv.seen);
+    assert_eq!(
+        srv.accepted(B, Duration::from_millis(50)),
+        1,
+        "{:?}",
+        srv.seen
+    );
+    assert_eq!(
+        stats_counter(&out.stderr, "policy_denied_tcp"),
+        Some(1),
+        "{out}"
     );
 }
