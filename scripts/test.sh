@@ -5,8 +5,9 @@
 # integration tests in tests/, benches in test mode) built with --release, because the
 # end-to-end tests move GiBs through ringnet.
 #
-# The namespace/TAP tests in tests/ need root, /dev/net/tun, ip, ping, arping and python3
-# (scripts/install-test-deps.sh installs the packages). Unprivileged they print
+# The namespace/TAP tests in tests/ need root, /dev/net/tun, ip, ping, arping, python3, and
+# for tests/dns.rs and tests/policy.rs dnsmasq, dig and unshare (scripts/install-test-deps.sh
+# installs the packages). Unprivileged they print
 # "SKIP: <reason>" and pass; with CI=true they fail instead.
 #
 # Environment knobs passed through to the tests:
