@@ -128,7 +128,17 @@ impl DnsService {
 
     /// Carry out the resolver's actions (replies to TCP clients land in `tcp_replies`).
     pub fn flush(&mut self, host: &mut Host<'_>, port: &mut Port<'_>, addrs: &Addrs) {
-        while let Some(action) = self.out.pop() {
+        // In order (queries go upstream as the guest sent them); failures handled on the
+        // way append their next tries for the next round.
+        while !self.out.is_empty() {
+            for action in std::mem::take(&mut self.out) {
+                self.carry_out(action, host, port, addrs);
+            }
+        }
+    }
+
+    fn carry_out(&mut self, action: Out, host: &mut Host<'_>, port: &mut Port<'_>, addrs: &Addrs) {
+        {
             match action {
                 Out::Reply {
                     client: Client::Udp { guest, gateway },

@@ -48,6 +48,8 @@
 
 pub mod device;
 mod dns;
+#[cfg(test)]
+mod dns_tests;
 pub mod gateway;
 pub(crate) mod guard;
 #[cfg(test)]
