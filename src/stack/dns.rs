@@ -138,35 +138,33 @@ impl DnsService {
     }
 
     fn carry_out(&mut self, action: Out, host: &mut Host<'_>, port: &mut Port<'_>, addrs: &Addrs) {
-        {
-            match action {
-                Out::Reply {
-                    client: Client::Udp { guest, gateway },
-                    bytes,
-                } => reply_udp(port, addrs, gateway, guest, &bytes),
-                Out::Reply {
-                    client: Client::Tcp { conn },
-                    bytes,
-                } => self.tcp_replies.push((conn, bytes)),
-                Out::Udp {
-                    server,
-                    exchange,
-                    query,
-                } => {
-                    if !self.send_udp(server, &query, host) {
-                        self.resolver
-                            .failed(exchange, host.elapsed, host.stats, &mut self.out);
-                    }
+        match action {
+            Out::Reply {
+                client: Client::Udp { guest, gateway },
+                bytes,
+            } => reply_udp(port, addrs, gateway, guest, &bytes),
+            Out::Reply {
+                client: Client::Tcp { conn },
+                bytes,
+            } => self.tcp_replies.push((conn, bytes)),
+            Out::Udp {
+                server,
+                exchange,
+                query,
+            } => {
+                if !self.send_udp(server, &query, host) {
+                    self.resolver
+                        .failed(exchange, host.elapsed, host.stats, &mut self.out);
                 }
-                Out::Tcp {
-                    server,
-                    exchange,
-                    query,
-                } => {
-                    if !self.open_tcp(server, exchange, &query, host) {
-                        self.resolver
-                            .failed(exchange, host.elapsed, host.stats, &mut self.out);
-                    }
+            }
+            Out::Tcp {
+                server,
+                exchange,
+                query,
+            } => {
+                if !self.open_tcp(server, exchange, &query, host) {
+                    self.resolver
+                        .failed(exchange, host.elapsed, host.stats, &mut self.out);
                 }
             }
         }
