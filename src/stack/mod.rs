@@ -398,18 +398,17 @@ impl Engine {
             self.on_event(ev, elapsed);
         }
         self.events = events;
-        self.deliver_dns_replies(elapsed);
+        self.deliver_dns_replies();
         self.udp.expire(&mut self.host.cx(elapsed));
         let mut port = self.guest.port(smol_now(elapsed));
         self.dns
             .expire(&mut self.host.cx(elapsed), &mut port, &self.addrs);
-        self.deliver_dns_replies(elapsed);
+        self.deliver_dns_replies();
         Ok(())
     }
 
     /// Hand the resolver's replies for guest TCP connections to their flows.
-    fn deliver_dns_replies(&mut self, elapsed: Duration) {
-        let _ = elapsed;
+    fn deliver_dns_replies(&mut self) {
         for (conn, msg) in self.dns.tcp_replies.drain(..) {
             self.tcp.deliver_dns(conn, &msg, &self.link.stats);
         }
@@ -434,7 +433,7 @@ impl Engine {
         let mut port = self.guest.port(smol_now(elapsed));
         self.dns.flush(&mut host, &mut port, &self.addrs);
         let replies = !self.dns.tcp_replies.is_empty();
-        self.deliver_dns_replies(elapsed);
+        self.deliver_dns_replies();
         self.tcp.dns_queries = queries;
         self.tcp.dns_queries.clear();
         replies
