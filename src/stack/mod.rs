@@ -21,6 +21,12 @@
 //!      frame goes to smoltcp, one frame per `poll_ingress_single`, so each SYN meets the
 //!      socket made for it;
 //!    - UDP is relayed outside smoltcp (`udp`);
+//!    - DNS: UDP to a gateway address, port 53, goes to the DNS service (`dns`, the
+//!      resolver in [`crate::dns`]); a TCP SYN to it makes a *local* flow, served by
+//!      ringnet with no host socket;
+//!    - every new TCP, UDP and echo flow is first admitted by the policy (`guard`): a
+//!      denied SYN gets RST (no host connect), a denied datagram or echo is dropped and
+//!      answered with ICMP "administratively prohibited";
 //!    - a source address other than the guest's is dropped (no spoofed flows);
 //!    - ARP and NDP naming a MAC other than the guest's (Ethernet source, ARP sender,
 //!      NDP link-layer address option) are dropped and counted as `neigh_spoofed`: they
@@ -38,6 +44,9 @@
 //! (the guest side: link, port, device capabilities, the time) and a `Host` (the egress
 //! driver, the counters, the fd warning, the time) — built from disjoint fields of the
 //! engine, so both can be lent at once.
+//!
+//! A new policy ([`Link::set_policy`]) arrives with the stop eventfd's wake-up; open flows
+//! it denies are ended at once.
 //!
 //! Limits: [`BATCH`] frames per turn (so host events are never starved by a flooding
 //! guest), `max_connections` TCP flows, `max_udp_flows` UDP/ICMP flows, the pool's slots and
