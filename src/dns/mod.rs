@@ -153,6 +153,9 @@ pub struct Resolver {
     statics: HashMap<String, Vec<IpAddr>>,
     /// The upstream tries in flight.
     flights: Flights,
+    /// PTR names of the gateway addresses (answered with the host alias, never asked
+    /// upstream: `ping host.ringnet.internal` looks its address up in reverse).
+    reverse: HashMap<String, hickory_proto::rr::Name>,
 }
 
 impl Resolver {
@@ -172,10 +175,19 @@ impl Resolver {
         let alias = cfg.gateway4.map(IpAddr::V4).into_iter();
         let alias = alias.chain(cfg.gateway6.map(IpAddr::V6)).collect();
         statics.insert(crate::config::HOST_ALIAS.to_owned(), alias);
+        let mut reverse = HashMap::new();
+        if let Ok(target) = hickory_proto::rr::Name::from_ascii(crate::config::HOST_ALIAS) {
+            let gateways = cfg.gateway4.map(IpAddr::V4).into_iter();
+            for ip in gateways.chain(cfg.gateway6.map(IpAddr::V6)) {
+                let ptr = msg::name_key(&hickory_proto::rr::Name::from(ip));
+                reverse.insert(ptr, target.clone());
+            }
+        }
         Resolver {
             cfg,
             statics,
             flights: Flights::new(seed),
+            reverse,
         }
     }
 
@@ -241,6 +253,21 @@ impl Resolver {
                         answers.push(msg::static_record(&asked, ip));
                     }
                 }
+            }
+            Stats::inc(&stats.dns_local);
+            local(client, &asked, ResponseCode::NoError, answers, stats, out);
+            return;
+        }
+        if let Some(target) = self.reverse.get(&name) {
+            let mut answers = Vec::new();
+            if qtype == RecordType::PTR && asked.query.query_class() == DNSClass::IN {
+                let ptr =
+                    hickory_proto::rr::RData::PTR(hickory_proto::rr::rdata::PTR(target.clone()));
+                answers.push(Record::from_rdata(
+                    asked.query.name().clone(),
+                    msg::STATIC_TTL,
+                    ptr,
+                ));
             }
             Stats::inc(&stats.dns_local);
             local(client, &asked, ResponseCode::NoError, answers, stats, out);

@@ -128,35 +128,43 @@ impl DnsService {
 
     /// Carry out the resolver's actions (replies to TCP clients land in `tcp_replies`).
     pub fn flush(&mut self, host: &mut Host<'_>, port: &mut Port<'_>, addrs: &Addrs) {
-        while let Some(action) = self.out.pop() {
-            match action {
-                Out::Reply {
-                    client: Client::Udp { guest, gateway },
-                    bytes,
-                } => reply_udp(port, addrs, gateway, guest, &bytes),
-                Out::Reply {
-                    client: Client::Tcp { conn },
-                    bytes,
-                } => self.tcp_replies.push((conn, bytes)),
-                Out::Udp {
-                    server,
-                    exchange,
-                    query,
-                } => {
-                    if !self.send_udp(server, &query, host) {
-                        self.resolver
-                            .failed(exchange, host.elapsed, host.stats, &mut self.out);
-                    }
+        // In order (queries go upstream as the guest sent them); failures handled on the
+        // way append their next tries for the next round.
+        while !self.out.is_empty() {
+            for action in std::mem::take(&mut self.out) {
+                self.carry_out(action, host, port, addrs);
+            }
+        }
+    }
+
+    fn carry_out(&mut self, action: Out, host: &mut Host<'_>, port: &mut Port<'_>, addrs: &Addrs) {
+        match action {
+            Out::Reply {
+                client: Client::Udp { guest, gateway },
+                bytes,
+            } => reply_udp(port, addrs, gateway, guest, &bytes),
+            Out::Reply {
+                client: Client::Tcp { conn },
+                bytes,
+            } => self.tcp_replies.push((conn, bytes)),
+            Out::Udp {
+                server,
+                exchange,
+                query,
+            } => {
+                if !self.send_udp(server, &query, host) {
+                    self.resolver
+                        .failed(exchange, host.elapsed, host.stats, &mut self.out);
                 }
-                Out::Tcp {
-                    server,
-                    exchange,
-                    query,
-                } => {
-                    if !self.open_tcp(server, exchange, &query, host) {
-                        self.resolver
-                            .failed(exchange, host.elapsed, host.stats, &mut self.out);
-                    }
+            }
+            Out::Tcp {
+                server,
+                exchange,
+                query,
+            } => {
+                if !self.open_tcp(server, exchange, &query, host) {
+                    self.resolver
+                        .failed(exchange, host.elapsed, host.stats, &mut self.out);
                 }
             }
         }

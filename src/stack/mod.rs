@@ -21,6 +21,12 @@
 //!      frame goes to smoltcp, one frame per `poll_ingress_single`, so each SYN meets the
 //!      socket made for it;
 //!    - UDP is relayed outside smoltcp (`udp`);
+//!    - DNS: UDP to a gateway address, port 53, goes to the DNS service (`dns`, the
+//!      resolver in [`crate::dns`]); a TCP SYN to it makes a *local* flow, served by
+//!      ringnet with no host socket;
+//!    - every new TCP, UDP and echo flow is first admitted by the policy (`guard`): a
+//!      denied SYN gets RST (no host connect), a denied datagram or echo is dropped and
+//!      answered with ICMP "administratively prohibited";
 //!    - a source address other than the guest's is dropped (no spoofed flows);
 //!    - ARP and NDP naming a MAC other than the guest's (Ethernet source, ARP sender,
 //!      NDP link-layer address option) are dropped and counted as `neigh_spoofed`: they
@@ -39,6 +45,9 @@
 //! driver, the counters, the fd warning, the time) — built from disjoint fields of the
 //! engine, so both can be lent at once.
 //!
+//! A new policy ([`Link::set_policy`]) arrives with the stop eventfd's wake-up; open flows
+//! it denies are ended at once.
+//!
 //! Limits: [`BATCH`] frames per turn (so host events are never starved by a flooding
 //! guest), `max_connections` TCP flows, `max_udp_flows` UDP/ICMP flows, the pool's slots and
 //! the rings' sizes; every drop increments a counter in [`crate::metrics::Stats`]. A host
@@ -48,6 +57,8 @@
 
 pub mod device;
 mod dns;
+#[cfg(test)]
+mod dns_tests;
 pub mod gateway;
 pub(crate) mod guard;
 #[cfg(test)]
@@ -396,18 +407,17 @@ impl Engine {
             self.on_event(ev, elapsed);
         }
         self.events = events;
-        self.deliver_dns_replies(elapsed);
+        self.deliver_dns_replies();
         self.udp.expire(&mut self.host.cx(elapsed));
         let mut port = self.guest.port(smol_now(elapsed));
         self.dns
             .expire(&mut self.host.cx(elapsed), &mut port, &self.addrs);
-        self.deliver_dns_replies(elapsed);
+        self.deliver_dns_replies();
         Ok(())
     }
 
     /// Hand the resolver's replies for guest TCP connections to their flows.
-    fn deliver_dns_replies(&mut self, elapsed: Duration) {
-        let _ = elapsed;
+    fn deliver_dns_replies(&mut self) {
         for (conn, msg) in self.dns.tcp_replies.drain(..) {
             self.tcp.deliver_dns(conn, &msg, &self.link.stats);
         }
@@ -432,7 +442,7 @@ impl Engine {
         let mut port = self.guest.port(smol_now(elapsed));
         self.dns.flush(&mut host, &mut port, &self.addrs);
         let replies = !self.dns.tcp_replies.is_empty();
-        self.deliver_dns_replies(elapsed);
+        self.deliver_dns_replies();
         self.tcp.dns_queries = queries;
         self.tcp.dns_queries.clear();
         replies

@@ -37,6 +37,34 @@ fn host_alias_a_and_aaaa() {
 }
 
 #[test]
+fn gateway_addresses_resolve_in_reverse_to_the_alias() {
+    let mut h = Harness::new();
+    for (id, name) in [
+        (1, "1.0.16.172.in-addr.arpa."),
+        (
+            2,
+            "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.2.6.0.0.3.7.d.6.2.4.d.f.ip6.arpa.",
+        ),
+    ] {
+        let (_, _, m) = reply_of(h.query(udp_client(), &query(id, name, RecordType::PTR)));
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(m.answers.len(), 1, "{name}");
+        match &m.answers[0].data {
+            RData::PTR(p) => assert_eq!(p.0.to_ascii(), format!("{HOST_ALIAS}.")),
+            other => panic!("{other:?}"),
+        }
+    }
+    // Another type for that name: empty, still local.
+    let (_, _, m) = reply_of(h.query(
+        udp_client(),
+        &query(3, "1.0.16.172.in-addr.arpa.", RecordType::TXT),
+    ));
+    assert!(m.answers.is_empty());
+    assert_eq!(count(&h.stats.dns_forwarded), 0);
+    assert_eq!(count(&h.stats.dns_local), 3);
+}
+
+#[test]
 fn host_alias_with_ipv6_inactive() {
     let mut h = Harness::with(ResolverConfig {
         gateway6: None,
