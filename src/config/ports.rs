@@ -217,7 +217,10 @@ mod tests {
 
     fn one(s: &str) -> String {
         let v = PortSpec::parse_list(s).unwrap();
-        v.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+        v.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 
     #[test]
@@ -225,7 +228,10 @@ mod tests {
         assert_eq!(one("8080"), "127.0.0.1:8080/tcp -> guest 8080");
         assert_eq!(one("8080:80"), "127.0.0.1:8080/tcp -> guest 80");
         assert_eq!(one("0.0.0.0:5353:53/udp"), "0.0.0.0:5353/udp -> guest 53");
-        assert_eq!(one("198.51.100.7:8080"), "198.51.100.7:8080/tcp -> guest 8080");
+        assert_eq!(
+            one("198.51.100.7:8080"),
+            "198.51.100.7:8080/tcp -> guest 8080"
+        );
         assert_eq!(one("[::]:8080:80"), "[::]:8080/tcp -> guest 80");
         assert_eq!(one("[::1]:8080"), "[::1]:8080/tcp -> guest 8080");
         assert_eq!(

@@ -104,6 +104,13 @@ impl Listener {
         }
     }
 
+    /// Refuse an accepted connection: close it with RST (`SO_LINGER` 0).
+    pub fn reject(fd: OwnedFd) {
+        if let Err(e) = sys::set_linger_zero(fd.as_raw_fd()) {
+            tracing::debug!(error = %e, "SO_LINGER on a refused client failed");
+        }
+    }
+
     /// A UDP socket of this port for `peer` alone (see the module docs).
     ///
     /// # Errors

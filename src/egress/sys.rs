@@ -193,8 +193,18 @@ pub fn udp_reuseport(
 ) -> io::Result<OwnedFd> {
     let fd = socket(SockKind::Udp, local, nonblocking)?;
     let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
-    setsockopt(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, &1 as &libc::c_int)?;
-    setsockopt(raw, libc::SOL_SOCKET, libc::SO_REUSEPORT, &1 as &libc::c_int)?;
+    setsockopt(
+        raw,
+        libc::SOL_SOCKET,
+        libc::SO_REUSEADDR,
+        &1 as &libc::c_int,
+    )?;
+    setsockopt(
+        raw,
+        libc::SOL_SOCKET,
+        libc::SO_REUSEPORT,
+        &1 as &libc::c_int,
+    )?;
     let addr = SockAddr::new(local);
     // SAFETY: `addr` points to an initialised sockaddr of `addr.len` bytes, valid for the call.
     cvt(unsafe { libc::bind(raw, addr.as_ptr(), addr.len) })?;
