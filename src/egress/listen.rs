@@ -11,6 +11,9 @@
 //!   thread then makes that peer its own socket with [`Listener::peer_socket`] — bound to
 //!   the same address and port (`SO_REUSEPORT`) and connected to the peer, so the kernel
 //!   delivers the peer's next datagrams to it, and replies leave from the published port.
+//!   A one-instruction reuseport BPF program on the listener sends every datagram no
+//!   connected socket claims to the listener, so a peer socket between its bind and its
+//!   connect never receives another peer's datagram.
 //!
 //! Syscalls: `socket`, `setsockopt`, `bind`, `listen`, `accept4`, `recvfrom`, `ioctl`.
 
@@ -50,6 +53,10 @@ impl Listener {
             }
             _ => {
                 let fd = sys::udp_reuseport(&addr, None, true)?;
+                // New peers' datagrams to the listener only, never to a peer socket in
+                // the moment between its bind and its connect (it would then hold another
+                // peer's datagram as its own).
+                sys::reuseport_pick_first(fd.as_raw_fd())?;
                 Sock::Udp(UdpSocket::from(fd))
             }
         };
@@ -101,6 +108,16 @@ impl Listener {
             Ok(r) => Ok(Some(r)),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
             Err(e) => Err(e),
+        }
+    }
+
+    /// Stop taking clients now (TCP: the listening socket stops listening, whoever still
+    /// holds a reference to it — an io_uring poll being cancelled).
+    pub fn shutdown(&self) {
+        if let Sock::Tcp(l) = &self.sock {
+            if let Err(e) = sys::shutdown_both(l.as_raw_fd()) {
+                tracing::debug!(error = %e, "shutdown of a listener failed");
+            }
         }
     }
 

@@ -213,3 +213,31 @@ pub fn udp_reuseport(
     }
     Ok(fd)
 }
+
+/// `shutdown(fd, SHUT_RDWR)`: on a listening socket, stop listening at once (connects are
+/// refused from then on, whatever still holds a reference to the socket).
+pub fn shutdown_both(fd: RawFd) -> io::Result<()> {
+    // SAFETY: shutdown(2) takes no pointers.
+    cvt(unsafe { libc::shutdown(fd, libc::SHUT_RDWR) }).map(drop)
+}
+
+/// `SO_ATTACH_REUSEPORT_CBPF` (asm-generic and x86 value; not in the libc crate for
+/// every target).
+const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
+
+/// Make the kernel pick the first socket of `fd`'s `SO_REUSEPORT` group (the one bound
+/// first) for every datagram no connected socket of the group claims: a classic BPF
+/// program of one instruction, `ret #0`.
+pub fn reuseport_pick_first(fd: RawFd) -> io::Result<()> {
+    let mut code = [libc::sock_filter {
+        code: (libc::BPF_RET | libc::BPF_K) as u16,
+        jt: 0,
+        jf: 0,
+        k: 0,
+    }];
+    let prog = libc::sock_fprog {
+        len: 1,
+        filter: code.as_mut_ptr(),
+    };
+    setsockopt(fd, libc::SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog)
+}

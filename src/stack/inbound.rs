@@ -123,6 +123,7 @@ impl Ports {
         })?;
         if let Some(p) = self.slab.remove(key) {
             host.driver.unwatch(p.listener.fd());
+            p.listener.shutdown();
             tracing::info!("unpublished {}", p.spec);
         }
         Ok(())
@@ -136,6 +137,7 @@ impl Ports {
     pub fn close_all(&mut self, driver: &mut dyn crate::egress::Driver) {
         for p in self.slab.drain() {
             driver.unwatch(p.listener.fd());
+            p.listener.shutdown();
         }
     }
 }

@@ -234,8 +234,10 @@ impl HostSide {
 /// The poll thread's state.
 pub struct Engine {
     link: Arc<Link>,
-    guest: GuestSide,
+    /// Before `guest` and `ports`: the driver goes (its io_uring polls on their fds
+    /// cancelled) before those fds close, also when `new` fails half way.
     host: HostSide,
+    guest: GuestSide,
     addrs: Addrs,
     iface: Interface,
     sockets: SocketSet<'static>,
@@ -645,7 +647,7 @@ impl Engine {
             Listener::reject(fd);
             return;
         };
-        let mut host = self.host.cx(elapsed);
+        let host = self.host.cx(elapsed);
         if !host
             .guard
             .admit_ingress(crate::policy::Proto::Tcp, peer, spec.guest())
@@ -660,6 +662,8 @@ impl Engine {
             let p = 49152 + (peer.port().wrapping_add(tries.wrapping_mul(7919)) % 16384);
             client.set_port(p);
         }
+        self.prime_neighbor(guest.ip(), elapsed);
+        let mut host = self.host.cx(elapsed);
         match self
             .tcp
             .inbound((fd, peer), guest, client, &mut self.iface, &mut host)
@@ -671,6 +675,30 @@ impl Engine {
                 Listener::reject(fd);
             }
             Err(None) => {}
+        }
+    }
+
+    /// Tell smoltcp the guest's MAC for `guest` (the guest's address of one family) before
+    /// it connects there: a synthetic ARP reply or neighbour advertisement from the guest.
+    fn prime_neighbor(&mut self, guest: IpAddr, elapsed: Duration) {
+        use crate::wire::neigh::{emit_guest_arp_reply, emit_guest_neighbor_advert};
+        let a = self.addrs;
+        let Some(mut frame) = self.link.pool.lease() else {
+            return; // discovery then takes its usual course
+        };
+        let buf = frame.capacity_mut();
+        let n = match (guest, a.gw4, a.gw6) {
+            (IpAddr::V4(g), Some(gw), _) => {
+                emit_guest_arp_reply(buf, (a.guest_mac, g), (a.gw_mac, gw)).ok()
+            }
+            (IpAddr::V6(g), _, Some(gw)) => {
+                emit_guest_neighbor_advert(buf, (a.guest_mac, g), (a.gw_mac, gw)).ok()
+            }
+            _ => None,
+        };
+        if let Some(n) = n {
+            frame.set_len(n);
+            self.poll_smoltcp(Some(frame), smol_now(elapsed));
         }
     }
 

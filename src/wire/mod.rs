@@ -57,6 +57,7 @@
 pub mod classify;
 pub mod csum;
 pub mod gso;
+pub mod neigh;
 pub mod vnet;
 
 pub use classify::{
