@@ -224,6 +224,9 @@ pub trait SockIo: Sized {
 
     fn watch(&mut self, fd: RawFd, token: Token) -> Result<(), EgressError>;
 
+    /// Stop watching `fd`: no event about it after this returns.
+    fn unwatch(&mut self, fd: RawFd);
+
     /// Start of a `wait` round: the work due before blocking (re-arming watched fds,
     /// deferred I/O, expired deadlines). Returns the mechanism's next deadline.
     fn prepare(&mut self, t: &mut SockTable<Self::Sock>, now: Instant) -> Option<Instant>;
@@ -430,6 +433,55 @@ impl<I: SockIo> Driver for SockDriver<I> {
 
     fn watch(&mut self, fd: RawFd, token: Token) -> Result<(), EgressError> {
         self.io.watch(fd, token)
+    }
+
+    fn unwatch(&mut self, fd: RawFd) {
+        self.io.unwatch(fd);
+    }
+
+    fn adopt(
+        &mut self,
+        fd: OwnedFd,
+        kind: SockKind,
+        peer: SocketAddr,
+        token: Token,
+    ) -> Result<SockId, EgressError> {
+        let limits = self.t.bufs.limits;
+        if self.t.socks.len() >= limits.max_sockets {
+            return Err(EgressError::TooManySockets(self.t.socks.len()));
+        }
+        let sock_err = |source| EgressError::Socket {
+            kind,
+            remote: peer,
+            source,
+        };
+        sys::set_nonblocking(fd.as_raw_fd(), I::NONBLOCKING).map_err(sock_err)?;
+        if kind == SockKind::Tcp {
+            if let Err(e) = sys::set_nodelay(fd.as_raw_fd()) {
+                tracing::debug!(error = %e, "TCP_NODELAY failed");
+            }
+        }
+        let connect = Connect {
+            addr: SockAddr::new(&peer),
+            timeout: Duration::ZERO,
+        };
+        let sock = Sock {
+            fd,
+            state: SockState::new(kind, token, &limits),
+            phase: SockPhase::Open,
+            rx_ready: false,
+            io: I::new_sock(&connect),
+        };
+        let too_many = EgressError::TooManySockets(self.t.socks.len());
+        let key = self.t.socks.insert(sock).ok_or(too_many)?;
+        let Some(at) = self.t.entry(key) else {
+            unreachable!("{key:?} was inserted just above");
+        };
+        if let Err(source) = self.io.start(at, &connect) {
+            self.t.remove(key);
+            return Err(sock_err(source));
+        }
+        Ok(SockId(key))
     }
 
     fn wait(

@@ -132,6 +132,43 @@ impl Guard {
         None
     }
 
+    /// May a host client at `client` reach guest port `port` over `proto` (a published
+    /// port)? Denials are counted and logged like egress ones.
+    pub fn admit_ingress(&mut self, proto: Proto, client: SocketAddr, port: u16) -> bool {
+        if self.open {
+            return true;
+        }
+        let flow = Flow {
+            direction: Direction::Ingress,
+            proto,
+            ip: client.ip(),
+            port,
+        };
+        let d = self.policy.decide(&flow, &[], &self.gw);
+        if d.action == Action::Allow {
+            return true;
+        }
+        let stats = &self.link.stats;
+        Stats::inc(match proto {
+            Proto::Tcp => &stats.policy_denied_tcp,
+            Proto::Udp => &stats.policy_denied_udp,
+            Proto::Icmp => &stats.policy_denied_icmp,
+        });
+        Stats::inc(match d.rule {
+            Some(_) => &stats.policy_denied_rule,
+            None => &stats.policy_denied_default,
+        });
+        let dst = SocketAddr::new(client.ip(), port);
+        if self.first_denial(proto, client.ip(), dst) {
+            let why = self.policy.describe(&d, Direction::Ingress);
+            tracing::info!(
+                "policy: denied inbound {} {client} -> guest port {port} by {why}",
+                proto.name()
+            );
+        }
+        false
+    }
+
     /// Is an open flow still allowed under the current policy? `names` are those it was
     /// admitted with. Denials here are counted as `policy_revoked` by the caller.
     pub fn recheck(&self, proto: Proto, dst: SocketAddr, names: &[Box<str>]) -> bool {

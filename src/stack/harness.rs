@@ -171,6 +171,18 @@ impl Driver for FakeDriver {
         Ok(SockId(Key::fixed(id as u32)))
     }
 
+    fn adopt(
+        &mut self,
+        _fd: std::os::fd::OwnedFd,
+        kind: SockKind,
+        peer: SocketAddr,
+        token: Token,
+    ) -> Result<SockId, EgressError> {
+        self.open(kind, peer, Duration::ZERO, token)
+    }
+
+    fn unwatch(&mut self, _fd: std::os::fd::RawFd) {}
+
     fn send(&mut self, sock: SockId, data: &[u8]) -> usize {
         match self.host().live(sock) {
             Some(s) if s.error.is_none() && !s.shut => {

@@ -73,6 +73,8 @@ use crate::wire::classify::TcpFlags;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Connecting,
+    /// A published port's client: the host side is connected, the guest side connecting.
+    Inbound,
     Open,
     Aborting,
 }
@@ -108,6 +110,10 @@ struct Flow {
     sni: Option<Dest>,
     /// The names the flow was admitted with (for re-checking under a new policy).
     names: Vec<Box<str>>,
+    /// Opened by a host client of a published port (counted in `inbound_active`).
+    inbound: bool,
+    /// When the flow was made.
+    created: Instant,
 }
 
 impl Flow {
@@ -165,6 +171,9 @@ pub struct Flows {
     pub dns_queries: Vec<(u64, Vec<u8>)>,
     /// Guest DNS connections reaped, for the resolver to forget.
     pub dns_closed: Vec<u64>,
+    /// Inbound flows open (published ports), and their cap.
+    inbound: usize,
+    max_inbound: usize,
 }
 
 /// Segments one flow may send to the guest per turn (fairness between flows).
@@ -213,6 +222,8 @@ impl Flows {
             spare: Vec::new(),
             dns_queries: Vec::new(),
             dns_closed: Vec::new(),
+            inbound: 0,
+            max_inbound: cfg.max_inbound_connections.max(1),
         }
     }
 
@@ -325,6 +336,8 @@ impl Flows {
             local: local.then(Box::default),
             sni,
             names,
+            inbound: false,
+            created: host_now(host),
         };
         // Room was checked above (`slab.len() < max`, the slab's own bound).
         let key = self.slab.insert(flow)?;
@@ -370,6 +383,105 @@ impl Flows {
         self.map.insert((src, dst), key);
         self.mark(key);
         Some(key)
+    }
+
+    /// True when the 4-tuple (`guest`, `client`) belongs to a flow.
+    pub fn has_tuple(&self, guest: SocketAddr, client: SocketAddr) -> bool {
+        self.map.contains_key(&(guest, client))
+    }
+
+    /// True when an inbound flow may be added (below `max_inbound_connections` and the
+    /// flow table's limit) between `guest` and `client` (a 4-tuple not in use).
+    pub fn inbound_room(&self, guest: SocketAddr, client: SocketAddr) -> bool {
+        self.inbound < self.max_inbound
+            && self.slab.len() < self.max
+            && !self.map.contains_key(&(guest, client))
+    }
+
+    /// A host client of a published port, accepted as `fd` from `peer`: connect to `guest`
+    /// from `client` (what the guest sees) and adopt `fd` as the flow's host socket.
+    /// `Err(Some(fd))` gives `fd` back (to be refused) when there is no room or the connect
+    /// cannot start; `Err(None)`: the driver could not take it (closed, counted).
+    pub fn inbound(
+        &mut self,
+        (fd, peer): (std::os::fd::OwnedFd, SocketAddr),
+        guest: SocketAddr,
+        client: SocketAddr,
+        iface: &mut Interface,
+        host: &mut Host<'_>,
+    ) -> Result<(), Option<std::os::fd::OwnedFd>> {
+        if !self.inbound_room(guest, client) {
+            return Err(Some(fd));
+        }
+        let (mut set, handle) = match self.spare.pop() {
+            Some(spare) => spare,
+            None => new_socket_set(self.to_host_bytes, self.to_guest_bytes),
+        };
+        let sock = set.get_mut::<tcp::Socket>(handle);
+        sock.abort();
+        sock.set_keep_alive(None);
+        sock.pause_synack(false);
+        // The guest has the connect timeout to answer; smoltcp closes the socket then.
+        sock.set_timeout(Some(SmolDuration::from_micros(
+            self.connect_timeout.as_micros() as u64,
+        )));
+        let local = IpListenEndpoint {
+            addr: Some(IpAddress::from(client.ip())),
+            port: client.port(),
+        };
+        let remote = (IpAddress::from(guest.ip()), guest.port());
+        if sock.connect(iface.context(), remote, local).is_err() {
+            self.spare.push((set, handle));
+            return Err(Some(fd));
+        }
+        let now = host_now(host);
+        let flow = Flow {
+            key: (guest, client),
+            set,
+            handle,
+            timer: None,
+            sock: None,
+            fallback: None,
+            phase: Phase::Inbound,
+            host_shut: false,
+            host_eof: false,
+            from_guest_at: now,
+            synack_at: None,
+            guest_timeout_armed: false,
+            dirty: false,
+            local: None,
+            sni: None,
+            names: Vec::new(),
+            inbound: true,
+            created: now,
+        };
+        let Some(key) = self.slab.insert(flow) else {
+            return Err(Some(fd));
+        };
+        let token = Token(key.pack(T_TCP));
+        match host.driver.adopt(fd, SockKind::Tcp, peer, token) {
+            Ok(s) => {
+                if let Some(flow) = self.slab.get_mut(key) {
+                    flow.sock = Some(s);
+                }
+            }
+            Err(e) => {
+                // The accepted socket is closed with the error: the client sees it end.
+                if !host.open_failed(&e) {
+                    tracing::debug!(%peer, error = %e, "adopting an inbound client failed");
+                }
+                if let Some(flow) = self.slab.remove(key) {
+                    self.spare.push((flow.set, flow.handle));
+                }
+                Stats::inc(&host.stats.inbound_refused_limit);
+                return Err(None);
+            }
+        }
+        self.inbound += 1;
+        Stats::inc(&host.stats.inbound_accepted);
+        self.map.insert((guest, client), key);
+        self.mark(key);
+        Ok(())
     }
 
     /// Hand the guest segment in `frame` to flow `key`'s socket.
@@ -477,6 +589,7 @@ impl Flows {
             stats,
             guard: &*host.guard,
             guest_timeout: self.guest_timeout,
+            connect_timeout: SmolDuration::from_micros(self.connect_timeout.as_micros() as u64),
             now,
             key: Key::fixed(0),
             dns_queries: &mut self.dns_queries,
@@ -539,6 +652,9 @@ impl Flows {
                 if flow.local.is_some() {
                     self.dns_closed.push(key.pack(T_TCP));
                 }
+                if flow.inbound {
+                    self.inbound -= 1;
+                }
                 if self.spare.len() < SPARE_SOCKETS {
                     self.spare.push((flow.set, flow.handle));
                 }
@@ -547,6 +663,7 @@ impl Flows {
         use std::sync::atomic::Ordering::Relaxed;
         stats.tcp_active.store(self.slab.len() as u64, Relaxed);
         stats.tcp_connecting.store(self.connecting as u64, Relaxed);
+        stats.inbound_active.store(self.inbound as u64, Relaxed);
     }
 
     /// A reply of the gateway's DNS for guest connection `conn` (dropped when the
@@ -617,6 +734,7 @@ impl Flows {
         self.map.clear();
         self.connect_order.clear();
         self.connecting = 0;
+        self.inbound = 0;
     }
 }
 
@@ -625,6 +743,7 @@ struct Cx<'a> {
     stats: &'a Stats,
     guard: &'a Guard,
     guest_timeout: SmolDuration,
+    connect_timeout: SmolDuration,
     now: Instant,
     /// The flow being serviced (its id as a DNS connection).
     key: Key,
@@ -680,6 +799,27 @@ fn service(
             }
             return Next::Keep;
         }
+        Phase::Inbound => match state {
+            State::SynSent => return Next::Keep,
+            State::Closed | State::Listen => {
+                // The guest refused (RST), or smoltcp gave up after the connect timeout.
+                let timed_out = cx.now - flow.created >= cx.connect_timeout;
+                Stats::inc(if timed_out {
+                    &cx.stats.inbound_guest_timeout
+                } else {
+                    &cx.stats.inbound_guest_refused
+                });
+                tracing::debug!(guest = %flow.key.0, timed_out, "guest refused an inbound connection");
+                flow.end(driver, connecting, false, true);
+                return Next::Reap;
+            }
+            _ => {
+                // Established: from now on an ordinary flow (the guest timeout is armed
+                // below).
+                flow.phase = Phase::Open;
+                flow.synack_at = Some(cx.now);
+            }
+        },
         Phase::Open => {}
     }
     if flow.local.is_some() {
