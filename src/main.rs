@@ -262,8 +262,8 @@ fn ordered_rules(m: &ArgMatches) -> Vec<(ringnet::policy::Action, String)> {
     rules.into_iter().map(|(_, a, v)| (a, v)).collect()
 }
 
-/// Apply `--policy`, `--allow`, `--deny` and `--dns` to `cfg`.
-fn policy_flags(opts: &Opts, cfg: &mut NetworkConfig) -> Result<(), Fail> {
+/// Apply `--policy`, `--allow`, `--deny`, `-p`, `--client-address` and `--dns` to `cfg`.
+fn network_flags(opts: &Opts, cfg: &mut NetworkConfig) -> Result<(), Fail> {
     use ringnet::policy::syntax::{PolicyConfig, RuleConfig};
     use ringnet::policy::{Preset, Rule};
     if let Some(p) = &opts.policy {
@@ -335,7 +335,7 @@ fn load_config(opts: &Opts) -> Result<NetworkConfig, Fail> {
     if let Some(driver) = opts.egress {
         cfg.egress.driver = driver;
     }
-    policy_flags(opts, &mut cfg)?;
+    network_flags(opts, &mut cfg)?;
     cfg.validate()?;
     Ok(cfg)
 }
@@ -460,6 +460,7 @@ fn start(opts: &Opts, ns: &NetNs, tap_name: &str, configure: bool) -> Result<Ser
         ipv6 = %family(c.ipv6.map(|s| (s.guest.into(), s.gateway.into()))),
         dns = %dns_note(c),
         policy = %policy_note(&c.policy),
+        ports = c.ports.len(),
         "ringnet serving; {}",
         net.driver_note()
     );

@@ -263,7 +263,12 @@ impl Network {
             port,
             Box::new(std::time::Instant::now()),
             random_seed(),
-        )?;
+        )
+        .map_err(|e| match e {
+            // Says itself what it is: "cannot publish 127.0.0.1:8080/tcp: …".
+            StackError::Publish(p) => NetworkError::Port(p.to_string()),
+            e => NetworkError::Stack(e),
+        })?;
         let handle = std::thread::Builder::new()
             .name(format!("ringnet-poll-{}", self.cfg.slot))
             .spawn(move || engine.run())

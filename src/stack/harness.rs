@@ -357,6 +357,16 @@ impl Guest {
         self.sockets.add(s)
     }
 
+    /// A socket listening on `port` of the guest's address.
+    pub fn listen(&mut self, port: u16) -> SocketHandle {
+        let mut s = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; 65536]),
+            tcp::SocketBuffer::new(vec![0; 65536]),
+        );
+        s.listen(port).expect("listen");
+        self.sockets.add(s)
+    }
+
     pub fn sock(&mut self, h: SocketHandle) -> &mut tcp::Socket<'static> {
         self.sockets.get_mut::<tcp::Socket>(h)
     }

@@ -64,6 +64,8 @@ pub(crate) mod guard;
 #[cfg(test)]
 mod harness;
 mod inbound;
+#[cfg(test)]
+mod inbound_tests;
 pub mod limits;
 #[cfg(test)]
 mod policy_tests;
@@ -535,7 +537,14 @@ impl Engine {
             }
         };
         match v {
-            Verdict::Smoltcp => {}
+            Verdict::Smoltcp => {
+                // An ARP or NDP answer may be what an inbound connect waits for (smoltcp
+                // holds its SYN until the guest's MAC is known): look at those flows again
+                // right after this frame instead of at their 1 s retry.
+                self.poll_smoltcp(Some(frame), smol_now(elapsed));
+                self.tcp.wake_inbound();
+                return;
+            }
             Verdict::Tcp { src, dst, flags } => {
                 let mut host = self.host.cx(elapsed);
                 if let Some(key) = self.tcp.on_frame(src, dst, flags, &self.addrs, &mut host) {

@@ -174,6 +174,8 @@ pub struct Flows {
     /// Inbound flows open (published ports), and their cap.
     inbound: usize,
     max_inbound: usize,
+    /// Inbound flows connecting to the guest (stale entries are dropped lazily).
+    inbound_waiting: Vec<Key>,
 }
 
 /// Segments one flow may send to the guest per turn (fairness between flows).
@@ -224,6 +226,7 @@ impl Flows {
             dns_closed: Vec::new(),
             inbound: 0,
             max_inbound: cfg.max_inbound_connections.max(1),
+            inbound_waiting: Vec::new(),
         }
     }
 
@@ -385,6 +388,17 @@ impl Flows {
         Some(key)
     }
 
+    /// Mark the inbound flows still connecting to the guest (their SYN may have waited for
+    /// the guest's MAC): at most `max_inbound_connections` of them.
+    pub fn wake_inbound(&mut self) {
+        let mut waiting = std::mem::take(&mut self.inbound_waiting);
+        waiting.retain(|&k| self.slab.get(k).is_some_and(|f| f.phase == Phase::Inbound));
+        for &k in &waiting {
+            self.mark(k);
+        }
+        self.inbound_waiting = waiting;
+    }
+
     /// True when the 4-tuple (`guest`, `client`) belongs to a flow.
     pub fn has_tuple(&self, guest: SocketAddr, client: SocketAddr) -> bool {
         self.map.contains_key(&(guest, client))
@@ -478,6 +492,12 @@ impl Flows {
             }
         }
         self.inbound += 1;
+        if self.inbound_waiting.len() >= 2 * self.max_inbound {
+            let slab = &self.slab;
+            self.inbound_waiting
+                .retain(|&k| slab.get(k).is_some_and(|f| f.phase == Phase::Inbound));
+        }
+        self.inbound_waiting.push(key);
         Stats::inc(&host.stats.inbound_accepted);
         self.map.insert((guest, client), key);
         self.mark(key);
