@@ -793,7 +793,11 @@ fn inbound_limit() {
         &["--hold", "2", "--wait", "5"],
     );
     assert!(j["ok"] == true, "two held connections: {out}");
-    assert_eq!(j["extra"], "reset", "the third connection: {out}");
+    // A reset may fail the client's connect(2) itself ("connect-reset").
+    assert!(
+        j["extra"] == "reset" || j["extra"] == "connect-reset",
+        "the third connection should be reset: {out}"
+    );
     assert_eq!(
         srv.accepts(Duration::from_millis(300)).len(),
         2,
