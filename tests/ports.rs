@@ -16,6 +16,9 @@
 //!   own address and port; loopback clients (127.0.0.1, ::1) are seen as the gateway.
 //! - `client_gateway::{cli,config}`: `--client-address gateway`, and `client_address =
 //!   "gateway"` in `[[ports]]` tables: every client is seen as the gateway of its family.
+//! - `v4_client_to_v6_only_guest`: no IPv4 route in the host namespace (the guest gets
+//!   IPv6 only): IPv4 clients, loopback and from a sink address, reach it and are seen as
+//!   the IPv6 gateway.
 //! - `publish_forms`: `-p 8100` (guest port = host port), the range `-p 8000-8002:9000-9002`
 //!   (each host port reaches its own guest port), a `[[ports]]` table with only `host_port`.
 //! - `udp_echo::{v4,v6}`: 3 host peers at once through `-p [BIND:]5353:5300/udp`, each
@@ -476,6 +479,97 @@ fn publish_forms() {
     let (outcome, _, out) = probe(&tb, "127.0.0.1", "8003", None, "2");
     assert_eq!(outcome, "connect-refused", "{out}");
     stop(&mut tb, &[]);
+}
+
+/// An IPv4 client reaches an IPv6-only guest (the host namespace has no IPv4 default route,
+/// so ringnet gives the guest IPv6 only), seen as the guest family's gateway: a loopback
+/// client and a client from a sink address alike.
+#[test]
+fn v4_client_to_v6_only_guest() {
+    require_privileges!("python3");
+    let _wd = Watchdog::new(CASE_LIMIT);
+    let host = HostNs::new();
+    host.ip(&["-4", "route", "del", "default"]);
+    host.add_sink_addr(C8);
+    let guest = Netns::new("guest");
+    let path = guest.path();
+    let bin = ringnet_bin();
+    let mut rn = host.spawn(&[
+        bin,
+        "attach",
+        "--netns",
+        &path,
+        "--tap",
+        "eth0",
+        "--configure",
+        "--stats",
+        "-p",
+        "0.0.0.0:8080:8000",
+    ]);
+    let s = Slot::new(0);
+    let v6 = format!("inet6 {}/64 ", s.guest_v6);
+    let deadline = Instant::now() + ATTACH_READY;
+    loop {
+        rn.assert_alive();
+        let addr = guest.ip_show("addr", "eth0");
+        if addr
+            .stdout
+            .lines()
+            .any(|l| l.contains(&v6) && !l.contains("tentative"))
+        {
+            assert!(
+                !addr.stdout.contains(" inet "),
+                "the guest got IPv4 although the host has no IPv4 route: {addr}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "guest eth0 without {v6}after {ATTACH_READY:?}: {addr}\n{}",
+            rn.stderr()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    let g6 = s.guest_v6.to_string();
+    let (probe, _) = guest.spawn_helper(
+        "probe_server.py",
+        &["--bind", &g6, "--port", GUEST_PORT, "--idle", "60"],
+    );
+    let gw6 = s.gw_v6.to_string();
+    for (source, target) in [(None, "127.0.0.1"), (Some(C8), SINK_V4)] {
+        let mut args = vec![
+            "connect",
+            "--target",
+            target,
+            "--port",
+            HOST_PORT,
+            "--timeout",
+            "30",
+        ];
+        if let Some(src) = source {
+            args.extend(["--source", src]);
+        }
+        let out = host.helper("ports_client.py", &args, Duration::from_secs(45));
+        assert!(
+            out.json()["ok"] == true,
+            "IPv4 client {source:?} → {target}:8080, IPv6-only guest: {out}"
+        );
+        let line = loop {
+            let l = probe
+                .next_line(Duration::from_secs(2))
+                .expect("an accept event from the guest's probe server");
+            let j: Json = serde_json::from_str(&l).unwrap_or_default();
+            if j["event"] == "accept" {
+                break j;
+            }
+        };
+        assert!(
+            same_ip(&line["peer"], &gw6),
+            "IPv4 client {source:?}: the guest saw {} (want the IPv6 gateway {gw6}): {line}",
+            line["peer"]
+        );
+    }
+    rn.assert_alive();
 }
 
 // ---------------------------------------------------------------------------------------
