@@ -11,10 +11,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use common::*;
-use ringnet::backend::netns::NetNs;
-use ringnet::backend::tap::Tap;
-use ringnet::config::{HostRoutes, NetworkConfig, PortSpec};
-use ringnet::Network;
+use ringnet::config::{NetworkConfig, PortSpec};
 
 /// Guest echo server on 0.0.0.0:PORT (threads, any number of clients).
 const ECHO: &str = r#"
@@ -64,16 +61,7 @@ fn ports_published_and_unpublished_at_run_time() {
     require_privileges!("ip", "python3");
     let _wd = Watchdog::new(Duration::from_secs(90));
     in_private_netns(true, || {
-        let guest = Netns::new("guest");
-        let routes = HostRoutes {
-            ipv4: true,
-            ipv6: false,
-        };
-        let mut net = Network::with_routes(&NetworkConfig::default(), 0, routes).unwrap();
-        let ns = NetNs::open(std::path::Path::new(&guest.path())).unwrap();
-        let tap = ns.run(|| Tap::open("eth0")).unwrap().unwrap();
-        ns.configure_guest("eth0", net.config()).unwrap();
-        net.start_port(Box::new(tap)).unwrap();
+        let InProcess { mut net, guest } = InProcess::start(&NetworkConfig::default());
         let mut server = guest.spawn(&["python3", "-u", "-c", ECHO, "7000"]);
         server.ready(Duration::from_secs(10));
 

@@ -115,16 +115,7 @@ impl Guard {
                     .map(|r| r.dest.clone()),
             });
         }
-        let stats = &self.link.stats;
-        Stats::inc(match proto {
-            Proto::Tcp => &stats.policy_denied_tcp,
-            Proto::Udp => &stats.policy_denied_udp,
-            Proto::Icmp => &stats.policy_denied_icmp,
-        });
-        Stats::inc(match d.rule {
-            Some(_) => &stats.policy_denied_rule,
-            None => &stats.policy_denied_default,
-        });
+        self.count_denial(proto, &d);
         if self.first_denial(proto, src, dst) {
             let why = self.policy.describe(&d, Direction::Egress);
             tracing::info!("policy: denied {} {src} -> {dst} by {why}", proto.name());
@@ -148,16 +139,7 @@ impl Guard {
         if d.action == Action::Allow {
             return true;
         }
-        let stats = &self.link.stats;
-        Stats::inc(match proto {
-            Proto::Tcp => &stats.policy_denied_tcp,
-            Proto::Udp => &stats.policy_denied_udp,
-            Proto::Icmp => &stats.policy_denied_icmp,
-        });
-        Stats::inc(match d.rule {
-            Some(_) => &stats.policy_denied_rule,
-            None => &stats.policy_denied_default,
-        });
+        self.count_denial(proto, &d);
         let dst = SocketAddr::new(client.ip(), port);
         if self.first_denial(proto, client.ip(), dst) {
             let why = self.policy.describe(&d, Direction::Ingress);
@@ -199,6 +181,20 @@ impl Guard {
              that admitted the flow"
         );
         false
+    }
+
+    /// Count a denial by protocol and by reason.
+    fn count_denial(&self, proto: Proto, d: &crate::policy::Decision) {
+        let stats = &self.link.stats;
+        Stats::inc(match proto {
+            Proto::Tcp => &stats.policy_denied_tcp,
+            Proto::Udp => &stats.policy_denied_udp,
+            Proto::Icmp => &stats.policy_denied_icmp,
+        });
+        Stats::inc(match d.rule {
+            Some(_) => &stats.policy_denied_rule,
+            None => &stats.policy_denied_default,
+        });
     }
 
     fn first_denial(&mut self, proto: Proto, src: IpAddr, dst: SocketAddr) -> bool {
