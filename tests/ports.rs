@@ -19,6 +19,8 @@
 //! - `v4_client_to_v6_only_guest`: no IPv4 route in the host namespace (the guest gets
 //!   IPv6 only): IPv4 clients, loopback and from a sink address, reach it and are seen as
 //!   the IPv6 gateway.
+//! - `run_publish`: `ringnet run -p 8080:8000 -- CMD`: a host client reaches the command's
+//!   server (seen as the gateway), the run exits with the command's status.
 //! - `publish_forms`: `-p 8100` (guest port = host port), the range `-p 8000-8002:9000-9002`
 //!   (each host port reaches its own guest port), a `[[ports]]` table with only `host_port`.
 //! - `udp_echo::{v4,v6}`: 3 host peers at once through `-p [BIND:]5353:5300/udp`, each
@@ -570,6 +572,86 @@ fn v4_client_to_v6_only_guest() {
         );
     }
     rn.assert_alive();
+}
+
+/// The guest command of `run_publish`: listen on 0.0.0.0:8000 in ringnet run's namespace,
+/// say ready, echo one connection, report the peer and exit.
+const RUN_GUEST: &str = r#"
+import json, socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 8000)); s.listen(8); s.settimeout(30)
+print(json.dumps({"ready": True, "port": 8000}), flush=True)
+c, peer = s.accept()
+c.settimeout(10)
+while True:
+    d = c.recv(65536)
+    if not d:
+        break
+    c.sendall(d)
+c.close()
+print(json.dumps({"served": True, "peer": peer[0]}), flush=True)
+"#;
+
+/// `ringnet run -p 8080:8000 -- CMD`: a host client reaches the command's server; the run
+/// ends with the command's status.
+#[test]
+fn run_publish() {
+    require_privileges!("python3");
+    let _wd = Watchdog::new(CASE_LIMIT);
+    let host = HostNs::new();
+    let bin = ringnet_bin();
+    let mut rn = host.spawn(&[
+        bin,
+        "run",
+        "--stats",
+        "-p",
+        "8080:8000",
+        "--",
+        "python3",
+        "-u",
+        "-c",
+        RUN_GUEST,
+    ]);
+    rn.ready(Duration::from_secs(15));
+    let out = host.helper(
+        "ports_client.py",
+        &[
+            "connect",
+            "--target",
+            "127.0.0.1",
+            "--port",
+            HOST_PORT,
+            "--timeout",
+            "30",
+        ],
+        Duration::from_secs(45),
+    );
+    assert!(
+        out.json()["ok"] == true,
+        "client of `ringnet run -p 8080:8000`: {out}"
+    );
+    let served = rn
+        .next_line(Duration::from_secs(10))
+        .expect("the guest command's served line");
+    let j: Json = serde_json::from_str(&served).unwrap_or_default();
+    assert_eq!(j["served"], true, "{served}");
+    assert_eq!(
+        j["peer"], "172.16.0.1",
+        "a loopback client is seen as the gateway: {served}"
+    );
+    let status = rn.wait_timeout(Duration::from_secs(10));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "ringnet run should exit with its command's status: {}",
+        rn.stderr()
+    );
+    assert_eq!(
+        stats_counter(&rn.stderr(), "inbound_accepted"),
+        Some(1),
+        "{}",
+        rn.stderr()
+    );
 }
 
 // ---------------------------------------------------------------------------------------
