@@ -11,6 +11,10 @@
 //!   `-p [::1]:8080:8000`, body sha256 equal (v6 client → the guest's IPv6 address).
 //! - `bulk::{mtu1500,mtu65520}`: 1 GiB (env `RINGNET_TEST_BULK_BYTES` overrides) up to the
 //!   guest and 1 GiB down from it through a published port, sha256 equal at both ends.
+//! - `half_close`: the host client shuts down its write side and still gets the guest's
+//!   whole reply (v4, v6).
+//! - `resets_both_ways`: a host client's RST reaches the guest server as RST; a guest
+//!   server's RST reaches the host client as RST.
 //! - `client_address`: real addresses — a client bound to 198.51.100.8 / 2001:db8::8 in the
 //!   host namespace, connecting to 198.51.100.7 / 2001:db8::7, is seen by the guest with its
 //!   own address and port; loopback clients (127.0.0.1, ::1) are seen as the gateway.
@@ -331,6 +335,100 @@ fn concurrent_500(driver: &'static str) {
     assert!(j["ok"] == true, "500 inbound echoes: {out}");
     let (c, _) = stop(&mut tb, &["inbound_accepted", "inbound_refused_limit"]);
     assert_eq!(c, [500, 0], "inbound_accepted / inbound_refused_limit");
+}
+
+/// Half-close through a published port: the host client shuts down its write side and
+/// still receives the guest server's whole reply (op collect), v4 and v6.
+#[test]
+fn half_close() {
+    require_privileges!("python3");
+    let _wd = Watchdog::new(CASE_LIMIT);
+    let mut tb = start(&["8080:8000", "[::1]:8080:8000"], &[], None);
+    let s = tb.slot();
+    for (guest, target) in [
+        (s.guest_v4.to_string(), "127.0.0.1"),
+        (s.guest_v6.to_string(), "::1"),
+    ] {
+        let (_srv, _) = tb
+            .guest
+            .spawn_helper("tcp_server.py", &["--bind", &guest, "--port", GUEST_PORT]);
+        let out = tb.host.helper(
+            "tcp_client.py",
+            &[
+                "half-close",
+                "--target",
+                target,
+                "--port",
+                HOST_PORT,
+                "--size",
+                "1048576",
+                "--timeout",
+                "60",
+            ],
+            CLIENT,
+        );
+        assert!(out.json()["ok"] == true, "half-close via {target}: {out}");
+    }
+    stop(&mut tb, &[]);
+}
+
+/// Guest server of `resets_both_ways`: reads a line, then closes with SO_LINGER 0 (RST).
+const GUEST_RST: &str = r#"
+import json, socket, struct, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(8); s.settimeout(60)
+print(json.dumps({"ready": True}), flush=True)
+while True:
+    c, _ = s.accept()
+    c.settimeout(10)
+    c.recv(100)
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()
+"#;
+
+/// RST both ways: a host client that aborts its connection (SO_LINGER 0) is seen by the
+/// guest server as a reset; a guest server that aborts is seen by the host client as one.
+#[test]
+fn resets_both_ways() {
+    require_privileges!("python3");
+    let _wd = Watchdog::new(CASE_LIMIT);
+    let mut tb = start(&["8080:8000", "8081:8001"], &[], None);
+    let g = tb.slot().guest_v4.to_string();
+    let mut srv = GuestProbe::start(&tb, &[&g], GUEST_PORT);
+    let (j, out) = client(&tb, "abort", "127.0.0.1", HOST_PORT, &[]);
+    assert!(j["ok"] == true, "{out}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let closed = loop {
+        srv.drain(Duration::from_millis(200));
+        if let Some(c) = srv.seen.iter().find(|e| e["event"] == "closed") {
+            break c.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the guest server saw no end of the aborted connection within 5 s: {:?}",
+            srv.seen
+        );
+    };
+    assert_eq!(
+        closed["how"], "reset",
+        "the host client's RST should reach the guest as RST: {closed}"
+    );
+    let mut rst = tb
+        .guest
+        .spawn(&["python3", "-u", "-c", GUEST_RST, &g, "8001"]);
+    rst.ready(Duration::from_secs(15));
+    let (j, out) = client(
+        &tb,
+        "probe",
+        "127.0.0.1",
+        "8081",
+        &["--wait", "5", "--send", "reset me"],
+    );
+    assert_eq!(
+        j["outcome"], "reset",
+        "the guest server's RST should reach the host client as RST: {out}"
+    );
+    stop(&mut tb, &[]);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -8,10 +8,13 @@ line with "ok" and details:
         write side, read the echo until EOF (the guest runs probe_server.py, which echoes);
         "local"/"local_port" are the client's own address and port, "error" says how a
         failure looked ("refused", "reset", "timeout", ...), "seconds" when it happened
-  probe   --target H --port P [--source S] [--wait T]
-        connect and send nothing; "outcome" is what came within T seconds: "reset" (RST),
+  probe   --target H --port P [--source S] [--wait T] [--send TEXT]
+        connect and send nothing (or TEXT and a newline); "outcome" is what came within T
+        seconds: "reset" (RST),
         "eof" (FIN), "data", "timeout", or "connect-<error>" when the connect itself failed;
         "seconds" from the connect until then
+  abort   --target H --port P
+        connect, one echoed round trip, then close with SO_LINGER 0 (an RST to the server)
   hold    --target H --port P --hold K [--source S] [--wait T]
         K connections, each with one echoed round trip through to the guest, held open; then
         one more connection, probed as above ("extra", "extra_seconds"); then all closed
@@ -98,10 +101,31 @@ def cmd_probe(a):
                     seconds=rnhelp.now() - t0)
         return
     t1 = rnhelp.now()
+    if a.send is not None:
+        s.sendall(a.send.encode() + b"\n")
     outcome = probe(s, a.wait)
     secs = rnhelp.now() - t1
     s.close()
     rnhelp.emit(ok=True, outcome=outcome, seconds=secs, connect_s=t1 - t0)
+
+
+def cmd_abort(a):
+    try:
+        s = dial(a)
+        s.settimeout(a.io_timeout)
+        msg = b"abort me\n"
+        s.sendall(msg)
+        back = b""
+        while len(back) < len(msg):
+            d = s.recv(len(msg) - len(back))
+            if not d:
+                break
+            back += d
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
+        rnhelp.emit(ok=back == msg, echoed=len(back))
+    except Exception as e:  # noqa: BLE001
+        rnhelp.emit(ok=False, error=classify(e), detail=str(e))
 
 
 def cmd_hold(a):
@@ -211,7 +235,7 @@ def cmd_udp(a):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("cmd", choices=["connect", "probe", "hold", "udp"])
+    ap.add_argument("cmd", choices=["connect", "probe", "abort", "hold", "udp"])
     ap.add_argument("--target", required=True)
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--source")
@@ -220,6 +244,7 @@ def main():
     ap.add_argument("--io-timeout", type=float, default=10)
     ap.add_argument("--wait", type=float, default=10, help="probe: how long to wait")
     ap.add_argument("--size", type=int, default=1024)
+    ap.add_argument("--send")
     ap.add_argument("--hold", type=int, default=2)
     ap.add_argument("--peers", type=int, default=3)
     ap.add_argument("--count", type=int, default=100)
@@ -228,7 +253,8 @@ def main():
     a = ap.parse_args()
     rnhelp.deadline(a.timeout, "ports_client " + a.cmd)
     try:
-        {"connect": cmd_connect, "probe": cmd_probe, "hold": cmd_hold, "udp": cmd_udp}[a.cmd](a)
+        {"connect": cmd_connect, "probe": cmd_probe, "abort": cmd_abort, "hold": cmd_hold,
+         "udp": cmd_udp}[a.cmd](a)
     except Exception as e:  # noqa: BLE001
         rnhelp.emit(ok=False, error=classify(e), detail=repr(e))
         raise SystemExit(4)
