@@ -29,6 +29,9 @@
 //!   (each host port reaches its own guest port), a `[[ports]]` table with only `host_port`.
 //! - `udp_echo::{v4,v6}`: 3 host peers at once through `-p [BIND:]5353:5300/udp`, each
 //!   getting exactly its own replies, from the published port; `udp_inbound_peers` 3.
+//! - `udp_peers_at_start::{v4,v6}`: 10 peers at once right after start and a TCP connection
+//!   of the other family, 3 fresh testbeds: no reply reaches another peer, every datagram
+//!   is answered.
 //! - `udp_peer_limit`: `max_udp_peers = 2`, three peers one after another all answered,
 //!   `udp_inbound_evicted` counts the oldest.
 //! - `concurrent_500::{uring,epoll}`: 500 inbound connections at once, each echoing its own
@@ -63,6 +66,7 @@ test_cases!(http: v4(false), v6(true));
 test_cases!(bulk: mtu1500(1500), mtu65520(65520));
 test_cases!(client_gateway: cli(false), config(true));
 test_cases!(udp_echo: v4(false), v6(true));
+test_cases!(udp_peers_at_start: v4(false), v6(true));
 test_cases!(concurrent_500: uring("uring"), epoll("epoll"));
 test_cases!(
     unbindable: tcp_in_use(super::Unbindable::TcpInUse),
@@ -785,6 +789,51 @@ fn udp_echo(v6: bool) {
     assert!(j["ok"] == true, "3 UDP peers through -p {spec}: {out}");
     let (c, _) = stop(&mut tb, &["udp_inbound_peers", "udp_inbound_evicted"]);
     assert_eq!(c, [3, 0], "udp_inbound_peers / udp_inbound_evicted");
+}
+
+/// Ten host peers sending at once right after start and right after the first connection
+/// of the other family (when ringnet may still be resolving the guest's address of this
+/// one; once, a reply went to the wrong peer then), in three fresh testbeds: every reply
+/// goes to the peer whose datagram it answers, and every datagram is answered.
+fn udp_peers_at_start(v6: bool) {
+    require_privileges!("python3");
+    let _wd = Watchdog::new(CASE_LIMIT);
+    let (udp, tcp, other) = if v6 {
+        ("[::1]:5353:5300/udp", "8080:8000", "127.0.0.1")
+    } else {
+        ("5353:5300/udp", "[::1]:8080:8000", "::1")
+    };
+    for round in 0..3 {
+        let mut tb = start(&[udp, tcp], &[], None);
+        let s = tb.slot();
+        let (guest, target) = if v6 {
+            (s.guest_v6.to_string(), "::1")
+        } else {
+            (s.guest_v4.to_string(), "127.0.0.1")
+        };
+        let _probe = GuestProbe::start(
+            &tb,
+            &[&s.guest_v4.to_string(), &s.guest_v6.to_string()],
+            GUEST_PORT,
+        );
+        let (_srv, _) = tb.guest.spawn_helper(
+            "udp_echo_server.py",
+            &["--bind", &guest, "--port", UDP_GUEST_PORT],
+        );
+        assert_connects(&tb, other, HOST_PORT, None);
+        let (j, out) = client(
+            &tb,
+            "udp",
+            target,
+            UDP_HOST_PORT,
+            &["--peers", "10", "--count", "3", "--size", "100"],
+        );
+        assert!(
+            j["ok"] == true,
+            "round {round}: 10 UDP peers at once through -p {udp}: {out}"
+        );
+        stop(&mut tb, &[]);
+    }
 }
 
 #[test]
