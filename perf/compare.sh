@@ -27,6 +27,16 @@
 #                  Mbit/s, then one bisection step) at which loss stays < 5 %;
 #                  reports the receiver rate and loss at that rate
 #   tcp_down_1/4   iperf3 TCP host->guest (-R), 1 and 4 streams
+#   tcp_in_rr      inbound (published port): rrbench tcp_rr from a client in the host
+#                  namespace to a server in the guest, through the backend's port
+#                  forwarding (ringnet -p, pasta -t, slirp4netns add_hostfwd; veth: the
+#                  guest's address directly); the client is non-loopback: it connects to
+#                  the host namespace's sink address 10.254.0.1, which takes pasta's TAP
+#                  path (what a VM gets)
+#   tcp_in_1       inbound bulk: iperf3 -c from the host namespace (same address) to
+#                  iperf3 -s in the guest, 1 stream, host->guest
+#   tcp_in_rr_lo / tcp_in_1_lo  the same with a loopback client (127.0.0.1): pasta's
+#                  splice path, ringnet's loopback client (seen as the gateway); not for veth
 # plus, for every test, CPU seconds of the backend process (/proc/PID/stat
 # utime+stime, all threads) and of the machine (/proc/stat busy, all CPUs).
 #
@@ -63,7 +73,7 @@ RUNS=${PERF_RUNS:-3}
 MTUS=${PERF_MTUS:-"65520 1500"}
 BACKENDS=${PERF_BACKENDS:-"veth pasta slirp4netns ringnet-uring ringnet-epoll"}
 PIN=${PERF_PIN:-both}
-TESTS=${PERF_TESTS:-"tcp_rr udp_rr tcp_crr tcp_up_1 tcp_up_4 udp_up udp_paced tcp_down_1 tcp_down_4"}
+TESTS=${PERF_TESTS:-"tcp_rr udp_rr tcp_crr tcp_in_rr tcp_in_rr_lo tcp_up_1 tcp_up_4 udp_up udp_paced tcp_down_1 tcp_down_4 tcp_in_1 tcp_in_1_lo"}
 UDP_LEN=${PERF_UDP_LEN:-1400}
 UDP_STEP=${PERF_UDP_STEP_SECONDS:-2}
 CPU=${PERF_CPU:-0}
@@ -74,6 +84,11 @@ RESDIR=$HERE/results
 WORK=$RESDIR/tmp/$STAMP
 IPORT=5201
 RPORT=7801
+# Inbound (published ports): host ports forwarded to IPORT/RPORT in the guest; the
+# non-loopback client address in the host namespace (its sink address, see lib.sh).
+IN_IPORT=15201
+IN_RPORT=17801
+HOST_ADDR=10.254.0.1
 
 case $PIN in
 both) PINMODES="pinned unpinned" ;;
@@ -133,9 +148,13 @@ TAG=rnp$$
 
 # ---------------------------------------------------------------- backends
 # Each attach_* sets BPID (backend process, "" for veth), BWRAP (its timeout
-# wrapper) and SERVER (the address the guest uses for host services).
+# wrapper) and SERVER (the address the guest uses for host services), and for the
+# inbound tests IN_ADDR/IN_IP/IN_RP (where a host-namespace client connects to reach the
+# guest's iperf3/rrbench servers; IN_ADDR_LO the loopback variant, "" when there is none).
 PFX=()       # taskset prefix when pinned
 BPID="" BWRAP="" SERVER=""
+IN_ADDR="" IN_ADDR_LO="" IN_IP=$IN_IPORT IN_RP=$IN_RPORT
+in_forwarded() { IN_ADDR=$HOST_ADDR IN_ADDR_LO=127.0.0.1 IN_IP=$IN_IPORT IN_RP=$IN_RPORT; }
 
 attach_veth() {
 	local g=$1 mtu=$2
@@ -146,35 +165,79 @@ attach_veth() {
 	ip -n "$g" link set eth0 up
 	ip -n "$g" route add default via 10.0.2.2
 	BPID="" BWRAP="" SERVER=10.0.2.2
+	# inbound: no forwarding, the client connects to the guest's address directly
+	IN_ADDR=10.0.2.100 IN_ADDR_LO="" IN_IP=$IPORT IN_RP=$RPORT
 }
 detach_veth() { ip -n "$HOSTNS" link del vh0 2>/dev/null || true; }
 
 attach_pasta() {
 	local g=$1 mtu=$2
 	# Debian 12 pasta (0.0~git20230309): --runas 0 is needed with --netns;
-	# -d segfaults it; -t/-u/-T/-U none keep traffic on the tap path.
+	# -d segfaults it; -u/-T/-U none keep traffic on the tap path. -t forwards
+	# the inbound tests' ports (host IN_* -> guest); a client from a non-loopback
+	# address takes the tap path, a loopback one pasta's splice.
 	bg "$LIFE" "$WORK/pasta.log" "${PFX[@]}" ip netns exec "$HOSTNS" \
 		pasta -f -4 --runas 0 --config-net -m "$mtu" -a 10.0.2.100 -n 24 \
-		-g 10.0.2.2 -I tap0 -t none -u none -T none -U none \
+		-g 10.0.2.2 -I tap0 -t "$IN_IPORT:$IPORT,$IN_RPORT:$RPORT" -u none -T none -U none \
 		--netns "/run/netns/$g"
 	BPID=$CHILD BWRAP=$BGPID SERVER=10.0.2.2
+	in_forwarded
 }
 
 attach_slirp4netns() {
-	local g=$1 mtu=$2
+	local g=$1 mtu=$2 api=$WORK/slirp4netns.sock
+	rm -f "$api"
 	bg "$LIFE" "$WORK/slirp4netns.log" "${PFX[@]}" ip netns exec "$HOSTNS" \
-		slirp4netns --configure --mtu="$mtu" --netns-type=path "/run/netns/$g" tap0
+		slirp4netns --configure --mtu="$mtu" --api-socket "$api" \
+		--netns-type=path "/run/netns/$g" tap0
 	BPID=$CHILD BWRAP=$BGPID SERVER=10.0.2.2
+	# inbound: host IN_* -> guest, through the API socket (it appears once slirp4netns runs)
+	if slirp_hostfwd "$api" "$IN_IPORT" "$IPORT" && slirp_hostfwd "$api" "$IN_RPORT" "$RPORT"; then
+		in_forwarded
+	else
+		log "slirp4netns: add_hostfwd failed; its inbound tests will fail"
+	fi
+}
+slirp_hostfwd() { # API-SOCKET HOST-PORT GUEST-PORT: add_hostfwd on 0.0.0.0 (5 s to appear)
+	timeout 10 python3 - "$@" <<'PY'
+import json, os, socket, sys, time
+path, hport, gport = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+req = {"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_addr": "0.0.0.0",
+       "host_port": hport, "guest_addr": "10.0.2.100", "guest_port": gport}}
+for _ in range(50):
+    if os.path.exists(path):
+        break
+    time.sleep(0.1)
+for _ in range(20):
+    try:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(3)
+        s.connect(path)
+        break
+    except OSError:
+        time.sleep(0.1)
+s.sendall(json.dumps(req).encode())
+s.shutdown(socket.SHUT_WR)
+reply = s.recv(4096).decode()
+print("slirp4netns add_hostfwd %d -> %d: %s" % (hport, gport, reply.strip()))
+sys.exit(0 if '"return"' in reply else 1)
+PY
 }
 
 attach_ringnet() { # GUEST MTU DRIVER [BINARY [EXTRA ARGS...]]
-	local g=$1 mtu=$2 drv=$3 bin=${4:-$RINGNET_BIN} cpuopt=()
+	local g=$1 mtu=$2 drv=$3 bin=${4:-$RINGNET_BIN} cpuopt=() pub=()
 	shift $(($# < 4 ? $# : 4))
 	[ "$PINMODE" = pinned ] && cpuopt=(--cpu "$CPU")
+	# inbound: published ports on every host address (a build without -p has none)
+	if "$bin" attach --help 2>/dev/null | grep -q -- '--publish'; then
+		pub=(-p "0.0.0.0:$IN_IPORT:$IPORT" -p "0.0.0.0:$IN_RPORT:$RPORT")
+	fi
 	bg "$LIFE" "$WORK/ringnet-$drv.log" "${PFX[@]}" ip netns exec "$HOSTNS" \
 		"$bin" attach --netns "/run/netns/$g" --tap tap0 --configure \
-		--mtu "$mtu" --egress "$drv" --stats "${cpuopt[@]}" "$@"
+		--mtu "$mtu" --egress "$drv" --stats "${cpuopt[@]}" "${pub[@]}" "$@"
 	BPID=$CHILD BWRAP=$BGPID SERVER=172.16.0.1
+	[ ${#pub[@]} -gt 0 ] && in_forwarded
+	return 0
 }
 # The 50-rule policy of the ringnet-policy-* backends (written once per run).
 policy50() {
@@ -241,14 +304,30 @@ record() { # TEST BACKEND RAWFILE RC bc0 bc1 s0 s1 t0 t1
 }
 
 # A fresh one-shot iperf3 server (sets srv, the caller's local); returns once it listens.
-iperf_server() { # LIFETIME
-	bg "$1" "$WORK/iperf3-server.log" "${PFX[@]}" ip netns exec "$HOSTNS" iperf3 -s -1 -p $IPORT
+# In the host namespace, or in NS (the guest, for the inbound tests).
+iperf_server() { # LIFETIME [NS]
+	local ns=${2:-$HOSTNS} i
+	bg "$1" "$WORK/iperf3-server.log" "${PFX[@]}" ip netns exec "$ns" iperf3 -s -1 -p $IPORT
 	srv=$BGPID
-	local i
 	for i in $(seq 30); do
-		ip netns exec "$HOSTNS" ss -Hltn "sport = :$IPORT" | grep -q . && break
+		ip netns exec "$ns" ss -Hltn "sport = :$IPORT" | grep -q . && break
 		sleep 0.1
 	done
+}
+
+# Inbound: until a TCP connect/request/close from the host namespace to ADDR:IN_RP reaches
+# the guest's rrbench server through the backend's forwarding (5 s).
+wait_inbound() { # ADDR
+	local i
+	for i in $(seq 20); do
+		backend_alive || return 1
+		if ip netns exec "$HOSTNS" timeout 3 "$RRB" tcp_crr -H "$1" -p "$IN_RP" \
+			-d 0.2 2>/dev/null | grep -q '"count":[1-9]'; then
+			return 0
+		fi
+		sleep 0.25
+	done
+	return 1
 }
 
 udp_loss() { # iperf3 -J file: loss % ("" when unparsable)
@@ -299,12 +378,29 @@ udp_sweep() { # GUEST FILE IPERF-ARGS...
 }
 
 run_test() { # BACKEND GUEST TEST
-	local b=$1 g=$2 t=$3 f rc=0 args=() bc0 bc1 s0 s1 t0 t1 srv="" ulen
+	local b=$1 g=$2 t=$3 f rc=0 args=() bc0 bc1 s0 s1 t0 t1 srv="" ulen inaddr=""
 	f=$WORK/raw/$PINMODE-$MTU-run$RUN-$b-$t.json
 	: >"$f"
+	# a loopback client has no path to a veth guest: no measurement (not a failure)
+	[ "$b" = veth ] && [ "${t%_lo}" != "$t" ] && return
 	if ! backend_alive; then
 		record "$t" "$b" "$f" 99 - - "0 0 0" "0 0 0" 0 0
 		return
+	fi
+	case $t in
+	tcp_in_*_lo) inaddr=$IN_ADDR_LO ;;
+	tcp_in_*) inaddr=$IN_ADDR ;;
+	esac
+	if [ "${t#tcp_in_}" != "$t" ]; then
+		if [ -z "$inaddr" ]; then
+			log "$b: no inbound forwarding set up; $t fails"
+			record "$t" "$b" "$f" 97 - - "0 0 0" "0 0 0" 0 0
+			return
+		elif ! wait_inbound "$inaddr"; then
+			log "$b: $inaddr:$IN_RP does not reach the guest within 5 s; $t fails"
+			record "$t" "$b" "$f" 96 - - "0 0 0" "0 0 0" 0 0
+			return
+		fi
 	fi
 	ulen=$UDP_LEN
 	[ "$ulen" -gt $((MTU - 28)) ] && ulen=$((MTU - 28))
@@ -315,17 +411,30 @@ run_test() { # BACKEND GUEST TEST
 	tcp_down_4) args=(-t "$T" -R -P 4) ;;
 	udp_up) args=(-t "$T" -u -b 0 -l "$ulen") ;;
 	udp_paced) args=(-t "$UDP_STEP" -u -l "$ulen") ;;
-	tcp_rr | udp_rr | tcp_crr) ;;
+	tcp_in_1 | tcp_in_1_lo) args=(-t "$T") ;;
+	tcp_rr | udp_rr | tcp_crr | tcp_in_rr | tcp_in_rr_lo) ;;
 	*) log "unknown test $t"; return ;;
 	esac
 	if [ ${#args[@]} -gt 0 ]; then
 		# a fresh one-shot iperf3 server per test: a wedged test cannot
-		# leave a busy server behind for the next one
-		iperf_server $((T + 40))
+		# leave a busy server behind for the next one (inbound: in the guest)
+		if [ -n "$inaddr" ]; then
+			iperf_server $((T + 40)) "$g"
+		else
+			iperf_server $((T + 40))
+		fi
 	fi
 	bc0=$(proc_cpu "$BPID"); s0=$(sys_cpu); t0=$(date +%s.%N)
 	if [ "$t" = udp_paced ]; then
 		udp_sweep "$g" "$f" "${args[@]}" || rc=$?
+	elif [ -n "$inaddr" ] && [ -n "$srv" ]; then
+		# inbound bulk: the client in the host namespace, the server in the guest
+		"${PFX[@]}" ip netns exec "$HOSTNS" timeout -k 3 $((T + 25)) iperf3 -c "$inaddr" \
+			-p "$IN_IP" --connect-timeout 3000 -J "${args[@]}" >"$f" 2>>"$LOG" || rc=$?
+	elif [ -n "$inaddr" ]; then
+		# inbound request/response: rrbench tcp_rr from the host namespace
+		"${PFX[@]}" ip netns exec "$HOSTNS" timeout -k 3 $((RR_T + 20)) "$RRB" tcp_rr \
+			-H "$inaddr" -p "$IN_RP" -d "$RR_T" >"$f" 2>>"$LOG" || rc=$?
 	elif [ -n "$srv" ]; then
 		"${PFX[@]}" ip netns exec "$g" timeout -k 3 $((T + 25)) iperf3 -c "$SERVER" \
 			-p $IPORT --connect-timeout 3000 -J "${args[@]}" >"$f" 2>>"$LOG" || rc=$?
@@ -345,7 +454,7 @@ run_test() { # BACKEND GUEST TEST
 }
 
 session() { # BACKEND: one fresh guest, all tests
-	local b=$1 g=${TAG}g t rsrv
+	local b=$1 g=${TAG}g t rsrv gsrv=""
 	bg "$LIFE" "$WORK/rrbench-server.log" "${PFX[@]}" ip netns exec "$HOSTNS" \
 		"$RRB" server -p $RPORT -L "$LIFE"
 	rsrv=$BGPID
@@ -354,6 +463,7 @@ session() { # BACKEND: one fresh guest, all tests
 	ip -n "$g" link set lo up
 	ns_sysctls "$g"
 	BPID="" BWRAP="" SERVER=""
+	IN_ADDR="" IN_ADDR_LO="" IN_IP=$IN_IPORT IN_RP=$IN_RPORT
 	local why=""
 	if ! "attach_$b" "$g" "$MTU" >>"$LOG" 2>&1; then
 		why="attach failed"
@@ -370,12 +480,21 @@ session() { # BACKEND: one fresh guest, all tests
 		done
 		BWRAP=""
 	else
+		case " $TESTS " in
+		*" tcp_in_"*)
+			# the inbound tests' rrbench server, in the guest
+			bg "$LIFE" "$WORK/rrbench-guest.log" "${PFX[@]}" ip netns exec "$g" \
+				"$RRB" server -p $RPORT -L "$LIFE"
+			gsrv=$BGPID
+			;;
+		esac
 		for t in $TESTS; do run_test "$b" "$g" "$t"; done
 	fi
 	if [ -n "$BWRAP" ] && [ "$BWRAP" != dead ]; then
 		backend_alive || log "$b: backend exited during the session"
 		stop_bg "$BWRAP"
 	fi
+	[ -n "$gsrv" ] && stop_bg "$gsrv"
 	[ "$b" = veth ] && detach_veth
 	del_ns "$g"
 	stop_bg "$rsrv"
@@ -385,6 +504,10 @@ session() { # BACKEND: one fresh guest, all tests
 # ---------------------------------------------------------------- main
 ntests=$(wc -w <<<"$TESTS")
 NTOTAL=$(($(wc -w <<<"$PINMODES") * $(wc -w <<<"$MTUS") * RUNS * $(wc -w <<<"$BACKENDS") * ntests))
+case " $BACKENDS " in # veth has no loopback inbound path: its *_lo tests are not run
+*" veth "*) NTOTAL=$((NTOTAL - $(wc -w <<<"$PINMODES") * $(wc -w <<<"$MTUS") * RUNS *
+	$(tr ' ' '\n' <<<"$TESTS" | grep -c '_lo$' || true))) ;;
+esac
 LIFE=$(((T + 45) * ntests + 120)) # upper bound of one backend session
 {
 	echo "date: $(date -Is)  host: $HOST  kernel: $(uname -r)  cpus: $(nproc)"

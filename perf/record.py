@@ -9,7 +9,8 @@ import argparse
 import json
 import sys
 
-IPERF_TESTS = ("tcp_up_1", "tcp_up_4", "tcp_down_1", "tcp_down_4", "udp_up", "udp_paced")
+IPERF_TESTS = ("tcp_up_1", "tcp_up_4", "tcp_down_1", "tcp_down_4", "udp_up", "udp_paced",
+               "tcp_in_1", "tcp_in_1_lo")
 
 
 def progress():

@@ -24,6 +24,10 @@ METRICS = [
     ("TCP guest→host, 4 streams, Gbit/s", "tcp_up_4", "gbps", "{:.2f}", True),
     ("TCP host→guest, 1 stream, Gbit/s", "tcp_down_1", "gbps", "{:.2f}", True),
     ("TCP host→guest, 4 streams, Gbit/s", "tcp_down_4", "gbps", "{:.2f}", True),
+    ("inbound TCP (published port), host client → guest server, 1 stream, Gbit/s "
+     "(non-loopback client; pasta: tap path)", "tcp_in_1", "gbps", "{:.2f}", True),
+    ("inbound TCP, 1 stream, loopback client, Gbit/s (pasta: splice)", "tcp_in_1_lo", "gbps",
+     "{:.2f}", True),
     ("UDP guest→host, received Gbit/s", "udp_up", "gbps", "{:.2f}", True),
     ("UDP guest→host, loss %", "udp_up", "lost_pct", "{:.1f}", False),
     ("UDP guest→host paced: received Gbit/s at the highest rate with < 5 % loss",
@@ -37,10 +41,19 @@ METRICS = [
     ("UDP RR p99 µs", "udp_rr", "p99_us", "{:.1f}", False),
     ("UDP RR p99.9 µs", "udp_rr", "p999_us", "{:.1f}", False),
     ("UDP RR transactions/s", "udp_rr", "rate", "{:.0f}", True),
+    ("inbound TCP RR p50 µs (published port, non-loopback client; pasta: tap path)",
+     "tcp_in_rr", "p50_us", "{:.1f}", False),
+    ("inbound TCP RR p99 µs", "tcp_in_rr", "p99_us", "{:.1f}", False),
+    ("inbound TCP RR transactions/s", "tcp_in_rr", "rate", "{:.0f}", True),
+    ("inbound TCP RR p50 µs, loopback client (pasta: splice)", "tcp_in_rr_lo", "p50_us",
+     "{:.1f}", False),
+    ("inbound TCP RR p99 µs, loopback client", "tcp_in_rr_lo", "p99_us", "{:.1f}", False),
     ("TCP connect/request/close per s", "tcp_crr", "rate", "{:.0f}", True),
     ("TCP CRR p99 µs", "tcp_crr", "p99_us", "{:.0f}", False),
     ("backend CPU ms/Gbit, TCP up 1", "tcp_up_1", "backend_cpu_ms_per_gbit", "{:.0f}", False),
     ("backend CPU ms/Gbit, TCP down 1", "tcp_down_1", "backend_cpu_ms_per_gbit", "{:.0f}", False),
+    ("backend CPU ms/Gbit, inbound TCP 1", "tcp_in_1", "backend_cpu_ms_per_gbit", "{:.0f}",
+     False),
     ("machine CPU ms/Gbit, TCP up 1", "tcp_up_1", "machine_cpu_ms_per_gbit", "{:.0f}", False),
     ("machine CPU ms/Gbit, TCP down 1", "tcp_down_1", "machine_cpu_ms_per_gbit", "{:.0f}", False),
     ("backend CPU µs/transaction, TCP RR", "tcp_rr", "backend_cpu_us_per_op", "{:.1f}", False),
@@ -48,7 +61,8 @@ METRICS = [
     ("machine CPU µs/connection, TCP CRR", "tcp_crr", "machine_cpu_us_per_op", "{:.1f}", False),
 ]
 TEST_ORDER = ["tcp_up_1", "tcp_up_4", "tcp_down_1", "tcp_down_4", "udp_up", "udp_paced",
-              "tcp_rr", "udp_rr", "tcp_crr"]
+              "tcp_in_1", "tcp_in_1_lo", "tcp_rr", "udp_rr", "tcp_crr", "tcp_in_rr",
+              "tcp_in_rr_lo"]
 
 
 def load(path):
@@ -95,6 +109,29 @@ def fmt(v, f):
     return "–" if v is None else f.format(v)
 
 
+def goals(d, c):
+    """Issue #11's goals for published ports (judged pinned at MTU 65520): inbound bulk
+    >= 1.0x pasta's tap path, inbound RR p50 <= pasta's."""
+    if "pasta" not in d.backends:
+        return []
+    lines = []
+    for b in RINGNETS:
+        if b not in d.backends:
+            continue
+        parts = []
+        for t, k, want, op in (("tcp_in_1", "gbps", lambda q: q >= 1.0, "≥ 1.0"),
+                               ("tcp_in_rr", "p50_us", lambda q: q <= 1.0, "≤ 1.0")):
+            q = d.ratio(c, b, "pasta", t, k)
+            if q is not None:
+                parts.append(f"{t} {k} {q:.2f}× pasta (want {op}: "
+                             f"{'met' if want(q) else 'NOT met'})")
+        if parts:
+            lines.append(f"- issue #11 goal, {b}: " + "; ".join(parts))
+    if lines:
+        lines.append("")
+    return lines
+
+
 def report(d, env):
     out = ["# ringnet vs pasta, slirp4netns and veth", ""]
     if env:
@@ -105,7 +142,11 @@ def report(d, env):
         "↑ = higher is better, ↓ = lower is better (so for ↓ rows a ratio < 1 means ringnet is "
         "better). veth has no backend process (its work is done by the kernel in the "
         "senders'/receivers' context), so its backend CPU is 0. Machine CPU = busy time of all "
-        "CPUs (clients, servers, backend, kernel). Up = guest→host, down = host→guest (-R).", ""]
+        "CPUs (clients, servers, backend, kernel). Up = guest→host, down = host→guest (-R). "
+        "Inbound = a client in the host namespace reaching a server in the guest through the "
+        "backend's port forwarding (ringnet -p, pasta -t, slirp4netns add_hostfwd; veth: the "
+        "guest's address directly); its client connects from a non-loopback host address "
+        "(pasta's tap path, what a VM gets), the _lo rows from loopback (pasta's splice).", ""]
     ratio_cols = [(b, ref) for b in RINGNETS if b in d.backends
                   for ref in REFS if ref in d.backends]
     # Before/after in one run: each driver against the same driver of the base build.
@@ -158,6 +199,7 @@ def report(d, env):
         out.append("| failed measurements | " + " | ".join(
             [str(len(d.failed[(*c, b)])) for b in d.backends] + [""] * len(ratio_cols)) + " |")
         out.append("")
+        out += goals(d, c)
         # CPU seconds per test
         tests = [t for t in TEST_ORDER if t in tests_present]
         out.append(f"CPU seconds during each test, backend / machine (medians; {pin}, MTU {mtu}):")
@@ -246,9 +288,11 @@ def chart(d, path):
               "ringnet-uring": "#c44e52", "ringnet-epoll": "#dd8452",
               "ringnet-base-uring": "#8172b3", "ringnet-base-epoll": "#937860",
               "ringnet-policy-uring": "#da8bc3", "ringnet-policy-epoll": "#8c8c8c"}
-    tput = ["tcp_up_1", "tcp_up_4", "tcp_down_1", "tcp_down_4", "udp_up", "udp_paced"]
+    tput = ["tcp_up_1", "tcp_up_4", "tcp_down_1", "tcp_down_4", "udp_up", "udp_paced",
+            "tcp_in_1", "tcp_in_1_lo"]
     lat = [("tcp_rr", "p50_us"), ("tcp_rr", "p99_us"), ("udp_rr", "p50_us"),
-           ("udp_rr", "p99_us"), ("tcp_crr", "p50_us")]
+           ("udp_rr", "p99_us"), ("tcp_crr", "p50_us"), ("tcp_in_rr", "p50_us"),
+           ("tcp_in_rr", "p99_us"), ("tcp_in_rr_lo", "p50_us")]
     n = len(d.configs)
     fig, axes = plt.subplots(n, 2, figsize=(15, 3.6 * n), squeeze=False)
     w = 0.8 / max(1, len(d.backends))

@@ -5,7 +5,7 @@ tests: did a connection reach the host at all, and what did it carry?
 Listens on every --bind address (same --port; 0 picks one port, shared by all binds when
 possible). Prints {"ready": true, "port": P, "binds": [...]} first, then one JSON line per
 event:
-  {"event": "accept", "local": ADDR, "peer": ADDR}
+  {"event": "accept", "local": ADDR, "local_port": P, "peer": ADDR, "peer_port": P}
   {"event": "closed", "local": ADDR, "bytes": N, "first": BYTE or null, "how": "eof" | "idle"
    | "reset"}
 Each connection echoes what it receives until EOF, or is closed by the server after --idle
@@ -59,8 +59,9 @@ def serve(conn, local, idle):
 def accept_loop(srv, idle):
     while True:
         conn, peer = srv.accept()
-        local = conn.getsockname()[0]
-        event(event="accept", local=local, peer=peer[0])
+        me = conn.getsockname()
+        local = me[0]
+        event(event="accept", local=local, local_port=me[1], peer=peer[0], peer_port=peer[1])
         threading.Thread(target=serve, args=(conn, local, idle), daemon=True).start()
 
 
