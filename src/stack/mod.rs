@@ -46,7 +46,9 @@
 //! engine, so both can be lent at once.
 //!
 //! A new policy ([`Link::set_policy`]) arrives with the stop eventfd's wake-up; open flows
-//! it denies are ended at once.
+//! it denies are ended at once. Flow-table snapshot requests arrive the same way and are
+//! answered between turns; latency summaries are published at most every 100 ms
+//! ([`crate::observe`], this module's `observe.rs`).
 //!
 //! Limits: [`BATCH`] frames per turn (so host events are never starved by a flooding
 //! guest), `max_connections` TCP flows, `max_udp_flows` UDP/ICMP flows, the pool's slots and
@@ -64,6 +66,7 @@ pub(crate) mod guard;
 #[cfg(test)]
 mod harness;
 pub mod limits;
+mod observe;
 #[cfg(test)]
 mod policy_tests;
 mod port;
@@ -243,6 +246,8 @@ pub struct Engine {
     events: Vec<Event>,
     clock: Box<dyn Clock>,
     cpu: Option<usize>,
+    /// When the latency summaries may be published next.
+    next_publish: Duration,
 }
 
 impl Engine {
@@ -321,6 +326,7 @@ impl Engine {
             events: Vec::with_capacity(256),
             clock,
             cpu: cfg.egress.cpu,
+            next_publish: Duration::ZERO,
         })
     }
 
@@ -336,6 +342,9 @@ impl Engine {
                 break Ok(());
             }
             if let Err(e) = self.turn() {
+                if matches!(e, StackError::Port(PortError::Gone(_))) {
+                    crate::observe::term::fire(&self.link, crate::observe::TermEvent::GuestGone);
+                }
                 break Err(e);
             }
         };
@@ -383,6 +392,9 @@ impl Engine {
             timeout = Some(timeout.map_or(t, |x| x.min(t)));
         }
         if let Some(t) = self.dns.next_deadline(elapsed) {
+            timeout = Some(timeout.map_or(t, |x| x.min(t)));
+        }
+        if let Some(t) = self.publish_latency(elapsed) {
             timeout = Some(timeout.map_or(t, |x| x.min(t)));
         }
         if more {
@@ -473,6 +485,7 @@ impl Engine {
                 if let Some(p) = self.link.take_policy() {
                     self.apply_policy(p, elapsed);
                 }
+                self.answer_snapshots(elapsed);
             }
             T_WAKE if key == Key::fixed(WAKE_PORT) => self.port_ready = true,
             // from_guest wake-ups: the ring is drained at the top of the next turn.

@@ -108,6 +108,12 @@ struct Flow {
     sni: Option<Dest>,
     /// The names the flow was admitted with (for re-checking under a new policy).
     names: Vec<Box<str>>,
+    /// Observation ([`crate::observe::flows`]): creation time (the poll thread's clock),
+    /// payload bytes each way, the rule that admitted it.
+    created: Duration,
+    from_guest_bytes: u64,
+    to_guest_bytes: u64,
+    rule: Option<std::sync::Arc<str>>,
 }
 
 impl Flow {
@@ -165,6 +171,8 @@ pub struct Flows {
     pub dns_queries: Vec<(u64, Vec<u8>)>,
     /// Guest DNS connections reaped, for the resolver to forget.
     pub dns_closed: Vec<u64>,
+    /// Host connect times (SYN to connect result, successful connects).
+    pub connect_latency: crate::observe::latency::Recorder,
 }
 
 /// Segments one flow may send to the guest per turn (fairness between flows).
@@ -213,6 +221,7 @@ impl Flows {
             spare: Vec::new(),
             dns_queries: Vec::new(),
             dns_closed: Vec::new(),
+            connect_latency: crate::observe::latency::Recorder::new(),
         }
     }
 
@@ -307,7 +316,10 @@ impl Flows {
             return None; // port 0
         }
         let (target, fallback) = addrs.host_target(dst);
-        let (names, sni) = admission.map_or_else(Default::default, |a| (a.names, a.sni));
+        let (names, sni, rule) = match admission {
+            Some(a) => (a.names, a.sni, a.rule),
+            None => (Vec::new(), None, Some(observe::LOCAL_DNS.into())),
+        };
         let flow = Flow {
             key: (src, dst),
             set,
@@ -325,6 +337,10 @@ impl Flows {
             local: local.then(Box::default),
             sni,
             names,
+            created: host.elapsed,
+            from_guest_bytes: 0,
+            to_guest_bytes: 0,
+            rule,
         };
         // Room was checked above (`slab.len() < max`, the slab's own bound).
         let key = self.slab.insert(flow)?;
@@ -409,6 +425,8 @@ impl Flows {
                     // data and keep-alives (smoltcp's timeout, armed once established).
                     sock.pause_synack(false);
                     flow.synack_at = Some(host_now(host));
+                    Stats::inc(&host.stats.tcp_connected);
+                    (self.connect_latency).record(host.elapsed.saturating_sub(flow.created));
                     Self::set_phase(&mut self.connecting, flow, Phase::Open);
                 }
                 Err(e) => {
@@ -745,6 +763,7 @@ fn service(
         if n == 0 {
             break;
         }
+        flow.from_guest_bytes += n as u64;
     }
     // The guest's FIN has been received in exactly these states (Closed may also mean a
     // reset, which must not become a FIN to the host: it is handled above).
@@ -775,7 +794,7 @@ fn service(
             let Ok(r) = r else { break }; // not in a sending state
             match r {
                 Ok(0) | Err(Recv::Empty) => break,
-                Ok(_) => {}
+                Ok(n) => flow.to_guest_bytes += n as u64,
                 Err(Recv::Eof) => {
                     flow.host_eof = true;
                     s.close();
@@ -804,6 +823,9 @@ fn service(
 #[cfg(test)]
 #[path = "tcp_tests.rs"]
 mod tests;
+
+#[path = "tcp_observe.rs"]
+mod observe;
 
 /// Serve a guest connection to the gateway's DNS: replies out, whole queries in, our FIN
 /// once the guest's came and every reply is written.

@@ -59,6 +59,12 @@ struct Flow {
     /// Set right after the open that needs the flow's key for its token.
     sock: Option<SockId>,
     last: Duration,
+    /// Observation ([`crate::observe::flows`]): creation time, payload bytes each way, the
+    /// rule that admitted it.
+    created: Duration,
+    from_guest_bytes: u64,
+    to_guest_bytes: u64,
+    rule: Option<std::sync::Arc<str>>,
 }
 
 /// The UDP / echo flow table.
@@ -106,6 +112,10 @@ impl Flows {
             names: admission.names,
             sock: None,
             last: host.elapsed,
+            created: host.elapsed,
+            from_guest_bytes: 0,
+            to_guest_bytes: 0,
+            rule: admission.rule,
         };
         let key = self.slab.insert(flow).ok_or(Refused::Failed)?;
         match host
@@ -178,6 +188,8 @@ impl Flows {
         };
         if host.driver.send(sock, payload) == 0 && !payload.is_empty() {
             Stats::inc(&host.stats.udp_dropped);
+        } else {
+            self.count(Peer::Udp(src, dst), payload.len(), 0);
         }
         Ok(())
     }
@@ -205,6 +217,7 @@ impl Flows {
             Stats::inc(&host.stats.icmp_dropped);
         } else {
             Stats::inc(&host.stats.icmp_relayed);
+            self.count(peer, msg.len(), 0);
         }
         Ok(())
     }
@@ -249,10 +262,12 @@ impl Flows {
         let peer = flow.peer;
         let (gw_mac, guest_mac) = (addrs.gw_mac, addrs.guest_mac);
         let max_len = addrs.mtu + 14;
+        let mut bytes = 0u64;
         loop {
             let mut got = false;
             let r = host.driver.recv(sock, &mut |d| {
                 got = true;
+                bytes += d.len() as u64;
                 match peer {
                     Peer::Udp(guest, dst) => {
                         let off = udp_payload_offset(dst.is_ipv6());
@@ -280,6 +295,9 @@ impl Flows {
             if r.is_err() || !got {
                 break;
             }
+        }
+        if let Some(flow) = self.slab.get_mut(key) {
+            flow.to_guest_bytes += bytes;
         }
     }
 
@@ -323,6 +341,9 @@ impl Flows {
         self.map.clear();
     }
 }
+
+#[path = "udp_observe.rs"]
+mod observe;
 
 /// Queue a frame to the guest whose payload `data` sits at `off`, headers written in front
 /// by `headers` (which returns the frame length); dropped and counted when it does not fit.
