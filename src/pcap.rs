@@ -276,7 +276,10 @@ fn fail(c: &Capture, failed: &mut bool, path: &Path, e: &std::io::Error) {
     if !*failed {
         *failed = true;
         c.on.store(false, Ordering::Relaxed);
-        tracing::warn!("pcap: writing {} failed: {e}; capture stopped", path.display());
+        tracing::warn!(
+            "pcap: writing {} failed: {e}; capture stopped",
+            path.display()
+        );
     }
 }
 
@@ -292,7 +295,10 @@ mod tests {
         assert_eq!(g[20..24], [1, 0, 0, 0]);
         let at = UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789);
         let r = record_header(at, 60);
-        assert_eq!(u32::from_le_bytes(r[0..4].try_into().unwrap()), 1_700_000_000);
+        assert_eq!(
+            u32::from_le_bytes(r[0..4].try_into().unwrap()),
+            1_700_000_000
+        );
         assert_eq!(u32::from_le_bytes(r[4..8].try_into().unwrap()), 123_456);
         assert_eq!(u32::from_le_bytes(r[8..12].try_into().unwrap()), 60);
         assert_eq!(u32::from_le_bytes(r[12..16].try_into().unwrap()), 60);

@@ -142,7 +142,7 @@ fn client(s: UnixStream, obs: &Observer, hub: &Hub, stop: &AtomicBool) -> std::i
     let mut reader = BufReader::new(s.try_clone()?);
     loop {
         let mut line = String::new();
-        if (&mut reader).take(MAX_LINE).read_line(&mut line)? == 0 {
+        if std::io::Read::take(&mut reader, MAX_LINE).read_line(&mut line)? == 0 {
             return Ok(());
         }
         let req = line.trim();
@@ -163,7 +163,9 @@ fn client(s: UnixStream, obs: &Observer, hub: &Hub, stop: &AtomicBool) -> std::i
             "publish" | "unpublish" => json!({
                 "error": format!("{cmd}: published ports are not available in this build")
             }),
-            other => json!({ "error": format!("unknown command {other:?} (stats, flows, events)") }),
+            other => {
+                json!({ "error": format!("unknown command {other:?} (stats, flows, events)") })
+            }
         };
         writeln!(out, "{answer}")?;
     }
@@ -177,10 +179,7 @@ fn stream_events(
     stop: &AtomicBool,
 ) -> std::io::Result<()> {
     let (tx, rx): (SyncSender<Arc<str>>, Receiver<Arc<str>>) = mpsc::sync_channel(EVENT_BACKLOG);
-    hub.subs
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(tx);
+    hub.subs.lock().unwrap_or_else(|e| e.into_inner()).push(tx);
     s.set_nonblocking(true)?;
     let mut probe = [0u8; 64];
     while !stop.load(Ordering::Acquire) {
@@ -218,12 +217,21 @@ fn pump(hub: &Hub, obs: &Observer, stop: &AtomicBool) {
         let dropped = denials.dropped();
         let mut lines: Vec<Arc<str>> = Vec::new();
         if dropped > dropped_seen {
-            lines.push(json!({ "dropped": dropped - dropped_seen }).to_string().into());
+            lines.push(
+                json!({ "dropped": dropped - dropped_seen })
+                    .to_string()
+                    .into(),
+            );
             dropped_seen = dropped;
         }
         lines.extend(denials.drain().iter().map(|d| event(d).to_string().into()));
         for line in lines {
-            subs.retain(|tx| !matches!(tx.try_send(line.clone()), Err(TrySendError::Disconnected(_))));
+            subs.retain(|tx| {
+                !matches!(
+                    tx.try_send(line.clone()),
+                    Err(TrySendError::Disconnected(_))
+                )
+            });
         }
     }
 }

@@ -98,7 +98,11 @@ fn stats_table(v: &Value) -> String {
         ),
         (
             "flows open".into(),
-            format!("tcp {}, udp {}", n(&v["flows"]["tcp"]), n(&v["flows"]["udp"])),
+            format!(
+                "tcp {}, udp {}",
+                n(&v["flows"]["tcp"]),
+                n(&v["flows"]["udp"])
+            ),
         ),
         (
             "host connects".into(),
@@ -142,7 +146,17 @@ fn stats_table(v: &Value) -> String {
 fn flows_table(v: &Value) -> String {
     let empty = Vec::new();
     let flows = v["flows"].as_array().unwrap_or(&empty);
-    let head = ["PROTO", "GUEST", "HOST", "STATE", "FROM_GUEST", "TO_GUEST", "AGE", "IDLE", "RULE"];
+    let head = [
+        "PROTO",
+        "GUEST",
+        "HOST",
+        "STATE",
+        "FROM_GUEST",
+        "TO_GUEST",
+        "AGE",
+        "IDLE",
+        "RULE",
+    ];
     let mut table: Vec<Vec<String>> = vec![head.iter().map(|s| s.to_string()).collect()];
     let secs = |x: &Value| format!("{:.1}s", n(x) as f64 / 1000.0);
     for f in flows {

@@ -105,11 +105,7 @@ fn answer(mut s: TcpStream, obs: &Observer, slot: u32) -> std::io::Result<()> {
             prometheus::render(&obs.metrics(), slot),
         ),
         (Some("GET"), _) => ("404 Not Found", "text/plain", "not found\n".into()),
-        _ => (
-            "405 Method Not Allowed",
-            "text/plain",
-            "GET only\n".into(),
-        ),
+        _ => ("405 Method Not Allowed", "text/plain", "GET only\n".into()),
     };
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",

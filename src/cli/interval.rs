@@ -25,7 +25,12 @@ pub fn spawn(
 
 fn run(every: Duration, obs: &Observer, stop: &AtomicBool) {
     let m = obs.metrics();
-    let mut last = (Instant::now(), m.tx_bytes(), m.rx_bytes(), m.drops().total());
+    let mut last = (
+        Instant::now(),
+        m.tx_bytes(),
+        m.rx_bytes(),
+        m.drops().total(),
+    );
     let mut next = last.0 + every;
     while !stop.load(Ordering::Acquire) {
         let now = Instant::now();

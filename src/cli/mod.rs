@@ -102,7 +102,7 @@ impl Observers {
             o.threads.extend(t);
         }
         if let Some(addr) = &opts.metrics_addr {
-            let t = http::spawn(addr, obs.clone(), slot, o.stop.clone())?;
+            let t = http::spawn(addr, obs.clone(), u32::from(slot), o.stop.clone())?;
             o.threads.push(t);
         }
         if let Some(secs) = opts.stats_interval {

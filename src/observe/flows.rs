@@ -17,8 +17,6 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
 use super::ObserveError;
 use crate::link::Link;
 use crate::policy::Proto;
@@ -27,7 +25,7 @@ use crate::policy::Proto;
 pub const MAX_WAITING: usize = 16;
 
 /// One live flow.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FlowInfo {
     pub proto: Proto,
     /// The guest's end (for ICMP echo: the port is the guest's echo identifier).

@@ -133,7 +133,9 @@ mod tests {
         let s = r.summary();
         assert!(!r.dirty());
         assert_eq!(s.count, 102);
-        let near = |d: Duration, ms: u64| d.as_micros().abs_diff(u128::from(ms) * 1000) <= ms * 10;
+        let near = |d: Duration, ms: u64| {
+            d.as_micros().abs_diff(u128::from(ms) * 1000) <= u128::from(ms) * 10
+        };
         assert!(near(s.p50, 50), "{s:?}");
         assert!(near(s.p99, 100), "{s:?}");
         assert!(near(s.max, 120_000), "{s:?}");

@@ -103,7 +103,12 @@ pub fn render(m: &Metrics, slot: u32) -> String {
             metric(name, "gauge", "See ringnet's metrics::Stats.", &one(value));
         } else {
             let name = format!("{name}_total");
-            metric(&name, "counter", "See ringnet's metrics::Stats.", &one(value));
+            metric(
+                &name,
+                "counter",
+                "See ringnet's metrics::Stats.",
+                &one(value),
+            );
         }
     }
     drop(metric);
@@ -137,7 +142,10 @@ fn summary(s: &mut String, l: &str, name: &str, help: &str, v: LatencySummary) {
     }
     let _ = writeln!(s, "ringnet_{name}_seconds_sum{{{l}}} {}", secs(v.sum));
     let _ = writeln!(s, "ringnet_{name}_seconds_count{{{l}}} {}", v.count);
-    let _ = writeln!(s, "# HELP ringnet_{name}_max_seconds {help} Largest sample.");
+    let _ = writeln!(
+        s,
+        "# HELP ringnet_{name}_max_seconds {help} Largest sample."
+    );
     let _ = writeln!(s, "# TYPE ringnet_{name}_max_seconds gauge");
     let _ = writeln!(s, "ringnet_{name}_max_seconds{{{l}}} {}", secs(v.max));
 }

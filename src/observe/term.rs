@@ -171,7 +171,13 @@ impl Termination {
     /// Set (or replace) the hook. It is called at most once, on a thread of ringnet's, after
     /// the network's stop was requested; a panic in it is caught and logged.
     pub fn set_hook(&self, hook: Hook) {
-        *self.link.observe.term.hook.lock().unwrap_or_else(|e| e.into_inner()) = Some(hook);
+        *self
+            .link
+            .observe
+            .term
+            .hook
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(hook);
     }
 
     /// Replace the set of events that terminate (the configuration's
@@ -183,7 +189,10 @@ impl Termination {
     /// The events that terminate.
     pub fn events(&self) -> Vec<TermEvent> {
         let st = &self.link.observe.term;
-        TermEvent::ALL.into_iter().filter(|e| st.wants(*e)).collect()
+        TermEvent::ALL
+            .into_iter()
+            .filter(|e| st.wants(*e))
+            .collect()
     }
 
     /// Raise `event`: when it is one that terminates and nothing fired before, stop the

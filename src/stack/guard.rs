@@ -95,7 +95,11 @@ impl Guard {
     fn name(&self, rule: Option<usize>) -> Arc<str> {
         let i = rule.unwrap_or(self.policy.rules.len());
         // `names` has one entry per rule plus the default's (built with the policy).
-        self.names.get(i).or(self.names.last()).cloned().unwrap_or_else(|| "".into())
+        self.names
+            .get(i)
+            .or(self.names.last())
+            .cloned()
+            .unwrap_or_else(|| "".into())
     }
 
     /// Queue a denial event and raise the `policy_denial` termination event.
