@@ -45,10 +45,21 @@ pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 /// The longest request line.
 const MAX_LINE: u64 = 64 * 1024;
 
-/// Streaming clients: where the pump sends each event line.
+/// Streaming clients: where the pump sends each event line, and whether the client is
+/// still there (cleared when its stream ends, so the pump never drains the library's
+/// queue into a client that is gone).
 #[derive(Default)]
 struct Hub {
-    subs: Mutex<Vec<SyncSender<Arc<str>>>>,
+    subs: Mutex<Vec<(Arc<AtomicBool>, SyncSender<Arc<str>>)>>,
+}
+
+/// Clears a subscriber's flag when its stream ends, however it ends.
+struct Alive(Arc<AtomicBool>);
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 /// Bind PATH and start the listener and the event pump.
@@ -179,7 +190,9 @@ fn stream_events(
     stop: &AtomicBool,
 ) -> std::io::Result<()> {
     let (tx, rx): (SyncSender<Arc<str>>, Receiver<Arc<str>>) = mpsc::sync_channel(EVENT_BACKLOG);
-    hub.subs.lock().unwrap_or_else(|e| e.into_inner()).push(tx);
+    let alive = Alive(Arc::new(AtomicBool::new(true)));
+    let sub = (alive.0.clone(), tx);
+    hub.subs.lock().unwrap_or_else(|e| e.into_inner()).push(sub);
     s.set_nonblocking(true)?;
     let mut probe = [0u8; 64];
     while !stop.load(Ordering::Acquire) {
@@ -211,6 +224,7 @@ fn pump(hub: &Hub, obs: &Observer, stop: &AtomicBool) {
     while !stop.load(Ordering::Acquire) {
         std::thread::sleep(TICK / 2);
         let mut subs = hub.subs.lock().unwrap_or_else(|e| e.into_inner());
+        subs.retain(|(alive, _)| alive.load(Ordering::Acquire));
         if subs.is_empty() {
             continue;
         }
@@ -226,7 +240,7 @@ fn pump(hub: &Hub, obs: &Observer, stop: &AtomicBool) {
         }
         lines.extend(denials.drain().iter().map(|d| event(d).to_string().into()));
         for line in lines {
-            subs.retain(|tx| {
+            subs.retain(|(_, tx)| {
                 !matches!(
                     tx.try_send(line.clone()),
                     Err(TrySendError::Disconnected(_))

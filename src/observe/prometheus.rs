@@ -111,7 +111,6 @@ pub fn render(m: &Metrics, slot: u32) -> String {
             );
         }
     }
-    drop(metric);
     summary(
         &mut s,
         &l,
