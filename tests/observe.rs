@@ -17,6 +17,9 @@
 //!   panics: the network still stops cleanly (`shutdown` is `Ok`).
 //! - `undrained_events_drop_the_oldest`: 1,100 denials, nobody draining: 1,024 kept (the
 //!   newest), 76 dropped and counted.
+//! - `dns_upstream_latency_and_connect_counters`: a query forwarded to a test upstream on
+//!   127.0.0.1 that answers after 20 ms: `dns_latency()` has one sample of at least 20 ms,
+//!   `dns_answered()` counts it; a UDP connect-free exchange leaves `host_connects_*` at 0.
 //! - `snapshot_of_10000_flows`: 10,000 UDP flows (one host socket each): `flows()` lists
 //!   them all; prints how long the poll thread spent building the snapshot (a
 //!   measurement, not an assertion).
@@ -293,6 +296,54 @@ fn undrained_events_drop_the_oldest() {
     assert!(first.is_some());
     // The newest are kept: the last one is the 1,100th datagram's.
     assert_eq!(events.last().unwrap().dst, Some(DENIED));
+    net.shutdown().unwrap();
+}
+
+/// A DNS query for example.com A (ID 0x1234, recursion desired).
+fn dns_query() -> Vec<u8> {
+    let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in ["example", "com"] {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+#[test]
+fn dns_upstream_latency_and_connect_counters() {
+    let upstream = UdpSocket::bind("127.0.0.1:0").unwrap();
+    upstream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut cfg = config();
+    cfg.dns.servers = vec![upstream.local_addr().unwrap().to_string().parse().unwrap()];
+    let server = std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        let (n, from) = upstream.recv_from(&mut buf).expect("a forwarded query");
+        std::thread::sleep(Duration::from_millis(20));
+        buf[2] |= 0x80; // a response: no answers, NOERROR, the question echoed
+        buf[3] |= 0x80;
+        upstream.send_to(&buf[..n], from).unwrap();
+    });
+    let mut net = Network::with_routes(&cfg, 0, V4).unwrap();
+    let link = net.take_link().unwrap();
+    net.start().unwrap();
+    let m = net.metrics();
+    send_paced(
+        &link,
+        &udp(SocketAddr::new(GW.into(), 53), 5353, &dns_query()),
+    );
+    server.join().unwrap();
+    assert!(wait_for(Duration::from_secs(2), || m.dns_latency().count == 1));
+    let l = m.dns_latency();
+    assert!(l.p50 >= Duration::from_millis(20), "{l:?}");
+    assert!(l.max >= l.p99 && l.p99 >= l.p50, "{l:?}");
+    assert!(l.max < Duration::from_secs(5), "{l:?}");
+    assert_eq!(m.dns_answered(), 1);
+    assert_eq!(m.dns_failed(), 0);
+    assert_eq!((m.host_connects_ok(), m.host_connects_failed()), (0, 0));
+    assert_eq!(m.connect_latency().count, 0);
     net.shutdown().unwrap();
 }
 
