@@ -91,8 +91,7 @@ fn control_socket_and_metrics_endpoint() {
     require_privileges!("ip", "python3");
     let _wd = Watchdog::new(LIMIT);
     let sock = TempFile::new("ctl.sock");
-    let mut opts = Opts::default();
-    opts.extra = [
+    let extra = [
         "--control",
         sock.path_str(),
         "--metrics-addr",
@@ -101,10 +100,11 @@ fn control_socket_and_metrics_endpoint() {
         "1",
         "--deny",
         "tcp 198.51.100.9",
-    ]
-    .map(String::from)
-    .to_vec();
-    let mut tb = Testbed::start(opts);
+    ];
+    let mut tb = Testbed::start(Opts {
+        extra: extra.map(String::from).to_vec(),
+        ..Opts::default()
+    });
     let mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(&sock.path).unwrap().permissions(),
     );
@@ -264,11 +264,12 @@ fn pcap_of_ping_and_transfer() {
     require_privileges!("ip", "python3", "ping", "tshark");
     let _wd = Watchdog::new(LIMIT);
     let pcap = TempFile::new("capture.pcap");
-    let mut opts = Opts::default();
-    opts.extra = ["--stats", "--pcap", pcap.path_str()]
-        .map(String::from)
-        .to_vec();
-    let mut tb = Testbed::start(opts);
+    let mut tb = Testbed::start(Opts {
+        extra: ["--stats", "--pcap", pcap.path_str()]
+            .map(String::from)
+            .to_vec(),
+        ..Opts::default()
+    });
     let gw = tb.slot().gw_v4.to_string();
     tb.guest
         .exec(&["ping", "-n", "-c", "3", "-i", "0.2", &gw], CMD)

@@ -50,8 +50,11 @@ const MAX_LINE: u64 = 64 * 1024;
 /// queue into a client that is gone).
 #[derive(Default)]
 struct Hub {
-    subs: Mutex<Vec<(Arc<AtomicBool>, SyncSender<Arc<str>>)>>,
+    subs: Mutex<Vec<Sub>>,
 }
+
+/// A streaming client: alive flag and where its lines go.
+type Sub = (Arc<AtomicBool>, SyncSender<Arc<str>>);
 
 /// Clears a subscriber's flag when its stream ends, however it ends.
 struct Alive(Arc<AtomicBool>);
