@@ -214,6 +214,7 @@ attach_ringnet_obs() { # GUEST MTU DRIVER
 			'$RINGNET_BIN' ctl '$sock' stats >/dev/null
 			'$RINGNET_BIN' ctl '$sock' flows >/dev/null
 			ip netns exec '$HOSTNS' python3 -c 'import urllib.request as u; u.urlopen(\"http://127.0.0.1:$port/metrics\", timeout=2).read()'
+			echo \"polled \$(date +%T)\"
 			sleep 1
 		done"
 	BPID=${keep[0]} BWRAP=${keep[1]} SERVER=${keep[2]}
