@@ -92,11 +92,11 @@ impl Flows {
         kind: SockKind,
         target: SocketAddr,
         host: &mut Host<'_>,
-    ) -> Result<SockId, Refused> {
+    ) -> Result<(SockId, Key), Refused> {
         if let Some(&key) = self.map.get(&peer) {
             let flow = self.slab.get_mut(key).ok_or(Refused::Failed)?;
             flow.last = host.elapsed;
-            return flow.sock.ok_or(Refused::Failed);
+            return flow.sock.map(|s| (s, key)).ok_or(Refused::Failed);
         }
         let (proto, src, dst) = match peer {
             Peer::Udp(src, dst) => (Proto::Udp, src.ip(), dst),
@@ -129,7 +129,7 @@ impl Flows {
                 self.map.insert(peer, key);
                 Stats::inc(&host.stats.udp_opened);
                 self.publish(host.stats);
-                Ok(sock)
+                Ok((sock, key))
             }
             Err(e) => {
                 self.slab.remove(key);
@@ -177,7 +177,8 @@ impl Flows {
         host: &mut Host<'_>,
     ) -> Result<(), Refused> {
         let (target, _) = addrs.host_target(dst);
-        let sock = match self.lookup_or_open(Peer::Udp(src, dst), SockKind::Udp, target, host) {
+        let peer = Peer::Udp(src, dst);
+        let (sock, key) = match self.lookup_or_open(peer, SockKind::Udp, target, host) {
             Ok(s) => s,
             Err(r) => {
                 if r == Refused::Failed {
@@ -189,7 +190,7 @@ impl Flows {
         if host.driver.send(sock, payload) == 0 && !payload.is_empty() {
             Stats::inc(&host.stats.udp_dropped);
         } else {
-            self.count(Peer::Udp(src, dst), payload.len(), 0);
+            self.count(key, payload.len(), 0);
         }
         Ok(())
     }
@@ -204,7 +205,7 @@ impl Flows {
     ) -> Result<(), Refused> {
         let target = SocketAddr::new(dst, 0);
         let peer = Peer::Echo(src, dst, ident);
-        let sock = match self.lookup_or_open(peer, SockKind::Ping, target, host) {
+        let (sock, key) = match self.lookup_or_open(peer, SockKind::Ping, target, host) {
             Ok(s) => s,
             Err(r) => {
                 if r == Refused::Failed {
@@ -217,7 +218,7 @@ impl Flows {
             Stats::inc(&host.stats.icmp_dropped);
         } else {
             Stats::inc(&host.stats.icmp_relayed);
-            self.count(peer, msg.len(), 0);
+            self.count(key, msg.len(), 0);
         }
         Ok(())
     }

@@ -7,11 +7,12 @@ use std::time::Duration;
 use super::{Flows, Peer};
 use crate::observe::FlowInfo;
 use crate::policy::Proto;
+use crate::slab::Key;
 
 impl Flows {
-    /// Count `from_guest` / `to_guest` payload bytes on the flow of `peer`.
-    pub(super) fn count(&mut self, peer: Peer, from_guest: usize, to_guest: usize) {
-        if let Some(f) = self.map.get(&peer).and_then(|&k| self.slab.get_mut(k)) {
+    /// Count `from_guest` / `to_guest` payload bytes on flow `key`.
+    pub(super) fn count(&mut self, key: Key, from_guest: usize, to_guest: usize) {
+        if let Some(f) = self.slab.get_mut(key) {
             f.from_guest_bytes += from_guest as u64;
             f.to_guest_bytes += to_guest as u64;
         }
