@@ -13,6 +13,10 @@
 //!   upload: tshark reads the file; it holds exactly as many frames as both rings counted
 //!   (`--stats`), 3 echo requests and 3 replies, and the upload's TCP handshake (SYN,
 //!   SYN-ACK, ACK).
+//! - `flag_errors_are_one_line`: `--stats-interval 0`, `ringnet ctl` to a missing socket,
+//!   an unknown `terminate_on` event, a bad `--metrics-addr`, a `--control` path that is a
+//!   regular file: one line on stderr, exit status 2 (the last three as root only: they come
+//!   after the privilege check).
 
 mod common;
 
@@ -333,4 +337,46 @@ fn pcap_of_ping_and_transfer() {
         &format!("{tcp} && tcp.len > 0 && tcp.dstport == {port}"),
     );
     assert!(data >= 1, "the upload's data segments");
+}
+
+/// ringnet `args`: exit status 2 and one `ringnet: …` line containing `needle` (checked only
+/// as root when it starts with `!`: those errors come after the privilege check).
+fn one_line_error(args: &[&str], needle: &str) {
+    let out = run_args(&[&[ringnet_bin()], args].concat(), CMD);
+    let err = out.stderr.trim_end();
+    assert_eq!(out.code(), Some(2), "{out}");
+    assert_eq!(err.lines().count(), 1, "{out}");
+    assert!(err.starts_with("ringnet: "), "{out}");
+    // SAFETY: geteuid(2) has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root || !needle.starts_with('!') {
+        assert!(
+            err.contains(needle.trim_start_matches('!')),
+            "{out} lacks {needle}"
+        );
+    }
+}
+
+#[test]
+fn flag_errors_are_one_line() {
+    let _wd = Watchdog::new(LIMIT);
+    one_line_error(
+        &["run", "--stats-interval", "0", "--", "true"],
+        "--stats-interval",
+    );
+    one_line_error(
+        &["ctl", "/nonexistent/ringnet.sock", "stats"],
+        "cannot connect",
+    );
+    let cfg = TempFile::with_contents("observe.toml", "[observe]\nterminate_on = [\"bogus\"]\n");
+    one_line_error(&["run", "--config", cfg.path_str(), "--", "true"], "!bogus");
+    one_line_error(
+        &["run", "--metrics-addr", "nowhere", "--", "true"],
+        "!--metrics-addr nowhere",
+    );
+    let file = TempFile::with_contents("not-a-socket", "");
+    one_line_error(
+        &["run", "--control", file.path_str(), "--", "true"],
+        "!not a socket",
+    );
 }
