@@ -131,3 +131,9 @@ impl Denials {
         self.link.observe.events.dropped()
     }
 }
+
+/// Every queued denial of `link` (for tests inside the crate).
+#[cfg(test)]
+pub(crate) fn tests_drain(link: &Link) -> Vec<Denial> {
+    std::iter::from_fn(|| link.observe.events.q.pop()).collect()
+}

@@ -68,6 +68,8 @@ mod harness;
 pub mod limits;
 mod observe;
 #[cfg(test)]
+mod observe_tests;
+#[cfg(test)]
 mod policy_tests;
 mod port;
 pub(crate) mod tcp;
