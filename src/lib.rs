@@ -28,6 +28,11 @@
 //! - Nothing a guest sends can make ringnet panic or grow without bound: every queue, flow
 //!   table and buffer has a limit and a counter in [`metrics::Stats`].
 //!
+//! - Seeing inside costs the data path nothing it did not do already: counters are the
+//!   relaxed atomics above, latency histograms and flow tables stay on the poll thread and
+//!   are copied out between turns, denial events go through a bounded lock-free queue
+//!   ([`observe`]); a packet capture copies frames to a writer thread ([`pcap`]).
+//!
 //! Start with [`Network`].
 //!
 //! # Features

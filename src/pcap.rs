@@ -182,13 +182,21 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Create `path` (truncating it), write the global header and start the writer thread;
+    /// Create `path` (mode 0600; an existing file is truncated), write the global header and start the writer thread;
     /// the file stops growing at `max_bytes` (headers included).
     pub fn start(path: &Path, max_bytes: u64) -> Result<Writer, PcapError> {
-        let file = File::create(path).map_err(|source| PcapError::Create {
-            path: path.into(),
-            source,
-        })?;
+        use std::os::unix::fs::OpenOptionsExt;
+        // The capture holds the guest's traffic: readable by its owner only.
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|source| PcapError::Create {
+                path: path.into(),
+                source,
+            })?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
         out.write_all(&global_header())
             .map_err(|source| PcapError::Write {
