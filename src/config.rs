@@ -59,8 +59,8 @@
 //!
 //! ## Sections
 //!
-//! `[interface]`, `[egress]`, `[dns]` ([`DnsConfig`]) and `[policy]`
-//! ([`crate::policy::syntax`]); `[ports]`, `[tls]` and `[secrets]` will be further sections,
+//! `[interface]`, `[egress]`, `[dns]` ([`DnsConfig`]), `[policy]`
+//! ([`crate::policy::syntax`]) and `[[ports]]` ([`PortSpec`]); `[tls]` and `[secrets]` will be further sections,
 //! each a struct with its own defaults; until they exist, `deny_unknown_fields` rejects them.
 //!
 //! ## Syscalls
@@ -177,6 +177,9 @@ pub enum ConfigError {
     /// A `[dns.hosts]` name is not a domain name.
     #[error("dns.hosts: {name:?} is not a domain name")]
     DnsHost { name: String },
+    /// A published port (`[[ports]]`, `-p`) is invalid.
+    #[error("invalid published port {value:?}: {reason}")]
+    Publish { value: String, reason: String },
     /// A `[policy]` rule or preset is invalid.
     #[error("policy: {0}")]
     Policy(#[from] crate::policy::PolicyError),
@@ -214,6 +217,14 @@ pub struct NetworkConfig {
     /// Who may talk to whom (nothing configured: everything allowed).
     #[serde(skip_serializing_if = "PolicyConfig::is_empty")]
     pub policy: PolicyConfig,
+    /// Inbound TCP connections through published ports open at once, at most.
+    pub max_inbound_connections: usize,
+    /// Host peers of one published UDP port mapped at once, at most (the oldest is
+    /// evicted).
+    pub max_udp_peers: usize,
+    /// Published ports.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortSpec>,
 }
 
 impl Default for NetworkConfig {
@@ -226,6 +237,9 @@ impl Default for NetworkConfig {
             dns: DnsConfig::default(),
             observe: crate::observe::ObserveConfig::default(),
             policy: PolicyConfig::default(),
+            max_inbound_connections: 1024,
+            max_udp_peers: 256,
+            ports: Vec::new(),
         }
     }
 }
@@ -411,6 +425,9 @@ pub struct SlotConfig {
     pub dns: DnsConfig,
     /// The compiled `[policy]`.
     pub policy: Policy,
+    pub max_inbound_connections: usize,
+    pub max_udp_peers: usize,
+    pub ports: Vec<PortSpec>,
 }
 
 impl SlotConfig {
@@ -516,6 +533,8 @@ impl NetworkConfig {
         let egress = &self.egress;
         let zero = [
             ("max_connections", self.max_connections == 0),
+            ("max_inbound_connections", self.max_inbound_connections == 0),
+            ("max_udp_peers", self.max_udp_peers == 0),
             ("egress.connect_timeout_ms", egress.connect_timeout_ms == 0),
             ("egress.max_connecting", egress.max_connecting == 0),
             (
@@ -553,6 +572,7 @@ impl NetworkConfig {
         }
         self.dns.validate()?;
         self.policy.compile()?;
+        ports::validate(&self.ports)?;
         if let Some(mac) = iface.mac {
             if mac.is_multicast() {
                 return Err(ConfigError::GuestMac {
@@ -619,6 +639,9 @@ impl NetworkConfig {
             egress: self.egress.clone(),
             dns: self.dns.clone(),
             policy: self.policy.compile()?,
+            max_inbound_connections: self.max_inbound_connections,
+            max_udp_peers: self.max_udp_peers,
+            ports: self.ports.clone(),
         })
     }
 }
@@ -643,6 +666,7 @@ fn validate_env_prefix(prefix: &str) -> Result<(), ConfigError> {
 
 mod dns;
 mod mac;
+mod ports;
 mod slot;
 #[cfg(test)]
 mod tests;
@@ -650,5 +674,6 @@ mod tests;
 pub use dns::{resolv_conf_servers, DnsConfig, DnsServer, HostAddrs};
 use mac::display_fromstr;
 pub use mac::MacAddr;
+pub use ports::{ClientAddress, PortProto, PortSpec};
 use slot::{derive_ipv4, derive_ipv6, explicit_ipv4, explicit_ipv6};
 pub use slot::{Ipv4Slot, Ipv6Slot};

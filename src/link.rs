@@ -52,8 +52,20 @@ pub struct Link {
     pub observe: crate::observe::Observe,
     /// A policy waiting for the poll thread ([`Link::set_policy`]).
     policy: Mutex<Option<Policy>>,
+    /// Port changes waiting for the poll thread ([`Link::port_change`]).
+    port_changes: Mutex<Vec<PortChange>>,
     /// Last: dropped after the rings (see the module docs).
     pub pool: Pool,
+}
+
+/// A published port to add or remove while the network runs.
+#[derive(Debug)]
+pub struct PortChange {
+    /// Publish (true) or unpublish (false) `spec`.
+    pub publish: bool,
+    pub spec: crate::config::PortSpec,
+    /// Where the poll thread says how it went (an error as its message).
+    pub reply: std::sync::mpsc::Sender<Result<(), String>>,
 }
 
 /// Errors building a link.
@@ -80,6 +92,7 @@ impl Link {
             stats: Stats::default(),
             observe: crate::observe::Observe::default(),
             policy: Mutex::new(None),
+            port_changes: Mutex::new(Vec::new()),
             pool: Pool::new(POOL_SLOTS)?,
         })
     }
@@ -89,6 +102,20 @@ impl Link {
     pub fn set_policy(&self, policy: Policy) {
         *self.policy.lock().unwrap_or_else(|e| e.into_inner()) = Some(policy);
         self.stop_fd.notify();
+    }
+
+    /// Hand the poll thread a port change; its result comes back on `change.reply`.
+    pub fn port_change(&self, change: PortChange) {
+        self.port_changes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(change);
+        self.stop_fd.notify();
+    }
+
+    /// The port changes handed over by [`Link::port_change`].
+    pub fn take_port_changes(&self) -> Vec<PortChange> {
+        std::mem::take(&mut *self.port_changes.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// The policy handed over by [`Link::set_policy`], once.

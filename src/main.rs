@@ -110,6 +110,19 @@ struct Opts {
     /// host's /etc/resolv.conf.
     #[arg(long = "dns", value_name = "SERVER")]
     dns: Vec<String>,
+    /// Publish a port: host clients of [BIND:]HOST_PORT reach the guest's GUEST_PORT
+    /// (repeatable; ranges HOST-END[:GUEST-END]; BIND an IPv4 address or [IPv6], default
+    /// 127.0.0.1; /udp for UDP).
+    #[arg(
+        short = 'p',
+        long = "publish",
+        value_name = "[BIND:]HOST_PORT[:GUEST_PORT][/udp]"
+    )]
+    publish: Vec<String>,
+    /// How the guest sees the clients of -p ports: real (their own address and port;
+    /// loopback clients as the gateway) or gateway (always the gateway).
+    #[arg(long, value_name = "real|gateway")]
+    client_address: Option<String>,
     /// --allow and --deny in command-line order (filled from the matches, not by clap).
     #[arg(skip)]
     rules: Vec<(ringnet::policy::Action, String)>,
@@ -259,8 +272,8 @@ fn ordered_rules(m: &ArgMatches) -> Vec<(ringnet::policy::Action, String)> {
     rules.into_iter().map(|(_, a, v)| (a, v)).collect()
 }
 
-/// Apply `--policy`, `--allow`, `--deny` and `--dns` to `cfg`.
-fn policy_flags(opts: &Opts, cfg: &mut NetworkConfig) -> Result<(), Fail> {
+/// Apply `--policy`, `--allow`, `--deny`, `-p`, `--client-address` and `--dns` to `cfg`.
+fn network_flags(opts: &Opts, cfg: &mut NetworkConfig) -> Result<(), Fail> {
     use ringnet::policy::syntax::{PolicyConfig, RuleConfig};
     use ringnet::policy::{Preset, Rule};
     if let Some(p) = &opts.policy {
@@ -288,6 +301,20 @@ fn policy_flags(opts: &Opts, cfg: &mut NetworkConfig) -> Result<(), Fail> {
         flags.push(RuleConfig::Text(rule.to_string()));
     }
     cfg.policy.rules.splice(0..0, flags);
+    let client_address = match &opts.client_address {
+        Some(c) => c
+            .parse()
+            .map_err(|e| Fail::new(format!("--client-address: {e}")))?,
+        None => ringnet::config::ClientAddress::Real,
+    };
+    for arg in &opts.publish {
+        let specs = ringnet::config::PortSpec::parse_list(arg)
+            .map_err(|e| Fail::new(format!("-p: {e}")))?;
+        cfg.ports.extend(specs.into_iter().map(|mut s| {
+            s.client_address = client_address;
+            s
+        }));
+    }
     if !opts.dns.is_empty() {
         cfg.dns.servers = opts
             .dns
@@ -318,7 +345,7 @@ fn load_config(opts: &Opts) -> Result<NetworkConfig, Fail> {
     if let Some(driver) = opts.egress {
         cfg.egress.driver = driver;
     }
-    policy_flags(opts, &mut cfg)?;
+    network_flags(opts, &mut cfg)?;
     cfg.validate()?;
     Ok(cfg)
 }
@@ -447,6 +474,7 @@ fn start(opts: &Opts, ns: &NetNs, tap_name: &str, configure: bool) -> Result<Ser
         ipv6 = %family(c.ipv6.map(|s| (s.guest.into(), s.gateway.into()))),
         dns = %dns_note(c),
         policy = %policy_note(&c.policy),
+        ports = c.ports.len(),
         "ringnet serving; {}",
         net.driver_note()
     );

@@ -129,6 +129,24 @@ counters!(
         policy_sni_mismatch,
         /// Open flows reset (TCP) or closed (UDP) because a new policy denies them.
         policy_revoked,
+        /// Host clients of published TCP ports accepted (a flow to the guest started).
+        inbound_accepted,
+        /// Inbound TCP flows open now.
+        inbound_active,
+        /// Host clients reset at `max_inbound_connections` (or with no flow slot left).
+        inbound_refused_limit,
+        /// Inbound TCP flows the guest refused (RST): the host client was reset.
+        inbound_guest_refused,
+        /// Inbound TCP flows the guest did not answer within `connect_timeout_ms`: the host
+        /// client was reset.
+        inbound_guest_timeout,
+        /// Host peers of published UDP ports mapped to a guest flow (each new one).
+        udp_inbound_peers,
+        /// Mapped UDP peers evicted at `max_udp_peers` (the oldest of the port).
+        udp_inbound_evicted,
+        /// accept(2) or recvfrom(2) on a published port failed (out of descriptors: the
+        /// client waits in the kernel's queue).
+        inbound_accept_failed,
     }
 );
 

@@ -47,6 +47,9 @@ pub enum NetworkError {
     AlreadyStarted,
     #[error("the poll thread panicked")]
     Panicked,
+    /// A published port could not be added or removed.
+    #[error("{0}")]
+    Port(String),
 }
 
 /// One guest NIC's network.
@@ -158,6 +161,71 @@ impl Network {
         self.link.set_policy(policy);
     }
 
+    /// Publish `spec` (host clients reach the guest's port): before `start`, it is bound
+    /// with the configured ports when the network starts; while running, the poll thread
+    /// binds it now. Errors: the port cannot be bound (in use, an address the host does not
+    /// have), or it is published already.
+    pub fn publish(&mut self, spec: crate::config::PortSpec) -> Result<(), NetworkError> {
+        if self.thread.is_none() {
+            if self
+                .cfg
+                .ports
+                .iter()
+                .any(|p| p.bind_addr() == spec.bind_addr() && p.protocol == spec.protocol)
+            {
+                return Err(NetworkError::Port(format!("{spec} is published already")));
+            }
+            self.cfg.ports.push(spec);
+            return Ok(());
+        }
+        self.port_change(true, spec)
+    }
+
+    /// Stop accepting on the published port `spec` names (host address, port and
+    /// protocol); its open connections carry on until they end.
+    pub fn unpublish(&mut self, spec: &crate::config::PortSpec) -> Result<(), NetworkError> {
+        if self.thread.is_none() {
+            let before = self.cfg.ports.len();
+            self.cfg
+                .ports
+                .retain(|p| !(p.bind_addr() == spec.bind_addr() && p.protocol == spec.protocol));
+            if self.cfg.ports.len() == before {
+                return Err(NetworkError::Port(format!("{spec} is not published")));
+            }
+            return Ok(());
+        }
+        self.port_change(false, spec.clone())
+    }
+
+    fn port_change(
+        &mut self,
+        publish: bool,
+        spec: crate::config::PortSpec,
+    ) -> Result<(), NetworkError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.link.port_change(crate::link::PortChange {
+            publish,
+            spec: spec.clone(),
+            reply: tx,
+        });
+        match rx.recv_timeout(std::time::Duration::from_secs(5)) {
+            Ok(Ok(())) => {
+                if publish {
+                    self.cfg.ports.push(spec);
+                } else {
+                    self.cfg.ports.retain(|p| {
+                        !(p.bind_addr() == spec.bind_addr() && p.protocol == spec.protocol)
+                    });
+                }
+                Ok(())
+            }
+            Ok(Err(e)) => Err(NetworkError::Port(e)),
+            Err(_) => Err(NetworkError::Port(format!(
+                "{spec}: the poll thread did not answer (stopped?)"
+            ))),
+        }
+    }
+
     /// Which egress driver runs and why (after `start`).
     pub fn driver_note(&self) -> &str {
         &self.driver_note
@@ -196,7 +264,12 @@ impl Network {
             port,
             Box::new(std::time::Instant::now()),
             random_seed(),
-        )?;
+        )
+        .map_err(|e| match e {
+            // Says itself what it is: "cannot publish 127.0.0.1:8080/tcp: …".
+            StackError::Publish(p) => NetworkError::Port(p.to_string()),
+            e => NetworkError::Stack(e),
+        })?;
         let handle = std::thread::Builder::new()
             .name(format!("ringnet-poll-{}", self.cfg.slot))
             .spawn(move || engine.run())

@@ -13,6 +13,9 @@
 //!   upload: tshark reads the file; it holds exactly as many frames as both rings counted
 //!   (`--stats`), 3 echo requests and 3 replies, and the upload's TCP handshake (SYN,
 //!   SYN-ACK, ACK).
+//! - `publish_through_the_control_socket`: `ringnet ctl PATH publish 18080:8080` makes a
+//!   guest server reachable from the host namespace, a second publish of it is an error
+//!   naming the port, `unpublish` makes it refuse again.
 //! - `flag_errors_are_one_line`: `--stats-interval 0`, `ringnet ctl` to a missing socket,
 //!   an unknown `terminate_on` event, a bad `--metrics-addr`, a `--control` path that is a
 //!   regular file: one line on stderr, exit status 2 (the last three as root only: they come
@@ -379,4 +382,68 @@ fn flag_errors_are_one_line() {
         &["run", "--control", file.path_str(), "--", "true"],
         "!not a socket",
     );
+}
+
+/// Guest server: accept connections on 0.0.0.0:PORT and greet each with "hi".
+const GREETER: &str = r#"
+import json, socket, sys
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("0.0.0.0", int(sys.argv[1])))
+srv.listen(16)
+print(json.dumps({"ready": True}), flush=True)
+srv.settimeout(60)
+while True:
+    c, _ = srv.accept()
+    c.sendall(b"hi")
+    c.close()
+"#;
+
+/// Host client: connect to 127.0.0.1:PORT and read what comes.
+const GREETED: &str = r#"
+import json, socket, sys
+try:
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=3)
+    s.settimeout(3)
+    r = s.recv(16).decode()
+except OSError as e:
+    r = type(e).__name__
+print(json.dumps({"got": r}), flush=True)
+"#;
+
+#[test]
+fn publish_through_the_control_socket() {
+    require_privileges!("ip", "python3");
+    let _wd = Watchdog::new(LIMIT);
+    let sock = TempFile::new("ctl.sock");
+    let tb = Testbed::start(Opts {
+        extra: vec!["--control".into(), sock.path_str().into()],
+        ..Opts::default()
+    });
+    let greeter = tb.guest.spawn(&["python3", "-u", "-c", GREETER, "8080"]);
+    assert!(greeter.next_line(CMD).is_some(), "the guest server started");
+    let greet = || {
+        tb.host
+            .exec(&["python3", "-c", GREETED, "18080"], CMD)
+            .json()["got"]
+            .clone()
+    };
+    assert_eq!(greet(), "ConnectionRefusedError", "not published yet");
+
+    let out = ctl(sock.path_str(), &["publish", "18080:8080"]);
+    assert!(
+        out.ok().stdout.contains("published: 127.0.0.1:18080"),
+        "{out}"
+    );
+    assert_eq!(greet(), "hi");
+    let again = ctl(sock.path_str(), &["publish", "18080:8080"]);
+    assert_eq!(again.code(), Some(2), "{again}");
+    assert!(again.stderr.contains("18080"), "{again}");
+    let v = ctl_json(sock.path_str(), &["unpublish", "18080:8080"]);
+    assert_eq!(
+        v["unpublish"][0].as_str().map(|s| s.contains("18080")),
+        Some(true),
+        "{v}"
+    );
+    assert_eq!(greet(), "ConnectionRefusedError", "unpublished");
 }

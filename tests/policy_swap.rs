@@ -10,11 +10,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use ringnet::backend::netns::NetNs;
-use ringnet::backend::tap::Tap;
-use ringnet::config::{HostRoutes, NetworkConfig};
+use ringnet::config::NetworkConfig;
 use ringnet::policy::{Preset, Rule};
-use ringnet::Network;
 
 /// Guest client: connect to the gateway's PORT, say "connected", then block reading until
 /// the connection ends and say how ("reset" or "eof").
@@ -64,7 +61,6 @@ fn a_swapped_policy_resets_a_now_denied_flow() {
     require_privileges!("ip", "python3");
     let _wd = Watchdog::new(Duration::from_secs(90));
     in_private_netns(true, || {
-        let guest = Netns::new("guest");
         let mut server = Bg::spawn(Command::new("python3").args([
             "-B",
             "-u",
@@ -73,17 +69,7 @@ fn a_swapped_policy_resets_a_now_denied_flow() {
             "60",
         ]));
         let port = common::port(&server.ready(Duration::from_secs(15)));
-
-        // The host namespace has no routes: say IPv4 is on.
-        let routes = HostRoutes {
-            ipv4: true,
-            ipv6: false,
-        };
-        let mut net = Network::with_routes(&NetworkConfig::default(), 0, routes).unwrap();
-        let ns = NetNs::open(std::path::Path::new(&guest.path())).unwrap();
-        let tap = ns.run(|| Tap::open("eth0")).unwrap().unwrap();
-        ns.configure_guest("eth0", net.config()).unwrap();
-        net.start_port(Box::new(tap)).unwrap();
+        let InProcess { mut net, guest } = InProcess::start(&NetworkConfig::default());
 
         let client = guest.spawn(&["python3", "-u", "-c", HOLD, &port]);
         assert_eq!(json_line(&client, "connected")["connected"], true);

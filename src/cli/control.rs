@@ -9,7 +9,8 @@
 //! - `flows`: `{"flows":[…]}`, a snapshot of the flow table (one object per flow);
 //! - `events`: from then on, one object per denial as it happens (the queued backlog
 //!   first), until the client hangs up;
-//! - `publish` / `unpublish`: `{"error":…}` until published ports exist;
+//! - `publish` / `unpublish` with `"args"` in the `-p` syntax (`[BIND:]HOST_PORT[:GUEST_PORT]
+//!   [/udp]`, ranges too): `{"publish":[…]}` naming each port changed, or `{"error":…}`;
 //! - anything else: `{"error":…}`.
 //!
 //! The socket is created under a temporary name, set to mode 0600, then renamed into
@@ -42,6 +43,8 @@ pub const MAX_CLIENTS: usize = 16;
 pub const EVENT_BACKLOG: usize = 1024;
 /// How long a client may take to send a request line.
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+/// How long a port change may take on the poll thread.
+const PORT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest request line.
 const MAX_LINE: u64 = 64 * 1024;
 
@@ -174,11 +177,24 @@ fn client(s: UnixStream, obs: &Observer, hub: &Hub, stop: &AtomicBool) -> std::i
                 Err(e) => json!({ "error": e.to_string() }),
             },
             "events" => return stream_events(&s, &mut out, hub, stop),
-            "publish" | "unpublish" => json!({
-                "error": format!("{cmd}: published ports are not available in this build")
-            }),
+            "publish" | "unpublish" => {
+                let args: Vec<String> = match serde_json::from_str::<Value>(req) {
+                    Ok(v) => v["args"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|x| x.as_str().map(String::from))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    Err(_) => Vec::new(),
+                };
+                change_ports(obs, cmd == "publish", &args)
+            }
             other => {
-                json!({ "error": format!("unknown command {other:?} (stats, flows, events)") })
+                json!({ "error": format!(
+                    "unknown command {other:?} (stats, flows, events, publish, unpublish)"
+                ) })
             }
         };
         writeln!(out, "{answer}")?;
@@ -251,6 +267,30 @@ fn pump(hub: &Hub, obs: &Observer, stop: &AtomicBool) {
             });
         }
     }
+}
+
+/// Publish or unpublish every port the `-p` syntax `args` name, in order; stops at the
+/// first failure (the ports before it stay changed, and the answer says which).
+fn change_ports(obs: &Observer, publish: bool, args: &[String]) -> Value {
+    let verb = if publish { "publish" } else { "unpublish" };
+    if args.is_empty() {
+        return json!({ "error": format!("{verb}: name a port ([BIND:]HOST_PORT[:GUEST_PORT][/udp])") });
+    }
+    let mut done = Vec::new();
+    for arg in args {
+        let specs = match ringnet::config::PortSpec::parse_list(arg) {
+            Ok(s) => s,
+            Err(e) => return json!({ "error": format!("{verb} {arg}: {e}"), "done": done }),
+        };
+        for spec in specs {
+            let name = spec.to_string();
+            if let Err(e) = obs.change_port(publish, spec, PORT_TIMEOUT) {
+                return json!({ "error": format!("{verb} {name}: {e}"), "done": done });
+            }
+            done.push(name);
+        }
+    }
+    json!({ verb: done })
 }
 
 /// A denial as JSON.

@@ -17,9 +17,10 @@ use serde_json::{json, Value};
 pub struct CtlArgs {
     /// The control socket (`--control PATH` of `run` / `attach`).
     pub path: PathBuf,
-    /// stats, flows, events (streams denials), publish, unpublish.
+    /// stats, flows, events (streams denials), publish PORT…, unpublish PORT… (PORT in the
+    /// `-p` syntax: [BIND:]HOST_PORT[:GUEST_PORT][/udp]).
     pub cmd: String,
-    /// Arguments of the command (publish / unpublish).
+    /// The ports of publish / unpublish.
     pub args: Vec<String>,
     /// Print the server's JSON lines as they are.
     #[arg(long)]
@@ -51,6 +52,12 @@ pub fn run(a: &CtlArgs) -> Result<ExitCode, String> {
             match a.cmd.as_str() {
                 "stats" => stats_table(&v),
                 "flows" => flows_table(&v),
+                "publish" | "unpublish" => {
+                    let empty = Vec::new();
+                    let ports = v[a.cmd.as_str()].as_array().unwrap_or(&empty);
+                    let names: Vec<&str> = ports.iter().filter_map(|p| p.as_str()).collect();
+                    format!("{}ed: {}", a.cmd, names.join(", "))
+                }
                 _ => event_line(&v),
             }
         };

@@ -159,7 +159,7 @@ fn unknown_keys_are_rejected_in_every_section() {
         ("[egress]\ndriverr = \"auto\"", "driverr"),
         ("[dns]\nserver = \"1.1.1.1\"", "server"),
         ("[policy]\nrule = []", "rule"),
-        ("[ports]\nhost_port = 80", "ports"),
+        ("[[ports]]\nhost_port = 80\nbogus = 1", "bogus"),
     ] {
         let msg = parse_err(text);
         assert!(msg.contains(key), "{text:?}: {msg}");

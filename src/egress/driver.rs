@@ -224,6 +224,9 @@ pub trait SockIo: Sized {
 
     fn watch(&mut self, fd: RawFd, token: Token) -> Result<(), EgressError>;
 
+    /// Stop watching `fd`: no event about it after this returns.
+    fn unwatch(&mut self, fd: RawFd);
+
     /// Start of a `wait` round: the work due before blocking (re-arming watched fds,
     /// deferred I/O, expired deadlines). Returns the mechanism's next deadline.
     fn prepare(&mut self, t: &mut SockTable<Self::Sock>, now: Instant) -> Option<Instant>;
@@ -281,6 +284,38 @@ fn live<X>(t: &mut SockTable<X>, key: Key) -> Result<SockRef<'_, X>, Recv> {
     }
 }
 
+impl<I: SockIo> SockDriver<I> {
+    /// Put a new socket in the table and let the mechanism start it (`open`, `adopt`).
+    /// `Err(None)`: the table is full.
+    fn insert(
+        &mut self,
+        (kind, fd, phase): (SockKind, OwnedFd, SockPhase),
+        (remote, token): (SocketAddr, Token),
+        connect: &Connect,
+    ) -> Result<SockId, Option<EgressError>> {
+        let sock = Sock {
+            fd,
+            state: SockState::new(kind, token, &self.t.bufs.limits),
+            phase,
+            rx_ready: false,
+            io: I::new_sock(connect),
+        };
+        let key = self.t.socks.insert(sock).ok_or(None)?;
+        let Some(at) = self.t.entry(key) else {
+            unreachable!("{key:?} was inserted just above");
+        };
+        if let Err(source) = self.io.start(at, connect) {
+            self.t.remove(key);
+            return Err(Some(EgressError::Socket {
+                kind,
+                remote,
+                source,
+            }));
+        }
+        Ok(SockId(key))
+    }
+}
+
 impl<I: SockIo> Driver for SockDriver<I> {
     fn kind(&self) -> EgressDriver {
         I::KIND
@@ -316,26 +351,13 @@ impl<I: SockIo> Driver for SockDriver<I> {
         } else {
             sys::connect(fd.as_raw_fd(), &connect.addr).map_err(sock_err)?;
         }
-        let sock = Sock {
-            fd,
-            state: SockState::new(kind, token, &limits),
-            phase: if stream {
-                SockPhase::Connecting
-            } else {
-                SockPhase::Open
-            },
-            rx_ready: false,
-            io: I::new_sock(&connect),
+        let phase = if stream {
+            SockPhase::Connecting
+        } else {
+            SockPhase::Open
         };
-        let key = self.t.socks.insert(sock).ok_or(too_many)?;
-        let Some(at) = self.t.entry(key) else {
-            unreachable!("{key:?} was inserted just above");
-        };
-        if let Err(source) = self.io.start(at, &connect) {
-            self.t.remove(key);
-            return Err(sock_err(source));
-        }
-        Ok(SockId(key))
+        self.insert((kind, fd, phase), (remote, token), &connect)
+            .map_err(|e| e.unwrap_or(too_many))
     }
 
     fn send(&mut self, sock: SockId, data: &[u8]) -> usize {
@@ -430,6 +452,41 @@ impl<I: SockIo> Driver for SockDriver<I> {
 
     fn watch(&mut self, fd: RawFd, token: Token) -> Result<(), EgressError> {
         self.io.watch(fd, token)
+    }
+
+    fn unwatch(&mut self, fd: RawFd) {
+        self.io.unwatch(fd);
+    }
+
+    fn adopt(
+        &mut self,
+        fd: OwnedFd,
+        kind: SockKind,
+        peer: SocketAddr,
+        token: Token,
+    ) -> Result<SockId, EgressError> {
+        let limits = self.t.bufs.limits;
+        if self.t.socks.len() >= limits.max_sockets {
+            return Err(EgressError::TooManySockets(self.t.socks.len()));
+        }
+        let sock_err = |source| EgressError::Socket {
+            kind,
+            remote: peer,
+            source,
+        };
+        sys::set_nonblocking(fd.as_raw_fd(), I::NONBLOCKING).map_err(sock_err)?;
+        if kind == SockKind::Tcp {
+            if let Err(e) = sys::set_nodelay(fd.as_raw_fd()) {
+                tracing::debug!(error = %e, "TCP_NODELAY failed");
+            }
+        }
+        let connect = Connect {
+            addr: SockAddr::new(&peer),
+            timeout: Duration::ZERO,
+        };
+        let too_many = EgressError::TooManySockets(self.t.socks.len());
+        self.insert((kind, fd, SockPhase::Open), (peer, token), &connect)
+            .map_err(|e| e.unwrap_or(too_many))
     }
 
     fn wait(

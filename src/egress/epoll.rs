@@ -330,6 +330,16 @@ impl SockIo for EpollIo {
         Ok(())
     }
 
+    fn unwatch(&mut self, fd: RawFd) {
+        for w in self.watches.iter_mut().filter(|w| w.fd == fd && !w.dead) {
+            w.dead = true;
+            w.armed = false;
+            if let Err(e) = self.poll.registry().deregister(&mut SourceFd(&fd)) {
+                tracing::debug!(fd, error = %e, "unwatch: deregister failed");
+            }
+        }
+    }
+
     fn prepare(&mut self, t: &mut SockTable<EpollSock>, now: Instant) -> Option<Instant> {
         for (i, w) in self.watches.iter_mut().enumerate() {
             if w.armed || w.dead {

@@ -38,6 +38,7 @@
 
 mod driver;
 mod epoll;
+pub mod listen;
 mod state;
 mod sys;
 mod uring;
@@ -228,9 +229,23 @@ pub trait Driver {
     /// socket is reported after `close`; using the `SockId` afterwards is harmless.
     fn close(&mut self, sock: SockId, reset: bool);
 
+    /// Take over `fd`, a socket already connected to `peer` (an accepted TCP connection, a
+    /// UDP socket connected to one peer), as an open socket of `kind` reporting events with
+    /// `token`; from then on it is like a socket from [`Driver::open`].
+    fn adopt(
+        &mut self,
+        fd: std::os::fd::OwnedFd,
+        kind: SockKind,
+        peer: SocketAddr,
+        token: Token,
+    ) -> Result<SockId, EgressError>;
+
+    /// Stop watching `fd` (from [`Driver::watch`]); the caller may close it afterwards.
+    fn unwatch(&mut self, fd: RawFd);
+
     /// Report [`Event::Wake`] with `token` whenever `fd` is readable (level-triggered: the
     /// caller drains the fd; an fd left readable is reported again by the next `wait`). The
-    /// fd must stay open while the driver lives (there is no unwatch).
+    /// fd must stay open until [`Driver::unwatch`] (or while the driver lives).
     fn watch(&mut self, fd: RawFd, token: Token) -> Result<(), EgressError>;
 
     /// Submit queued work, then block until at least one event or `timeout` (None: forever;

@@ -1,8 +1,9 @@
 //! Socket syscalls shared by both drivers.
 //!
-//! Syscalls used here (for a seccomp allow-list): `socket`, `connect`, `setsockopt`
-//! (`SO_LINGER`, `TCP_NODELAY`), `getsockopt` (`SO_ERROR`), `recv`, `send`, `shutdown`,
-//! `close` (via `OwnedFd`). A failed syscall becomes an `io::Error` only in [`cvt`].
+//! Syscalls used here (for a seccomp allow-list): `socket`, `connect`, `bind`, `listen`,
+//! `setsockopt` (`SO_LINGER`, `TCP_NODELAY`, `SO_REUSEADDR`, `SO_REUSEPORT`), `getsockopt`
+//! (`SO_ERROR`), `ioctl` (`FIONBIO`), `recv`, `send`, `shutdown`, `close` (via `OwnedFd`);
+//! `listen.rs` adds `accept4` and `recvfrom` through std. A failed syscall becomes an `io::Error` only in [`cvt`].
 
 use std::io;
 use std::mem;
@@ -168,4 +169,47 @@ pub fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
 pub fn shutdown_write(fd: RawFd) -> io::Result<()> {
     // SAFETY: shutdown(2) takes no pointers.
     cvt(unsafe { libc::shutdown(fd, libc::SHUT_WR) }).map(drop)
+}
+
+/// `ioctl(FIONBIO)`: make `fd` nonblocking or blocking.
+pub fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
+    let mut v: libc::c_int = on.into();
+    // SAFETY: FIONBIO reads one c_int from the live local `v`.
+    cvt(unsafe { libc::ioctl(fd, libc::FIONBIO, &mut v) }).map(drop)
+}
+
+/// `listen(2)` with `backlog` (again on a listening socket: sets the new backlog).
+pub fn listen(fd: RawFd, backlog: libc::c_int) -> io::Result<()> {
+    // SAFETY: listen(2) takes no pointers.
+    cvt(unsafe { libc::listen(fd, backlog) }).map(drop)
+}
+
+/// A UDP socket bound to `local` with `SO_REUSEADDR` and `SO_REUSEPORT` (so sockets
+/// connected to single peers can share the port), connected to `peer` when given.
+pub fn udp_reuseport(
+    local: &SocketAddr,
+    peer: Option<&SocketAddr>,
+    nonblocking: bool,
+) -> io::Result<OwnedFd> {
+    let fd = socket(SockKind::Udp, local, nonblocking)?;
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+    setsockopt(
+        raw,
+        libc::SOL_SOCKET,
+        libc::SO_REUSEADDR,
+        &1 as &libc::c_int,
+    )?;
+    setsockopt(
+        raw,
+        libc::SOL_SOCKET,
+        libc::SO_REUSEPORT,
+        &1 as &libc::c_int,
+    )?;
+    let addr = SockAddr::new(local);
+    // SAFETY: `addr` points to an initialised sockaddr of `addr.len` bytes, valid for the call.
+    cvt(unsafe { libc::bind(raw, addr.as_ptr(), addr.len) })?;
+    if let Some(peer) = peer {
+        connect(raw, &SockAddr::new(peer))?;
+    }
+    Ok(fd)
 }

@@ -21,6 +21,11 @@ use super::ObserveError;
 use crate::link::Link;
 use crate::policy::Proto;
 
+/// The rule name of a guest connection to the gateway's own DNS.
+pub const LOCAL_DNS: &str = "gateway DNS";
+/// The rule name of a flow a host client opened through a published port.
+pub const PUBLISHED_PORT: &str = "published port";
+
 /// Snapshot readers waiting at once, at most.
 pub const MAX_WAITING: usize = 16;
 

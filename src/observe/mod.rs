@@ -64,6 +64,9 @@ pub enum ObserveError {
     /// Too many readers are waiting for a snapshot already.
     #[error("too many flow snapshots requested at once")]
     Busy,
+    /// A port change the poll thread refused (or did not answer), described.
+    #[error("{0}")]
+    Port(String),
 }
 
 /// `[observe]` in the configuration file.
@@ -312,6 +315,32 @@ impl Observer {
     /// A snapshot of the live flow table, waiting at most `timeout` for the poll thread.
     pub fn flows(&self, timeout: std::time::Duration) -> Result<Vec<FlowInfo>, ObserveError> {
         flows::request(&self.link, timeout)
+    }
+
+    /// Publish (`publish`) or unpublish `spec` on the running network, from any thread: the
+    /// poll thread binds or releases it on its next wake-up and says how it went (within
+    /// `timeout`). As [`crate::Network::publish`] / `unpublish`, except that the network's
+    /// own copy of its configuration does not list the change.
+    pub fn change_port(
+        &self,
+        publish: bool,
+        spec: crate::config::PortSpec,
+        timeout: std::time::Duration,
+    ) -> Result<(), ObserveError> {
+        if self.link.stop.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(ObserveError::NotRunning);
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.link.port_change(crate::link::PortChange {
+            publish,
+            spec,
+            reply: tx,
+        });
+        match rx.recv_timeout(timeout) {
+            Ok(r) => r.map_err(ObserveError::Port),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(ObserveError::Timeout(timeout)),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(ObserveError::NotRunning),
+        }
     }
 }
 

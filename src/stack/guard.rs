@@ -158,16 +158,7 @@ impl Guard {
                 rule: Some(self.name(d.rule)),
             });
         }
-        let stats = &self.link.stats;
-        Stats::inc(match proto {
-            Proto::Tcp => &stats.policy_denied_tcp,
-            Proto::Udp => &stats.policy_denied_udp,
-            Proto::Icmp => &stats.policy_denied_icmp,
-        });
-        Stats::inc(match d.rule {
-            Some(_) => &stats.policy_denied_rule,
-            None => &stats.policy_denied_default,
-        });
+        self.count_denial(proto, &d);
         if self.first_denial(proto, src, dst) {
             let why = self.policy.describe(&d, Direction::Egress);
             tracing::info!("policy: denied {} {src} -> {dst} by {why}", proto.name());
@@ -185,6 +176,34 @@ impl Guard {
             rule: self.name(d.rule),
         });
         None
+    }
+
+    /// May a host client at `client` reach guest port `port` over `proto` (a published
+    /// port)? Denials are counted and logged like egress ones.
+    pub fn admit_ingress(&mut self, proto: Proto, client: SocketAddr, port: u16) -> bool {
+        if self.open {
+            return true;
+        }
+        let flow = Flow {
+            direction: Direction::Ingress,
+            proto,
+            ip: client.ip(),
+            port,
+        };
+        let d = self.policy.decide(&flow, &[], &self.gw);
+        if d.action == Action::Allow {
+            return true;
+        }
+        self.count_denial(proto, &d);
+        let dst = SocketAddr::new(client.ip(), port);
+        if self.first_denial(proto, client.ip(), dst) {
+            let why = self.policy.describe(&d, Direction::Ingress);
+            tracing::info!(
+                "policy: denied inbound {} {client} -> guest port {port} by {why}",
+                proto.name()
+            );
+        }
+        false
     }
 
     /// Is an open flow still allowed under the current policy? `names` are those it was
@@ -226,6 +245,20 @@ impl Guard {
             rule: format!("{dest} (the domain that admitted the flow)").into(),
         });
         false
+    }
+
+    /// Count a denial by protocol and by reason.
+    fn count_denial(&self, proto: Proto, d: &crate::policy::Decision) {
+        let stats = &self.link.stats;
+        Stats::inc(match proto {
+            Proto::Tcp => &stats.policy_denied_tcp,
+            Proto::Udp => &stats.policy_denied_udp,
+            Proto::Icmp => &stats.policy_denied_icmp,
+        });
+        Stats::inc(match d.rule {
+            Some(_) => &stats.policy_denied_rule,
+            None => &stats.policy_denied_default,
+        });
     }
 
     fn first_denial(&mut self, proto: Proto, src: IpAddr, dst: SocketAddr) -> bool {

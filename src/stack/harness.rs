@@ -171,6 +171,18 @@ impl Driver for FakeDriver {
         Ok(SockId(Key::fixed(id as u32)))
     }
 
+    fn adopt(
+        &mut self,
+        _fd: std::os::fd::OwnedFd,
+        kind: SockKind,
+        peer: SocketAddr,
+        token: Token,
+    ) -> Result<SockId, EgressError> {
+        self.open(kind, peer, Duration::ZERO, token)
+    }
+
+    fn unwatch(&mut self, _fd: std::os::fd::RawFd) {}
+
     fn send(&mut self, sock: SockId, data: &[u8]) -> usize {
         match self.host().live(sock) {
             Some(s) if s.error.is_none() && !s.shut => {
@@ -342,6 +354,16 @@ impl Guest {
         self.next_port += 1;
         s.connect(self.iface.context(), (ip, port), self.next_port)
             .expect("connect");
+        self.sockets.add(s)
+    }
+
+    /// A socket listening on `port` of the guest's address.
+    pub fn listen(&mut self, port: u16) -> SocketHandle {
+        let mut s = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; 65536]),
+            tcp::SocketBuffer::new(vec![0; 65536]),
+        );
+        s.listen(port).expect("listen");
         self.sockets.add(s)
     }
 

@@ -65,6 +65,9 @@ pub mod gateway;
 pub(crate) mod guard;
 #[cfg(test)]
 mod harness;
+mod inbound;
+#[cfg(test)]
+mod inbound_tests;
 pub mod limits;
 mod observe;
 #[cfg(test)]
@@ -106,6 +109,7 @@ const T_TCP: u8 = 1;
 const T_UDP: u8 = 2;
 const T_DNS: u8 = 3;
 const T_DNS_TCP: u8 = 4;
+const T_LISTEN: u8 = 5;
 const WAKE_FROM_GUEST: u32 = 0;
 const WAKE_PORT: u32 = 1;
 const WAKE_STOP: u32 = 2;
@@ -119,6 +123,8 @@ pub enum StackError {
     Port(#[from] PortError),
     #[error("pinning the poll thread to CPU {0} failed")]
     Pin(usize),
+    #[error("{0}")]
+    Publish(#[from] inbound::PublishError),
 }
 
 /// Where the poll thread's time comes from: the time since its start.
@@ -245,6 +251,9 @@ pub struct Engine {
     tcp: tcp::Flows,
     udp: udp::Flows,
     dns: dns::DnsService,
+    ports: inbound::Ports,
+    /// Datagrams taken from published UDP ports land here.
+    udp_buf: Vec<u8>,
     events: Vec<Event>,
     clock: Box<dyn Clock>,
     cpu: Option<usize>,
@@ -309,7 +318,9 @@ impl Engine {
             },
             random_seed.rotate_left(17) ^ 0x646e_735f_7365_6564,
         );
-        Ok(Engine {
+        let mut engine = Engine {
+            ports: inbound::Ports::new(),
+            udp_buf: Vec::new(),
             tcp: tcp::Flows::new(cfg),
             udp: udp::Flows::new(cfg),
             dns: dns::DnsService::new(resolver, Duration::from_millis(cfg.dns.timeout_ms)),
@@ -329,7 +340,14 @@ impl Engine {
             clock,
             cpu: cfg.egress.cpu,
             next_publish: Duration::ZERO,
-        })
+        };
+        for spec in &cfg.ports {
+            let elapsed = engine.clock.elapsed();
+            engine
+                .ports
+                .publish(spec.clone(), &mut engine.host.cx(elapsed))?;
+        }
+        Ok(engine)
     }
 
     /// Run until the stop flag is set.
@@ -487,6 +505,15 @@ impl Engine {
                 if let Some(p) = self.link.take_policy() {
                     self.apply_policy(p, elapsed);
                 }
+                for change in self.link.take_port_changes() {
+                    let mut host = self.host.cx(elapsed);
+                    let r = if change.publish {
+                        self.ports.publish(change.spec, &mut host)
+                    } else {
+                        self.ports.unpublish(&change.spec, &mut host)
+                    };
+                    let _ = change.reply.send(r.map_err(|e| e.to_string()));
+                }
                 self.answer_snapshots(elapsed);
             }
             T_WAKE if key == Key::fixed(WAKE_PORT) => self.port_ready = true,
@@ -503,6 +530,7 @@ impl Engine {
                     &self.addrs,
                 );
             }
+            T_LISTEN => self.on_listener(key, elapsed),
             T_DNS | T_DNS_TCP => {
                 let mut port = self.guest.port(smol_now(elapsed));
                 let host = &mut self.host.cx(elapsed);
@@ -524,7 +552,14 @@ impl Engine {
             }
         };
         match v {
-            Verdict::Smoltcp => {}
+            Verdict::Smoltcp => {
+                // An ARP or NDP answer may be what an inbound connect waits for (smoltcp
+                // holds its SYN until the guest's MAC is known): look at those flows again
+                // right after this frame instead of at their 1 s retry.
+                self.poll_smoltcp(Some(frame), smol_now(elapsed));
+                self.tcp.wake_inbound();
+                return;
+            }
             Verdict::Tcp { src, dst, flags } => {
                 let mut host = self.host.cx(elapsed);
                 if let Some(key) = self.tcp.on_frame(src, dst, flags, &self.addrs, &mut host) {
@@ -574,6 +609,117 @@ impl Engine {
             }
         }
         self.poll_smoltcp(Some(frame), smol_now(elapsed));
+    }
+
+    /// A published port's listener is readable: take up to `ACCEPT_BATCH` clients or
+    /// datagrams.
+    fn on_listener(&mut self, key: Key, elapsed: Duration) {
+        let Some(spec) = self.ports.get(key).map(|p| p.spec.clone()) else {
+            return;
+        };
+        for _ in 0..inbound::ACCEPT_BATCH {
+            let Some(p) = self.ports.get(key) else { return };
+            let stats = &self.link.stats;
+            match spec.protocol {
+                crate::config::PortProto::Tcp => match p.listener.accept() {
+                    Ok(Some(client)) => self.accept_tcp(&spec, client, elapsed),
+                    Ok(None) => return,
+                    Err(e) => {
+                        Stats::inc(&stats.inbound_accept_failed);
+                        tracing::debug!(port = %spec, error = %e, "accept failed");
+                        return;
+                    }
+                },
+                crate::config::PortProto::Udp => {
+                    if self.udp_buf.is_empty() {
+                        self.udp_buf = vec![0; 65536];
+                    }
+                    match p.listener.recv_from(&mut self.udp_buf) {
+                        Ok(Some((n, peer))) => self.accept_udp(key, &spec, (n, peer), elapsed),
+                        Ok(None) => return,
+                        Err(e) => {
+                            Stats::inc(&stats.inbound_accept_failed);
+                            tracing::debug!(port = %spec, error = %e, "recvfrom failed");
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A host client of published TCP port `spec`.
+    fn accept_tcp(
+        &mut self,
+        spec: &crate::config::PortSpec,
+        (fd, peer): (std::os::fd::OwnedFd, SocketAddr),
+        elapsed: Duration,
+    ) {
+        use crate::egress::listen::Listener;
+        let Some((guest, mut client)) = inbound::client_side(spec, peer, &self.addrs) else {
+            Listener::reject(fd);
+            return;
+        };
+        let mut host = self.host.cx(elapsed);
+        if !host
+            .guard
+            .admit_ingress(crate::policy::Proto::Tcp, peer, spec.guest())
+        {
+            Listener::reject(fd);
+            return;
+        }
+        // Clients shown as the gateway may share a port: pick another one that is free.
+        let mut tries = 0u16;
+        while self.tcp.has_tuple(guest, client) && tries < 64 {
+            tries += 1;
+            let p = 49152 + (peer.port().wrapping_add(tries.wrapping_mul(7919)) % 16384);
+            client.set_port(p);
+        }
+        match self
+            .tcp
+            .inbound((fd, peer), guest, client, &mut self.iface, &mut host)
+        {
+            Ok(()) => {}
+            Err(Some(fd)) => {
+                Stats::inc(&host.stats.inbound_refused_limit);
+                tracing::debug!(%peer, port = %spec, "inbound client refused: at the limit");
+                Listener::reject(fd);
+            }
+            Err(None) => {}
+        }
+    }
+
+    /// A datagram of `peer` on published UDP port `key` (its bytes in `udp_buf`).
+    fn accept_udp(
+        &mut self,
+        key: Key,
+        spec: &crate::config::PortSpec,
+        (n, peer): (usize, SocketAddr),
+        elapsed: Duration,
+    ) {
+        let Some((guest, client)) = inbound::client_side(spec, peer, &self.addrs) else {
+            return;
+        };
+        let mut host = self.host.cx(elapsed);
+        if !self.udp.knows(guest, client)
+            && !host
+                .guard
+                .admit_ingress(crate::policy::Proto::Udp, peer, spec.guest())
+        {
+            return;
+        }
+        let Some(p) = self.ports.get(key) else { return };
+        let listener = &p.listener;
+        let mut port = self.guest.port(smol_now(elapsed));
+        self.udp.inbound(
+            (key, peer),
+            (guest, client),
+            &self.udp_buf[..n],
+            || listener.peer_socket(peer),
+            &mut host,
+            &mut port,
+            &self.addrs,
+        );
     }
 
     /// Tell the guest its packet in `frame` was refused by the policy: ICMP destination
@@ -634,6 +780,7 @@ impl Engine {
         self.tcp.close_all(&mut *self.host.driver);
         self.udp.close_all(&mut *self.host.driver);
         self.dns.close_all(&mut *self.host.driver);
+        self.ports.close_all(&mut *self.host.driver);
         self.link.from_guest.clear();
     }
 }

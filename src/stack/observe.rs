@@ -18,7 +18,7 @@ impl Engine {
         }
         let start = Instant::now();
         let mut flows = Vec::new();
-        self.tcp.snapshot(smol_now(elapsed), elapsed, &mut flows);
+        self.tcp.snapshot(smol_now(elapsed), &mut flows);
         self.udp.snapshot(elapsed, &mut flows);
         let flows = Arc::new(flows);
         self.link.observe.flows.took(start.elapsed());

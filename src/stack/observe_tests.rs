@@ -16,7 +16,7 @@ use crate::stack::harness::Harness;
 fn snapshot(h: &mut Harness) -> Vec<FlowInfo> {
     let now = h.clock.now();
     let mut v = Vec::new();
-    h.engine.tcp.snapshot(smol_now(now), now, &mut v);
+    h.engine.tcp.snapshot(smol_now(now), &mut v);
     h.engine.udp.snapshot(now, &mut v);
     v
 }

@@ -73,6 +73,8 @@ use crate::wire::classify::TcpFlags;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Connecting,
+    /// A published port's client: the host side is connected, the guest side connecting.
+    Inbound,
     Open,
     Aborting,
 }
@@ -108,9 +110,12 @@ struct Flow {
     sni: Option<Dest>,
     /// The names the flow was admitted with (for re-checking under a new policy).
     names: Vec<Box<str>>,
-    /// Observation ([`crate::observe::flows`]): creation time (the poll thread's clock),
-    /// payload bytes each way, the rule that admitted it.
-    created: Duration,
+    /// Opened by a host client of a published port (counted in `inbound_active`).
+    inbound: bool,
+    /// When the flow was made.
+    created: Instant,
+    /// Observation ([`crate::observe::flows`]): payload bytes each way, the rule that
+    /// admitted the flow.
     from_guest_bytes: u64,
     to_guest_bytes: u64,
     rule: Option<std::sync::Arc<str>>,
@@ -171,6 +176,11 @@ pub struct Flows {
     pub dns_queries: Vec<(u64, Vec<u8>)>,
     /// Guest DNS connections reaped, for the resolver to forget.
     pub dns_closed: Vec<u64>,
+    /// Inbound flows open (published ports), and their cap.
+    inbound: usize,
+    max_inbound: usize,
+    /// Inbound flows connecting to the guest (stale entries are dropped lazily).
+    inbound_waiting: Vec<Key>,
     /// Host connect times (SYN to connect result, successful connects).
     pub connect_latency: crate::observe::latency::Recorder,
 }
@@ -221,6 +231,9 @@ impl Flows {
             spare: Vec::new(),
             dns_queries: Vec::new(),
             dns_closed: Vec::new(),
+            inbound: 0,
+            max_inbound: cfg.max_inbound_connections.max(1),
+            inbound_waiting: Vec::new(),
             connect_latency: crate::observe::latency::Recorder::new(),
         }
     }
@@ -318,7 +331,11 @@ impl Flows {
         let (target, fallback) = addrs.host_target(dst);
         let (names, sni, rule) = match admission {
             Some(a) => (a.names, a.sni, a.rule),
-            None => (Vec::new(), None, Some(observe::LOCAL_DNS.into())),
+            None => (
+                Vec::new(),
+                None,
+                Some(crate::observe::flows::LOCAL_DNS.into()),
+            ),
         };
         let flow = Flow {
             key: (src, dst),
@@ -337,7 +354,8 @@ impl Flows {
             local: local.then(Box::default),
             sni,
             names,
-            created: host.elapsed,
+            inbound: false,
+            created: host_now(host),
             from_guest_bytes: 0,
             to_guest_bytes: 0,
             rule,
@@ -426,7 +444,8 @@ impl Flows {
                     sock.pause_synack(false);
                     flow.synack_at = Some(host_now(host));
                     Stats::inc(&host.stats.tcp_connected);
-                    (self.connect_latency).record(host.elapsed.saturating_sub(flow.created));
+                    let took = host_now(host) - flow.created;
+                    (self.connect_latency).record(Duration::from_micros(took.total_micros()));
                     Self::set_phase(&mut self.connecting, flow, Phase::Open);
                 }
                 Err(e) => {
@@ -495,6 +514,7 @@ impl Flows {
             stats,
             guard: &*host.guard,
             guest_timeout: self.guest_timeout,
+            connect_timeout: SmolDuration::from_micros(self.connect_timeout.as_micros() as u64),
             now,
             key: Key::fixed(0),
             dns_queries: &mut self.dns_queries,
@@ -557,6 +577,9 @@ impl Flows {
                 if flow.local.is_some() {
                     self.dns_closed.push(key.pack(T_TCP));
                 }
+                if flow.inbound {
+                    self.inbound -= 1;
+                }
                 if self.spare.len() < SPARE_SOCKETS {
                     self.spare.push((flow.set, flow.handle));
                 }
@@ -565,6 +588,7 @@ impl Flows {
         use std::sync::atomic::Ordering::Relaxed;
         stats.tcp_active.store(self.slab.len() as u64, Relaxed);
         stats.tcp_connecting.store(self.connecting as u64, Relaxed);
+        stats.inbound_active.store(self.inbound as u64, Relaxed);
     }
 
     /// A reply of the gateway's DNS for guest connection `conn` (dropped when the
@@ -635,6 +659,7 @@ impl Flows {
         self.map.clear();
         self.connect_order.clear();
         self.connecting = 0;
+        self.inbound = 0;
     }
 }
 
@@ -643,6 +668,7 @@ struct Cx<'a> {
     stats: &'a Stats,
     guard: &'a Guard,
     guest_timeout: SmolDuration,
+    connect_timeout: SmolDuration,
     now: Instant,
     /// The flow being serviced (its id as a DNS connection).
     key: Key,
@@ -698,6 +724,27 @@ fn service(
             }
             return Next::Keep;
         }
+        Phase::Inbound => match state {
+            State::SynSent => return Next::Keep,
+            State::Closed | State::Listen => {
+                // The guest refused (RST), or smoltcp gave up after the connect timeout.
+                let timed_out = cx.now - flow.created >= cx.connect_timeout;
+                Stats::inc(if timed_out {
+                    &cx.stats.inbound_guest_timeout
+                } else {
+                    &cx.stats.inbound_guest_refused
+                });
+                tracing::debug!(guest = %flow.key.0, timed_out, "guest refused an inbound connection");
+                flow.end(driver, connecting, false, true);
+                return Next::Reap;
+            }
+            _ => {
+                // Established: from now on an ordinary flow (the guest timeout is armed
+                // below).
+                flow.phase = Phase::Open;
+                flow.synack_at = Some(cx.now);
+            }
+        },
         Phase::Open => {}
     }
     if flow.local.is_some() {
@@ -820,6 +867,8 @@ fn service(
     }
 }
 
+#[path = "tcp_inbound.rs"]
+mod inbound;
 #[cfg(test)]
 #[path = "tcp_tests.rs"]
 mod tests;

@@ -10,9 +10,6 @@ use super::{Flows, Phase};
 use crate::observe::FlowInfo;
 use crate::policy::Proto;
 
-/// The rule name of a connection to the gateway's own DNS.
-pub(super) const LOCAL_DNS: &str = "gateway DNS";
-
 /// smoltcp's state as a static name (no allocation per flow).
 fn state_name(s: State) -> &'static str {
     match s {
@@ -31,19 +28,22 @@ fn state_name(s: State) -> &'static str {
 }
 
 impl Flows {
-    /// Append every flow to `out`; `now` and `elapsed` are the poll thread's time.
-    pub fn snapshot(&self, now: Instant, elapsed: Duration, out: &mut Vec<FlowInfo>) {
+    /// Append every flow to `out`; `now` is the poll thread's time.
+    pub fn snapshot(&self, now: Instant, out: &mut Vec<FlowInfo>) {
         out.reserve(self.slab.len());
         for (_, f) in self.slab.iter() {
             let state = match f.phase {
                 Phase::Connecting => "connecting",
+                Phase::Inbound => "inbound-connecting",
                 Phase::Aborting => "aborting",
                 Phase::Open => state_name(f.set.get::<tcp::Socket>(f.handle).state()),
             };
+            let since = |t: Instant| Duration::from_micros((now - t).total_micros());
+            let age = since(f.created);
             let idle = if f.from_guest_at > Instant::from_millis(0) {
-                Duration::from_micros((now - f.from_guest_at).total_micros())
+                since(f.from_guest_at)
             } else {
-                elapsed.saturating_sub(f.created)
+                age
             };
             out.push(FlowInfo {
                 proto: Proto::Tcp,
@@ -52,7 +52,7 @@ impl Flows {
                 state,
                 from_guest_bytes: f.from_guest_bytes,
                 to_guest_bytes: f.to_guest_bytes,
-                age: elapsed.saturating_sub(f.created),
+                age,
                 idle,
                 rule: f.rule.clone(),
             });

@@ -56,6 +56,8 @@ struct Flow {
     /// The names the guest had resolved to the destination, when a domain rule admitted
     /// the flow (for re-checking it under a new policy).
     names: Vec<Box<str>>,
+    /// The published port whose host peer this flow serves (inbound flows only).
+    published: Option<Key>,
     /// Set right after the open that needs the flow's key for its token.
     sock: Option<SockId>,
     last: Duration,
@@ -71,6 +73,9 @@ struct Flow {
 pub struct Flows {
     slab: Slab<Flow>,
     map: HashMap<Peer, Key>,
+    /// Mapped peers per published port.
+    peers: HashMap<Key, usize>,
+    max_peers: usize,
     idle: Duration,
     next_sweep: Duration,
 }
@@ -80,6 +85,8 @@ impl Flows {
         Flows {
             slab: Slab::new(cfg.egress.max_udp_flows),
             map: HashMap::new(),
+            peers: HashMap::new(),
+            max_peers: cfg.max_udp_peers.max(1),
             idle: Duration::from_millis(cfg.egress.udp_idle_timeout_ms),
             next_sweep: Duration::ZERO,
         }
@@ -110,6 +117,7 @@ impl Flows {
         let flow = Flow {
             peer,
             names: admission.names,
+            published: None,
             sock: None,
             last: host.elapsed,
             created: host.elapsed,
@@ -152,6 +160,14 @@ impl Flows {
         if let Some(flow) = self.slab.remove(key) {
             if let Some(sock) = flow.sock {
                 host.driver.close(sock, false);
+            }
+            if let Some(port) = flow.published {
+                if let Some(n) = self.peers.get_mut(&port) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.peers.remove(&port);
+                    }
+                }
             }
             self.map.remove(&flow.peer);
             self.publish(host.stats);
@@ -223,11 +239,104 @@ impl Flows {
         Ok(())
     }
 
+    /// True when `client` (as the guest sees it) is mapped to `guest` already.
+    pub fn knows(&self, guest: SocketAddr, client: SocketAddr) -> bool {
+        self.map.contains_key(&Peer::Udp(guest, client))
+    }
+
+    /// A datagram from `peer`, a host peer of published port `port` (taken from its
+    /// listener): to the guest at `guest`, seen from `client`. A new peer (admitted by the
+    /// caller) gets its own socket from `make_socket` and a flow; at `max_udp_peers` the
+    /// port's oldest peer is evicted.
+    #[allow(clippy::too_many_arguments)]
+    pub fn inbound(
+        &mut self,
+        (port, peer): (Key, SocketAddr),
+        (guest, client): (SocketAddr, SocketAddr),
+        data: &[u8],
+        make_socket: impl FnOnce() -> std::io::Result<std::os::fd::OwnedFd>,
+        host: &mut Host<'_>,
+        out: &mut Port<'_>,
+        addrs: &Addrs,
+    ) {
+        let p = Peer::Udp(guest, client);
+        if let Some(&key) = self.map.get(&p) {
+            if let Some(f) = self.slab.get_mut(key) {
+                f.last = host.elapsed;
+            }
+        } else {
+            if self.peers.get(&port).copied().unwrap_or(0) >= self.max_peers {
+                let oldest = self
+                    .slab
+                    .iter()
+                    .filter(|(_, f)| f.published == Some(port))
+                    .map(|(k, f)| (f.last, k))
+                    .min();
+                if let Some((_, k)) = oldest {
+                    self.remove(k, host);
+                    Stats::inc(&host.stats.udp_inbound_evicted);
+                }
+            }
+            if self.slab.len() >= self.slab.max() {
+                self.evict_oldest(host);
+            }
+            let flow = Flow {
+                peer: p,
+                names: Vec::new(),
+                published: Some(port),
+                sock: None,
+                last: host.elapsed,
+                created: host.elapsed,
+                from_guest_bytes: 0,
+                to_guest_bytes: 0,
+                rule: Some(crate::observe::flows::PUBLISHED_PORT.into()),
+            };
+            let Some(key) = self.slab.insert(flow) else {
+                Stats::inc(&host.stats.udp_dropped);
+                return;
+            };
+            let token = Token(key.pack(T_UDP));
+            let adopted = make_socket()
+                .map_err(|e| crate::egress::EgressError::Socket {
+                    kind: SockKind::Udp,
+                    remote: peer,
+                    source: e,
+                })
+                .and_then(|fd| host.driver.adopt(fd, SockKind::Udp, peer, token));
+            match adopted {
+                Ok(sock) => {
+                    if let Some(f) = self.slab.get_mut(key) {
+                        f.sock = Some(sock);
+                    }
+                    self.map.insert(p, key);
+                    *self.peers.entry(port).or_default() += 1;
+                    Stats::inc(&host.stats.udp_inbound_peers);
+                    self.publish(host.stats);
+                }
+                Err(e) => {
+                    self.slab.remove(key);
+                    Stats::inc(&host.stats.udp_open_failed);
+                    Stats::inc(&host.stats.udp_dropped);
+                    if !host.open_failed(&e) {
+                        tracing::debug!(%peer, error = %e, "socket for a published UDP peer failed");
+                    }
+                    return;
+                }
+            }
+        }
+        let (gw_mac, guest_mac) = (addrs.gw_mac, addrs.guest_mac);
+        let off = udp_payload_offset(client.is_ipv6());
+        emit_after(out, addrs.mtu + 14, off, data, |buf| {
+            emit_udp(buf, gw_mac, guest_mac, client, guest, data.len()).ok()
+        });
+    }
+
     /// Close the flows a new policy denies; returns how many.
     pub fn revoke(&mut self, host: &mut Host<'_>) -> usize {
         let denied: Vec<Key> = self
             .slab
             .iter()
+            .filter(|(_, f)| f.published.is_none())
             .filter(|(_, f)| {
                 let (proto, dst) = match f.peer {
                     Peer::Udp(_, dst) => (Proto::Udp, dst),

@@ -41,6 +41,7 @@
 //! - `attach.rs`: the slot plan ([`Slot`]), `ringnet attach` ([`Ringnet`]), `ringnet run`
 //!   with a python guest script, ringnet's `--stats` counters;
 //! - `testbed.rs`: [`Testbed`] (host + guest + ringnet) and its [`Opts`];
+//! - `inprocess.rs`: [`InProcess`], a `Network` serving a guest TAP from the test process;
 //! - `dns.rs`: an upstream DNS server in the host namespace ([`DnsServer`], dnsmasq, built
 //!   by [`Dnsmasq`]), ringnet's `[dns]` config ([`dns_config`]) and the guest's [`dig`];
 //! - `frames.rs` ([`frames`], by path): the Ethernet/ARP/IPv4 frames a test guest sends
@@ -55,6 +56,7 @@ mod bg;
 mod cleanup;
 mod dns;
 pub mod frames;
+mod inprocess;
 mod ns;
 mod privileges;
 mod process;
@@ -62,7 +64,10 @@ mod testbed;
 
 // Re-exported for `use common::*;` (unused in the binaries that need only some of them).
 #[allow(unused_imports)]
-pub use {attach::*, bg::*, cleanup::*, dns::*, ns::*, privileges::*, process::*, testbed::*};
+pub use {
+    attach::*, bg::*, cleanup::*, dns::*, inprocess::*, ns::*, privileges::*, process::*,
+    testbed::*,
+};
 
 /// A JSON line printed by a python helper (its ready line or its result line).
 pub type Json = serde_json::Value;

@@ -195,6 +195,9 @@ impl UringIo {
             return;
         };
         w.armed = false;
+        if w.dead {
+            return;
+        }
         match res {
             Ok(_) => ready.push(Event::Wake { token: w.token }),
             Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => {}
@@ -565,6 +568,24 @@ impl SockIo for UringIo {
         });
         self.arm_watches();
         Ok(())
+    }
+
+    fn unwatch(&mut self, fd: RawFd) {
+        for (i, w) in self.watches.iter_mut().enumerate() {
+            if w.fd != fd || w.dead {
+                continue;
+            }
+            w.dead = true;
+            if w.armed {
+                // Its poll completes with ECANCELED (or fires first): `wake_done` ignores
+                // a dead watch either way. The removal's own completion carries the same
+                // user_data, so it lands there too.
+                let ud = Key::fixed(i as u32).pack(Op::Wake as u8);
+                let sqe = opcode::PollRemove::new(ud).build().user_data(ud);
+                // SAFETY: a poll-remove SQE references no memory of ours.
+                unsafe { self.sq.push(&sqe) };
+            }
+        }
     }
 
     fn prepare(&mut self, t: &mut SockTable<UringSock>, now: Instant) -> Option<Instant> {
