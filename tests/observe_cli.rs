@@ -10,7 +10,8 @@
 //!   parses with the `prometheus_client` parser (Debian's python3-prometheus-client) and
 //!   carries the same numbers; `--stats-interval 1` prints rate lines.
 //! - `pcap_of_ping_and_transfer`: `--pcap FILE` during 3 pings of the gateway and a 1 MiB
-//!   upload: tshark reads the file; it holds exactly as many frames as both rings counted
+//!   upload: `tx_bytes` grew by 1 MiB within the frame-overhead bound; tshark reads the
+//!   file; it holds exactly as many frames as both rings counted
 //!   (`--stats`), 3 echo requests and 3 replies, and the upload's TCP handshake (SYN,
 //!   SYN-ACK, ACK).
 //! - `publish_through_the_control_socket`: `ringnet ctl PATH publish 18080:8080` makes a
@@ -237,13 +238,18 @@ fn control_socket_and_metrics_endpoint() {
     assert!(!sock.path.exists(), "the control socket is removed on exit");
 }
 
-/// `name` counter of ringnet's `--stats` output line `prefix frames N bytes …`.
-fn frames(stats: &str, prefix: &str) -> u64 {
+/// The `frames` (`field` 2) or `bytes` (4) of ringnet's `--stats` output line
+/// `prefix frames N bytes M drops D`.
+fn link_stat(stats: &str, prefix: &str, field: usize) -> u64 {
     let line = stats
         .lines()
         .find(|l| l.starts_with(prefix))
         .unwrap_or_else(|| panic!("no {prefix} line in:\n{stats}"));
-    line.split_whitespace().nth(2).unwrap().parse().unwrap()
+    line.split_whitespace().nth(field).unwrap().parse().unwrap()
+}
+
+fn frames(stats: &str, prefix: &str) -> u64 {
+    link_stat(stats, prefix, 2)
 }
 
 /// Frames of the capture matching the display filter `filter`.
@@ -304,6 +310,15 @@ fn pcap_of_ping_and_transfer() {
     tb.ringnet.stop();
     let err = tb.ringnet.stderr();
     let crossed = frames(&err, "from_guest") + frames(&err, "to_guest");
+    // tx (guest → ringnet) moved by the upload within the documented frame overhead: at
+    // most 114 bytes per frame (Ethernet 14 + IPv6 40 + TCP 60; every other frame of this
+    // test — ping, ARP, NDP — is shorter), plus the client's request line.
+    const UP: u64 = 1 << 20;
+    let (tx, tx_frames) = (link_stat(&err, "from_guest", 4), frames(&err, "from_guest"));
+    assert!(
+        tx >= UP && tx <= UP + 114 * tx_frames + 1024,
+        "tx_bytes {tx} in {tx_frames} frames for a 1 MiB upload"
+    );
     assert!(
         err.contains("pcap: ") && err.contains("(0 left out"),
         "the capture lost frames:\n{err}"
