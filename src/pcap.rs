@@ -313,6 +313,25 @@ mod tests {
     }
 
     #[test]
+    fn a_writer_that_falls_behind_loses_frames_counted() {
+        // No writer at all: the queue fills, then every frame is left out and counted.
+        let c = Capture::new();
+        for _ in 0..QUEUE_FRAMES + 10 {
+            c.offer(&[0; 60]);
+        }
+        assert_eq!(c.dropped(), 10);
+        // The byte bound too: a frame that would pass QUEUE_BYTES is left out.
+        let c = Capture::new();
+        let big = vec![0u8; 65_000];
+        let fits = QUEUE_BYTES / big.len();
+        for _ in 0..fits + 3 {
+            c.offer(&big);
+        }
+        assert_eq!(c.dropped(), 3);
+        assert_eq!(c.queue.len(), fits);
+    }
+
+    #[test]
     fn writes_frames_then_stops_at_the_cap() {
         let dir = std::env::temp_dir().join(format!("ringnet-pcap-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
