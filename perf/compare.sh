@@ -17,6 +17,11 @@
 #                  (49 rules that match none of the test flows, then allow group:host;
 #                  egress default deny): every new flow walks all 50 rules. Compare with
 #                  ringnet-uring / -epoll in the same run for the policy's cost.
+#   ringnet-obs-uring / ringnet-obs-epoll  ringnet with --control and --metrics-addr on
+#                  (no --pcap), and a poller asking the control socket for `stats` and
+#                  `flows` (a flow-table snapshot) and scraping the metrics endpoint once a
+#                  second throughout: the cost of observation, against ringnet-uring /
+#                  -epoll in the same run (the issue's bound: bulk within 2 %).
 #
 # Tests (per backend session, cheap and fragile first, host->guest bulk last):
 #   tcp_rr udp_rr  1-byte request/response, one flow: p50/p99/p99.9 and rate
@@ -260,6 +265,25 @@ attach_ringnet-base-uring() { attach_ringnet "$1" "$2" uring "$RINGNET_BASE_BIN"
 attach_ringnet-base-epoll() { attach_ringnet "$1" "$2" epoll "$RINGNET_BASE_BIN"; }
 attach_ringnet-policy-uring() { attach_ringnet "$1" "$2" uring "$RINGNET_BIN" --policy "$(policy50)"; }
 attach_ringnet-policy-epoll() { attach_ringnet "$1" "$2" epoll "$RINGNET_BIN" --policy "$(policy50)"; }
+# Observation on, and read once a second while the tests run (the poller ends with ringnet).
+attach_ringnet_obs() { # GUEST MTU DRIVER
+	local sock=$WORK/ctl-$3.sock port=9187 keep
+	rm -f "$sock"
+	attach_ringnet "$1" "$2" "$3" "$RINGNET_BIN" --control "$sock" --metrics-addr "$port"
+	keep=("$BPID" "$BWRAP" "$SERVER")
+	bg "$LIFE" "$WORK/obs-poller-$3.log" bash -c "
+		for i in \$(seq 50); do [ -S '$sock' ] && break; sleep 0.1; done
+		while kill -0 ${keep[0]} 2>/dev/null; do
+			'$RINGNET_BIN' ctl '$sock' stats >/dev/null
+			'$RINGNET_BIN' ctl '$sock' flows >/dev/null
+			ip netns exec '$HOSTNS' python3 -c 'import urllib.request as u; u.urlopen(\"http://127.0.0.1:$port/metrics\", timeout=2).read()'
+			echo \"polled \$(date +%T)\"
+			sleep 1
+		done"
+	BPID=${keep[0]} BWRAP=${keep[1]} SERVER=${keep[2]}
+}
+attach_ringnet-obs-uring() { attach_ringnet_obs "$1" "$2" uring; }
+attach_ringnet-obs-epoll() { attach_ringnet_obs "$1" "$2" epoll; }
 
 backend_alive() { [ -z "$BWRAP" ] || kill -0 "$BPID" 2>/dev/null; }
 

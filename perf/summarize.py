@@ -14,7 +14,8 @@ from collections import defaultdict
 
 ORDER = ["veth", "pasta", "slirp4netns", "ringnet-uring", "ringnet-epoll",
          "ringnet-base-uring", "ringnet-base-epoll",
-         "ringnet-policy-uring", "ringnet-policy-epoll"]
+         "ringnet-policy-uring", "ringnet-policy-epoll",
+         "ringnet-obs-uring", "ringnet-obs-epoll"]
 RINGNETS = ["ringnet-uring", "ringnet-epoll"]
 REFS = ["pasta", "veth"]
 
@@ -154,6 +155,9 @@ def report(d, env):
                    if b in d.backends and b.replace("ringnet-", "ringnet-base-") in d.backends]
     ratio_cols += [(b.replace("ringnet-", "ringnet-policy-"), b) for b in RINGNETS
                    if b in d.backends and b.replace("ringnet-", "ringnet-policy-") in d.backends]
+    # Observation on (control socket, metrics endpoint, read once a second) ÷ off.
+    ratio_cols += [(b.replace("ringnet-", "ringnet-obs-"), b) for b in RINGNETS
+                   if b in d.backends and b.replace("ringnet-", "ringnet-obs-") in d.backends]
     for c in d.configs:
         pin, mtu = c
         nruns = max((len(v) for k, v in d.ok.items() if k[:2] == c), default=0)
@@ -287,7 +291,8 @@ def chart(d, path):
     colors = {"veth": "#888888", "pasta": "#4c72b0", "slirp4netns": "#55a868",
               "ringnet-uring": "#c44e52", "ringnet-epoll": "#dd8452",
               "ringnet-base-uring": "#8172b3", "ringnet-base-epoll": "#937860",
-              "ringnet-policy-uring": "#da8bc3", "ringnet-policy-epoll": "#8c8c8c"}
+              "ringnet-policy-uring": "#da8bc3", "ringnet-policy-epoll": "#8c8c8c",
+              "ringnet-obs-uring": "#ccb974", "ringnet-obs-epoll": "#64b5cd"}
     tput = ["tcp_up_1", "tcp_up_4", "tcp_down_1", "tcp_down_4", "udp_up", "udp_paced",
             "tcp_in_1", "tcp_in_1_lo"]
     lat = [("tcp_rr", "p50_us"), ("tcp_rr", "p99_us"), ("udp_rr", "p50_us"),

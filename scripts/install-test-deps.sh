@@ -13,11 +13,18 @@
 #   bind9-dnsutils  dig, the guest's DNS client in tests/dns.rs and tests/policy.rs
 #   util-linux      unshare (a private mount namespace for `ringnet run` with its own
 #                   /etc/resolv.conf in tests/dns.rs) and nsenter
+#   tshark          reads the `--pcap` capture in tests/observe_cli.rs (packet count, echo,
+#                   TCP handshake); installed with DEBIAN_FRONTEND=noninteractive, so
+#                   wireshark-common's setuid question takes its default (no)
+#   python3-prometheus-client
+#                   the Prometheus text parser tests/observe_cli.rs runs on `--metrics-addr`
+#                   (with /usr/bin/python3, Debian's interpreter, whatever python3 is first
+#                   on PATH)
 # dnsperf (perf/dns.sh only) is not needed by the tests; perf/dns.sh installs it itself.
 set -euo pipefail
 
 PACKAGES=(iproute2 iputils-ping iputils-arping python3 procps kmod coreutils dnsmasq-base
-	bind9-dnsutils util-linux)
+	bind9-dnsutils util-linux tshark python3-prometheus-client)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

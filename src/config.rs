@@ -211,6 +211,9 @@ pub struct NetworkConfig {
     pub egress: EgressConfig,
     /// The gateway's DNS service.
     pub dns: DnsConfig,
+    /// Observation: the events that end the network (`[observe] terminate_on`).
+    #[serde(skip_serializing_if = "crate::observe::ObserveConfig::is_empty")]
+    pub observe: crate::observe::ObserveConfig,
     /// Who may talk to whom (nothing configured: everything allowed).
     #[serde(skip_serializing_if = "PolicyConfig::is_empty")]
     pub policy: PolicyConfig,
@@ -232,6 +235,7 @@ impl Default for NetworkConfig {
             interface: InterfaceConfig::default(),
             egress: EgressConfig::default(),
             dns: DnsConfig::default(),
+            observe: crate::observe::ObserveConfig::default(),
             policy: PolicyConfig::default(),
             max_inbound_connections: 1024,
             max_udp_peers: 256,

@@ -22,10 +22,16 @@
 //!   [`ring`]s; a frame is never copied between the VMM side and the poll thread. Payload
 //!   bytes are copied between a frame and smoltcp's socket buffer, and between that and the
 //!   egress driver's socket buffer (the kernel copies the rest).
-//! - Only [`backend`] (TAP, namespaces) and [`egress`] (host sockets) make syscalls; the
+//! - Only [`backend`] (TAP, namespaces), [`egress`] (host sockets) and [`pcap`] (the capture
+//!   file's writer thread) make syscalls; the
 //!   [`wire`] classifier and emitters and the [`config`] derivation are pure.
 //! - Nothing a guest sends can make ringnet panic or grow without bound: every queue, flow
 //!   table and buffer has a limit and a counter in [`metrics::Stats`].
+//!
+//! - Seeing inside costs the data path nothing it did not do already: counters are the
+//!   relaxed atomics above, latency histograms and flow tables stay on the poll thread and
+//!   are copied out between turns, denial events go through a bounded lock-free queue
+//!   ([`observe`]); a packet capture copies frames to a writer thread ([`pcap`]).
 //!
 //! Start with [`Network`].
 //!
@@ -50,6 +56,8 @@ pub mod egress;
 pub mod link;
 pub mod metrics;
 pub mod network;
+pub mod observe;
+pub mod pcap;
 pub mod policy;
 pub mod pool;
 pub mod ring;
@@ -59,3 +67,4 @@ pub mod wire;
 
 pub use config::{HostRoutes, NetworkConfig, SlotConfig};
 pub use network::{GuestLink, LinkCounters, Network, NetworkError, RxFrame, TxLease};
+pub use observe::{Metrics, Termination};

@@ -47,6 +47,9 @@ pub struct Link {
     pub stop_fd: EventFd,
     pub stop: AtomicBool,
     pub stats: Stats,
+    /// Denial events, the termination hook, flow-snapshot requests, latency summaries
+    /// ([`crate::observe`]).
+    pub observe: crate::observe::Observe,
     /// A policy waiting for the poll thread ([`Link::set_policy`]).
     policy: Mutex<Option<Policy>>,
     /// Port changes waiting for the poll thread ([`Link::port_change`]).
@@ -74,6 +77,8 @@ pub enum LinkError {
     Ring(#[from] crate::ring::RingError),
     #[error("creating the stop eventfd failed: {0}")]
     StopFd(io::Error),
+    #[error("a packet capture is already attached")]
+    Capturing,
 }
 
 impl Link {
@@ -85,6 +90,7 @@ impl Link {
             stop_fd: EventFd::new().map_err(LinkError::StopFd)?,
             stop: AtomicBool::new(false),
             stats: Stats::default(),
+            observe: crate::observe::Observe::default(),
             policy: Mutex::new(None),
             port_changes: Mutex::new(Vec::new()),
             pool: Pool::new(POOL_SLOTS)?,
@@ -115,6 +121,21 @@ impl Link {
     /// The policy handed over by [`Link::set_policy`], once.
     pub fn take_policy(&self) -> Option<Policy> {
         self.policy.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// Attach a packet capture to both rings (every frame crossing the guest boundary is
+    /// copied into it). Fails when one is attached already.
+    pub fn tap(&self, capture: &std::sync::Arc<crate::pcap::Capture>) -> Result<(), LinkError> {
+        let ok = self.from_guest.tap(capture.clone()).is_ok();
+        if !ok || self.to_guest.tap(capture.clone()).is_err() {
+            return Err(LinkError::Capturing);
+        }
+        Ok(())
+    }
+
+    /// Frames left out of the attached capture (0 without one).
+    pub fn capture_dropped(&self) -> u64 {
+        self.from_guest.capture().map_or(0, |c| c.dropped())
     }
 }
 

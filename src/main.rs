@@ -33,6 +33,9 @@ use ringnet::link::PortError;
 use ringnet::stack::StackError;
 use ringnet::{Network, NetworkError};
 
+#[path = "cli/mod.rs"]
+mod cli;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "ringnet",
@@ -69,6 +72,8 @@ enum Cmd {
         #[arg(long)]
         configure: bool,
     },
+    /// Ask a running ringnet's control socket (--control PATH): stats, flows, events.
+    Ctl(cli::ctl::CtlArgs),
 }
 
 #[derive(Args, Debug)]
@@ -124,6 +129,8 @@ struct Opts {
     /// Print counters on exit.
     #[arg(long)]
     stats: bool,
+    #[command(flatten)]
+    observe: cli::ObserveOpts,
     /// More logging (-v info, -vv debug).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -187,6 +194,7 @@ fn main() -> ExitCode {
                     Cmd::Run { opts, .. } | Cmd::Attach { opts, .. } => {
                         opts.rules = ordered_rules(sub);
                     }
+                    Cmd::Ctl(_) => {}
                 }
             }
             c
@@ -213,6 +221,7 @@ fn main() -> ExitCode {
     match &cli.cmd {
         Cmd::Run { opts, .. } => init_logging(opts.verbose, false),
         Cmd::Attach { opts, .. } => init_logging(opts.verbose, true),
+        Cmd::Ctl(_) => init_logging(0, false),
     }
     let result = match cli.cmd {
         Cmd::Run { opts, command } => run(&opts, &command),
@@ -222,6 +231,7 @@ fn main() -> ExitCode {
             tap,
             configure,
         } => attach(&opts, &netns, &tap, configure),
+        Cmd::Ctl(args) => cli::ctl::run(&args).map_err(Fail::new),
     };
     match result {
         Ok(code) => code,
@@ -436,6 +446,9 @@ struct Serving {
     tap: String,
     /// `RLIMIT_NOFILE` as ringnet was started with it.
     nofile: Option<libc::rlimit>,
+    /// Control socket, metrics endpoint, rate line, capture: stopped when dropped (after
+    /// the network).
+    observers: cli::Observers,
 }
 
 fn start(opts: &Opts, ns: &NetNs, tap_name: &str, configure: bool) -> Result<Serving, Fail> {
@@ -448,6 +461,7 @@ fn start(opts: &Opts, ns: &NetNs, tap_name: &str, configure: bool) -> Result<Ser
     if configure {
         ns.configure_guest(&tap_name, net.config())?;
     }
+    let observers = cli::Observers::start(&net, &opts.observe)?;
     net.start_port(Box::new(tap))?;
     let c = net.config();
     let family = |f: Option<(std::net::IpAddr, std::net::IpAddr)>| {
@@ -468,6 +482,7 @@ fn start(opts: &Opts, ns: &NetNs, tap_name: &str, configure: bool) -> Result<Ser
         net,
         tap: tap_name,
         nofile,
+        observers,
     })
 }
 
@@ -515,6 +530,10 @@ fn finish(mut net: Network, opts: &Opts) -> Result<(), NetworkError> {
 /// The poll thread has stopped on its own: shut down and say why, as the error to exit
 /// with (a deleted TAP is the guest going away).
 fn poll_thread_stopped(net: Network, opts: &Opts, tap: &str) -> Fail {
+    if let Some(event) = net.termination().fired() {
+        let _ = finish(net, opts);
+        return Fail::new(format!("terminated on {event}"));
+    }
     match finish(net, opts) {
         Err(NetworkError::Stack(StackError::Port(PortError::Gone(_)))) => {
             Fail::guest_gone(format!("the guest's TAP {tap} was deleted; stopping"))
@@ -528,7 +547,12 @@ fn run(opts: &Opts, command: &[String]) -> Result<ExitCode, Fail> {
     check_privileges()?;
     let sigs = block_signals();
     let ns = NetNs::create()?;
-    let Serving { net, tap, nofile } = start(opts, &ns, "eth0", true)?;
+    let Serving {
+        net,
+        tap,
+        nofile,
+        observers: _observers,
+    } = start(opts, &ns, "eth0", true)?;
     let resolv = GuestResolvConf::write(&net);
     let mut cmd = match &resolv {
         Some(r) => ns.command_with_resolv_conf(&command[0], &r.path)?,
@@ -649,7 +673,12 @@ fn attach(
     check_privileges()?;
     let sigs = block_signals();
     let ns = NetNs::open(netns)?;
-    let Serving { net, tap, .. } = start(opts, &ns, tap, configure)?;
+    let Serving {
+        net,
+        tap,
+        observers: _observers,
+        ..
+    } = start(opts, &ns, tap, configure)?;
     let mut watch = Some(GuestWatch::new(&ns, Some(netns), &tap)?);
     loop {
         if let Some(sig) = wait_signal(&sigs, Duration::from_millis(200)) {
@@ -695,6 +724,8 @@ fn attach(
                 continue;
             }
         };
+        net.termination()
+            .trigger(ringnet::observe::TermEvent::GuestGone);
         // Dropping the namespace and TAP fds lets the kernel free a deleted namespace. The
         // poll thread may have stopped on the deleted TAP meanwhile: the line above says it.
         if let Err(e) = finish(net, opts) {

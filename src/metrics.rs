@@ -38,6 +38,8 @@ counters!(
         tcp_opened,
         /// TCP flows whose host connect failed (guest got RST).
         tcp_connect_failed,
+        /// TCP host connects that succeeded.
+        tcp_connected,
         /// TCP flows that reused a reaped flow's socket and buffers (no allocation).
         tcp_sockets_reused,
         /// SYNs refused because `max_connections` flows were open.

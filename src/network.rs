@@ -55,7 +55,7 @@ pub enum NetworkError {
 /// One guest NIC's network.
 pub struct Network {
     cfg: SlotConfig,
-    link: Arc<Link>,
+    pub(crate) link: Arc<Link>,
     thread: Option<JoinHandle<Result<(), StackError>>>,
     link_taken: bool,
     driver_note: String,
@@ -96,6 +96,7 @@ impl Network {
             );
         }
         let link = Arc::new(Link::new()?);
+        link.observe.term.set_events(&config.observe.terminate_on);
         Ok(Network {
             cfg,
             link,

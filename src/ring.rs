@@ -21,7 +21,11 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use std::sync::{Arc, OnceLock};
+
 use crossbeam_queue::ArrayQueue;
+
+use crate::pcap::Capture;
 
 use crate::pool::Frame;
 
@@ -39,7 +43,10 @@ pub enum RingError {
 pub struct RingStats {
     pub frames: AtomicU64,
     pub bytes: AtomicU64,
+    /// Every frame dropped on the way to this ring (ring full, no pool slot, undeliverable).
     pub drops: AtomicU64,
+    /// Of `drops`, those because the ring was full.
+    pub full: AtomicU64,
 }
 
 /// A non-blocking eventfd used as a wake-up signal.
@@ -99,6 +106,8 @@ pub struct Ring {
     wake: EventFd,
     parked: AtomicBool,
     stats: RingStats,
+    /// A packet capture copying every frame pushed ([`Ring::tap`]); unset: one branch.
+    capture: OnceLock<Arc<Capture>>,
 }
 
 impl Ring {
@@ -112,6 +121,7 @@ impl Ring {
             wake: EventFd::new().map_err(RingError::EventFd)?,
             parked: AtomicBool::new(false),
             stats: RingStats::default(),
+            capture: OnceLock::new(),
         })
     }
 
@@ -120,8 +130,15 @@ impl Ring {
     /// returned.
     pub fn push(&self, frame: Frame) -> bool {
         let len = frame.len() as u64;
+        // Copied before the push (the frame moves), offered after it succeeded.
+        let copy = (self.capture.get())
+            .filter(|c| c.is_on())
+            .map(|c| (c, frame.bytes().to_vec()));
         match self.queue.push(frame) {
             Ok(()) => {
+                if let Some((c, bytes)) = copy {
+                    c.offer_owned(bytes);
+                }
                 self.stats.frames.fetch_add(1, Ordering::Relaxed);
                 self.stats.bytes.fetch_add(len, Ordering::Relaxed);
                 if self.parked.load(Ordering::SeqCst) && self.parked.swap(false, Ordering::SeqCst) {
@@ -131,6 +148,7 @@ impl Ring {
             }
             Err(_frame) => {
                 self.stats.drops.fetch_add(1, Ordering::Relaxed);
+                self.stats.full.fetch_add(1, Ordering::Relaxed);
                 false
             }
         }
@@ -186,6 +204,17 @@ impl Ring {
     /// Counters.
     pub fn stats(&self) -> &RingStats {
         &self.stats
+    }
+
+    /// Attach a packet capture: every frame pushed from now on is copied into it. Fails
+    /// (returning it) when one is attached already.
+    pub fn tap(&self, capture: Arc<Capture>) -> Result<(), Arc<Capture>> {
+        self.capture.set(capture)
+    }
+
+    /// The attached capture, if any.
+    pub fn capture(&self) -> Option<&Arc<Capture>> {
+        self.capture.get()
     }
 
     /// Count a frame dropped before it reached the ring (e.g. the pool was empty).

@@ -156,6 +156,8 @@ pub struct Resolver {
     /// PTR names of the gateway addresses (answered with the host alias, never asked
     /// upstream: `ping host.ringnet.internal` looks its address up in reverse).
     reverse: HashMap<String, hickory_proto::rr::Name>,
+    /// Upstream answer times: a try's start (its deadline less the timeout) to its answer.
+    pub latency: crate::observe::latency::Recorder,
 }
 
 impl Resolver {
@@ -188,6 +190,7 @@ impl Resolver {
             statics,
             flights: Flights::new(seed),
             reverse,
+            latency: crate::observe::latency::Recorder::new(),
         }
     }
 
@@ -434,6 +437,8 @@ impl Resolver {
         stats: &Stats,
         out: &mut Vec<Out>,
     ) {
+        let sent = t.deadline.saturating_sub(self.cfg.timeout);
+        self.latency.record(now.saturating_sub(sent));
         let tcp_client = matches!(t.client, Client::Tcp { .. });
         if answer.metadata.truncation && tcp_client && t.transport == Transport::Udp {
             let retry = Try {

@@ -121,6 +121,11 @@ impl DnsService {
         (self.out.len(), self.resolver.pending()) != before
     }
 
+    /// The resolver's upstream answer times (published by the poll thread).
+    pub fn latency_mut(&mut self) -> &mut crate::observe::latency::Recorder {
+        &mut self.resolver.latency
+    }
+
     /// Guest TCP connection `conn` is gone.
     pub fn forget_conn(&mut self, conn: u64) {
         self.resolver.forget_conn(conn);

@@ -11,15 +11,22 @@
 //! [`LOGGED_MAX`] denials, so a guest retrying a denied datagram does not flood the log.
 //! It is also the DNS resolver's [`Judge`]: names the policy denies, explicit allows that
 //! lift rebind protection, and the pins each answer makes.
+//!
+//! Every denial (a flow, a DNS name, a TLS server name) is also queued as a typed
+//! [`Denial`] event in the link ([`crate::observe::events`], bounded, oldest dropped) and
+//! raises the `policy_denial` termination event ([`crate::observe::term`]; a no-op unless
+//! configured). Rule names (`rule N (…)`) are built once per policy and shared (`Arc<str>`)
+//! by the events and by the flows they admitted ([`Admission::rule`]).
 
 use std::collections::{HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::dns::Judge;
 use crate::metrics::Stats;
-use crate::policy::{Action, Dest, Direction, Flow, Gateways, Pins, Policy, Proto};
+use crate::observe::{Denial, DenialReason, TermEvent};
+use crate::policy::{Action, Decision, Dest, Direction, Flow, Gateways, Pins, Policy, Proto};
 
 /// Denials remembered for "log once per flow".
 pub const LOGGED_MAX: usize = 1024;
@@ -33,6 +40,9 @@ pub struct Admission {
     /// The domain destination that admitted a TCP flow to port 443: its ClientHello's SNI
     /// must match it.
     pub sni: Option<Dest>,
+    /// The rule that admitted the flow (`rule N (…)` or the default); `None` when the
+    /// policy allows everything.
+    pub rule: Option<Arc<str>>,
 }
 
 /// Policy state of one guest.
@@ -44,9 +54,21 @@ pub struct Guard {
     gw: Gateways,
     logged: HashSet<(Proto, IpAddr, SocketAddr)>,
     logged_order: VecDeque<(Proto, IpAddr, SocketAddr)>,
-    /// For the counters.
+    /// For the counters, denial events and the termination hook.
     link: Arc<crate::link::Link>,
     now: Duration,
+    /// `rule N (…)` of every rule of `policy`, then the egress default's name.
+    names: Vec<Arc<str>>,
+}
+
+/// The names of `policy`'s rules, then of its egress default (see [`Guard::name`]).
+fn rule_names(policy: &Policy) -> Vec<Arc<str>> {
+    let named = |rule, action| policy.describe(&Decision { action, rule }, Direction::Egress);
+    let mut v: Vec<Arc<str>> = (policy.rules.iter().enumerate())
+        .map(|(i, r)| named(Some(i), r.action).into())
+        .collect();
+    v.push(named(None, policy.default_egress).into());
+    v
 }
 
 impl Guard {
@@ -58,14 +80,32 @@ impl Guard {
     ) -> Guard {
         Guard {
             open: policy.allows_all(),
-            policy: Arc::new(policy),
             pins: Pins::new(max_pins),
             gw,
             logged: HashSet::new(),
             logged_order: VecDeque::new(),
             link,
             now: Duration::ZERO,
+            names: rule_names(&policy),
+            policy: Arc::new(policy),
         }
+    }
+
+    /// The shared name of rule `rule` (`None`: the egress default).
+    fn name(&self, rule: Option<usize>) -> Arc<str> {
+        let i = rule.unwrap_or(self.policy.rules.len());
+        // `names` has one entry per rule plus the default's (built with the policy).
+        self.names
+            .get(i)
+            .or(self.names.last())
+            .cloned()
+            .unwrap_or_else(|| "".into())
+    }
+
+    /// Queue a denial event and raise the `policy_denial` termination event.
+    fn denied(&self, d: Denial) {
+        self.link.observe.events.push(d);
+        crate::observe::term::fire(&self.link, TermEvent::PolicyDenial);
     }
 
     fn stats(&self) -> &Stats {
@@ -75,6 +115,7 @@ impl Guard {
     /// Replace the policy (flows are re-checked by the caller with [`Guard::recheck`]).
     pub fn set_policy(&mut self, policy: Policy) {
         self.open = policy.allows_all();
+        self.names = rule_names(&policy);
         self.policy = Arc::new(policy);
         self.logged.clear();
         self.logged_order.clear();
@@ -92,6 +133,7 @@ impl Guard {
             return Some(Admission {
                 names: Vec::new(),
                 sni: None,
+                rule: None,
             });
         }
         let flow = Flow {
@@ -113,6 +155,7 @@ impl Guard {
                 sni: by_domain
                     .filter(|_| proto == Proto::Tcp && dst.port() == 443)
                     .map(|r| r.dest.clone()),
+                rule: Some(self.name(d.rule)),
             });
         }
         self.count_denial(proto, &d);
@@ -120,6 +163,18 @@ impl Guard {
             let why = self.policy.describe(&d, Direction::Egress);
             tracing::info!("policy: denied {} {src} -> {dst} by {why}", proto.name());
         }
+        self.denied(Denial {
+            at: SystemTime::now(),
+            proto,
+            guest: Some(src),
+            dst: Some(dst),
+            name: None,
+            reason: match d.rule {
+                Some(_) => DenialReason::Rule,
+                None => DenialReason::Default,
+            },
+            rule: self.name(d.rule),
+        });
         None
     }
 
@@ -180,6 +235,15 @@ impl Guard {
             "policy: reset tcp to {dst}: TLS server name {name:?} does not agree with {dest} \
              that admitted the flow"
         );
+        self.denied(Denial {
+            at: SystemTime::now(),
+            proto: Proto::Tcp,
+            guest: None,
+            dst: Some(dst),
+            name: Some(name.into()),
+            reason: DenialReason::SniMismatch,
+            rule: format!("{dest} (the domain that admitted the flow)").into(),
+        });
         false
     }
 
@@ -218,10 +282,19 @@ impl Judge for Guard {
             return None;
         }
         let rule = self.policy.deny_name(name)?;
-        let d = crate::policy::Decision {
+        let d = Decision {
             action: Action::Deny,
             rule,
         };
+        self.denied(Denial {
+            at: SystemTime::now(),
+            proto: Proto::Udp,
+            guest: None,
+            dst: None,
+            name: Some(name.into()),
+            reason: DenialReason::DnsName,
+            rule: self.name(rule),
+        });
         Some(self.policy.describe(&d, Direction::Egress))
     }
 

@@ -46,7 +46,9 @@
 //! engine, so both can be lent at once.
 //!
 //! A new policy ([`Link::set_policy`]) arrives with the stop eventfd's wake-up; open flows
-//! it denies are ended at once.
+//! it denies are ended at once. Flow-table snapshot requests arrive the same way and are
+//! answered between turns; latency summaries are published at most every 100 ms
+//! ([`crate::observe`], this module's `observe.rs`).
 //!
 //! Limits: [`BATCH`] frames per turn (so host events are never starved by a flooding
 //! guest), `max_connections` TCP flows, `max_udp_flows` UDP/ICMP flows, the pool's slots and
@@ -67,6 +69,9 @@ mod inbound;
 #[cfg(test)]
 mod inbound_tests;
 pub mod limits;
+mod observe;
+#[cfg(test)]
+mod observe_tests;
 #[cfg(test)]
 mod policy_tests;
 mod port;
@@ -254,6 +259,8 @@ pub struct Engine {
     events: Vec<Event>,
     clock: Box<dyn Clock>,
     cpu: Option<usize>,
+    /// When the latency summaries may be published next.
+    next_publish: Duration,
 }
 
 impl Engine {
@@ -334,6 +341,7 @@ impl Engine {
             events: Vec::with_capacity(256),
             clock,
             cpu: cfg.egress.cpu,
+            next_publish: Duration::ZERO,
         };
         for spec in &cfg.ports {
             let elapsed = engine.clock.elapsed();
@@ -356,6 +364,9 @@ impl Engine {
                 break Ok(());
             }
             if let Err(e) = self.turn() {
+                if matches!(e, StackError::Port(PortError::Gone(_))) {
+                    crate::observe::term::fire(&self.link, crate::observe::TermEvent::GuestGone);
+                }
                 break Err(e);
             }
         };
@@ -403,6 +414,9 @@ impl Engine {
             timeout = Some(timeout.map_or(t, |x| x.min(t)));
         }
         if let Some(t) = self.dns.next_deadline(elapsed) {
+            timeout = Some(timeout.map_or(t, |x| x.min(t)));
+        }
+        if let Some(t) = self.publish_latency(elapsed) {
             timeout = Some(timeout.map_or(t, |x| x.min(t)));
         }
         if more {
@@ -502,6 +516,7 @@ impl Engine {
                     };
                     let _ = change.reply.send(r.map_err(|e| e.to_string()));
                 }
+                self.answer_snapshots(elapsed);
             }
             T_WAKE if key == Key::fixed(WAKE_PORT) => self.port_ready = true,
             // from_guest wake-ups: the ring is drained at the top of the next turn.

@@ -97,6 +97,7 @@ impl Port<'_> {
         let stats = &self.link.stats;
         let Some(mut frame) = self.link.pool.lease() else {
             Stats::inc(&stats.to_guest_dropped);
+            self.link.to_guest.count_drop();
             return;
         };
         match build(frame.capacity_mut()) {

@@ -114,6 +114,11 @@ struct Flow {
     inbound: bool,
     /// When the flow was made.
     created: Instant,
+    /// Observation ([`crate::observe::flows`]): payload bytes each way, the rule that
+    /// admitted the flow.
+    from_guest_bytes: u64,
+    to_guest_bytes: u64,
+    rule: Option<std::sync::Arc<str>>,
 }
 
 impl Flow {
@@ -176,6 +181,8 @@ pub struct Flows {
     max_inbound: usize,
     /// Inbound flows connecting to the guest (stale entries are dropped lazily).
     inbound_waiting: Vec<Key>,
+    /// Host connect times (SYN to connect result, successful connects).
+    pub connect_latency: crate::observe::latency::Recorder,
 }
 
 /// Segments one flow may send to the guest per turn (fairness between flows).
@@ -227,6 +234,7 @@ impl Flows {
             inbound: 0,
             max_inbound: cfg.max_inbound_connections.max(1),
             inbound_waiting: Vec::new(),
+            connect_latency: crate::observe::latency::Recorder::new(),
         }
     }
 
@@ -321,7 +329,14 @@ impl Flows {
             return None; // port 0
         }
         let (target, fallback) = addrs.host_target(dst);
-        let (names, sni) = admission.map_or_else(Default::default, |a| (a.names, a.sni));
+        let (names, sni, rule) = match admission {
+            Some(a) => (a.names, a.sni, a.rule),
+            None => (
+                Vec::new(),
+                None,
+                Some(crate::observe::flows::LOCAL_DNS.into()),
+            ),
+        };
         let flow = Flow {
             key: (src, dst),
             set,
@@ -341,6 +356,9 @@ impl Flows {
             names,
             inbound: false,
             created: host_now(host),
+            from_guest_bytes: 0,
+            to_guest_bytes: 0,
+            rule,
         };
         // Room was checked above (`slab.len() < max`, the slab's own bound).
         let key = self.slab.insert(flow)?;
@@ -425,6 +443,9 @@ impl Flows {
                     // data and keep-alives (smoltcp's timeout, armed once established).
                     sock.pause_synack(false);
                     flow.synack_at = Some(host_now(host));
+                    Stats::inc(&host.stats.tcp_connected);
+                    let took = host_now(host) - flow.created;
+                    (self.connect_latency).record(Duration::from_micros(took.total_micros()));
                     Self::set_phase(&mut self.connecting, flow, Phase::Open);
                 }
                 Err(e) => {
@@ -789,6 +810,7 @@ fn service(
         if n == 0 {
             break;
         }
+        flow.from_guest_bytes += n as u64;
     }
     // The guest's FIN has been received in exactly these states (Closed may also mean a
     // reset, which must not become a FIN to the host: it is handled above).
@@ -819,7 +841,7 @@ fn service(
             let Ok(r) = r else { break }; // not in a sending state
             match r {
                 Ok(0) | Err(Recv::Empty) => break,
-                Ok(_) => {}
+                Ok(n) => flow.to_guest_bytes += n as u64,
                 Err(Recv::Eof) => {
                     flow.host_eof = true;
                     s.close();
@@ -850,6 +872,9 @@ mod inbound;
 #[cfg(test)]
 #[path = "tcp_tests.rs"]
 mod tests;
+
+#[path = "tcp_observe.rs"]
+mod observe;
 
 /// Serve a guest connection to the gateway's DNS: replies out, whole queries in, our FIN
 /// once the guest's came and every reply is written.

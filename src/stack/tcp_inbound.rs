@@ -96,6 +96,9 @@ impl Flows {
             names: Vec::new(),
             inbound: true,
             created: now,
+            from_guest_bytes: 0,
+            to_guest_bytes: 0,
+            rule: Some(crate::observe::flows::PUBLISHED_PORT.into()),
         };
         let Some(key) = self.slab.insert(flow) else {
             return Err(Some(fd));

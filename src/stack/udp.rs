@@ -61,6 +61,12 @@ struct Flow {
     /// Set right after the open that needs the flow's key for its token.
     sock: Option<SockId>,
     last: Duration,
+    /// Observation ([`crate::observe::flows`]): creation time, payload bytes each way, the
+    /// rule that admitted it.
+    created: Duration,
+    from_guest_bytes: u64,
+    to_guest_bytes: u64,
+    rule: Option<std::sync::Arc<str>>,
 }
 
 /// The UDP / echo flow table.
@@ -93,11 +99,11 @@ impl Flows {
         kind: SockKind,
         target: SocketAddr,
         host: &mut Host<'_>,
-    ) -> Result<SockId, Refused> {
+    ) -> Result<(SockId, Key), Refused> {
         if let Some(&key) = self.map.get(&peer) {
             let flow = self.slab.get_mut(key).ok_or(Refused::Failed)?;
             flow.last = host.elapsed;
-            return flow.sock.ok_or(Refused::Failed);
+            return flow.sock.map(|s| (s, key)).ok_or(Refused::Failed);
         }
         let (proto, src, dst) = match peer {
             Peer::Udp(src, dst) => (Proto::Udp, src.ip(), dst),
@@ -114,6 +120,10 @@ impl Flows {
             published: None,
             sock: None,
             last: host.elapsed,
+            created: host.elapsed,
+            from_guest_bytes: 0,
+            to_guest_bytes: 0,
+            rule: admission.rule,
         };
         let key = self.slab.insert(flow).ok_or(Refused::Failed)?;
         match host
@@ -127,7 +137,7 @@ impl Flows {
                 self.map.insert(peer, key);
                 Stats::inc(&host.stats.udp_opened);
                 self.publish(host.stats);
-                Ok(sock)
+                Ok((sock, key))
             }
             Err(e) => {
                 self.slab.remove(key);
@@ -183,7 +193,8 @@ impl Flows {
         host: &mut Host<'_>,
     ) -> Result<(), Refused> {
         let (target, _) = addrs.host_target(dst);
-        let sock = match self.lookup_or_open(Peer::Udp(src, dst), SockKind::Udp, target, host) {
+        let peer = Peer::Udp(src, dst);
+        let (sock, key) = match self.lookup_or_open(peer, SockKind::Udp, target, host) {
             Ok(s) => s,
             Err(r) => {
                 if r == Refused::Failed {
@@ -194,6 +205,8 @@ impl Flows {
         };
         if host.driver.send(sock, payload) == 0 && !payload.is_empty() {
             Stats::inc(&host.stats.udp_dropped);
+        } else {
+            self.count(key, payload.len(), 0);
         }
         Ok(())
     }
@@ -208,7 +221,7 @@ impl Flows {
     ) -> Result<(), Refused> {
         let target = SocketAddr::new(dst, 0);
         let peer = Peer::Echo(src, dst, ident);
-        let sock = match self.lookup_or_open(peer, SockKind::Ping, target, host) {
+        let (sock, key) = match self.lookup_or_open(peer, SockKind::Ping, target, host) {
             Ok(s) => s,
             Err(r) => {
                 if r == Refused::Failed {
@@ -221,6 +234,7 @@ impl Flows {
             Stats::inc(&host.stats.icmp_dropped);
         } else {
             Stats::inc(&host.stats.icmp_relayed);
+            self.count(key, msg.len(), 0);
         }
         Ok(())
     }
@@ -272,6 +286,10 @@ impl Flows {
                 published: Some(port),
                 sock: None,
                 last: host.elapsed,
+                created: host.elapsed,
+                from_guest_bytes: 0,
+                to_guest_bytes: 0,
+                rule: Some(crate::observe::flows::PUBLISHED_PORT.into()),
             };
             let Some(key) = self.slab.insert(flow) else {
                 Stats::inc(&host.stats.udp_dropped);
@@ -354,10 +372,12 @@ impl Flows {
         let peer = flow.peer;
         let (gw_mac, guest_mac) = (addrs.gw_mac, addrs.guest_mac);
         let max_len = addrs.mtu + 14;
+        let mut bytes = 0u64;
         loop {
             let mut got = false;
             let r = host.driver.recv(sock, &mut |d| {
                 got = true;
+                bytes += d.len() as u64;
                 match peer {
                     Peer::Udp(guest, dst) => {
                         let off = udp_payload_offset(dst.is_ipv6());
@@ -385,6 +405,9 @@ impl Flows {
             if r.is_err() || !got {
                 break;
             }
+        }
+        if let Some(flow) = self.slab.get_mut(key) {
+            flow.to_guest_bytes += bytes;
         }
     }
 
@@ -428,6 +451,9 @@ impl Flows {
         self.map.clear();
     }
 }
+
+#[path = "udp_observe.rs"]
+mod observe;
 
 /// Queue a frame to the guest whose payload `data` sits at `off`, headers written in front
 /// by `headers` (which returns the frame length); dropped and counted when it does not fit.
