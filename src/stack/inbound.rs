@@ -175,6 +175,13 @@ pub fn client_side(
     ))
 }
 
+/// The `n`th other client port for a client on `port` whose own one is taken (clients
+/// shown as the gateway may share a port): deterministic, so the same client finds its own
+/// mapping again.
+pub fn alt_port(port: u16, n: u16) -> u16 {
+    49152 + (port.wrapping_add(n.wrapping_mul(7919)) % 16384)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

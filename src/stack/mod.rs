@@ -674,8 +674,7 @@ impl Engine {
         let mut tries = 0u16;
         while self.tcp.has_tuple(guest, client) && tries < 64 {
             tries += 1;
-            let p = 49152 + (peer.port().wrapping_add(tries.wrapping_mul(7919)) % 16384);
-            client.set_port(p);
+            client.set_port(inbound::alt_port(peer.port(), tries));
         }
         self.prime_neighbor(guest.ip(), elapsed);
         let mut host = self.host.cx(elapsed);
@@ -725,11 +724,20 @@ impl Engine {
         (n, peer): (usize, SocketAddr),
         elapsed: Duration,
     ) {
-        let Some((guest, client)) = inbound::client_side(spec, peer, &self.addrs) else {
+        let Some((guest, mut client)) = inbound::client_side(spec, peer, &self.addrs) else {
             return;
         };
+        // Peers shown as the gateway may share a port (two loopback addresses): the same
+        // sequence of other ports as for TCP finds this peer's own mapping or a free one.
+        let mut tries = 0u16;
+        let mut known = self.udp.mapped(guest, client);
+        while known.is_some_and(|p| p != Some(peer)) && tries < 64 {
+            tries += 1;
+            client.set_port(inbound::alt_port(peer.port(), tries));
+            known = self.udp.mapped(guest, client);
+        }
         let mut host = self.host.cx(elapsed);
-        if !self.udp.knows(guest, client)
+        if known.is_none()
             && !host
                 .guard
                 .admit_ingress(crate::policy::Proto::Udp, peer, spec.guest())

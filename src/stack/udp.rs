@@ -58,6 +58,8 @@ struct Flow {
     names: Vec<Box<str>>,
     /// The published port whose host peer this flow serves (inbound flows only).
     published: Option<Key>,
+    /// That host peer (inbound flows only).
+    host_peer: Option<SocketAddr>,
     /// Set right after the open that needs the flow's key for its token.
     sock: Option<SockId>,
     last: Duration,
@@ -118,6 +120,7 @@ impl Flows {
             peer,
             names: admission.names,
             published: None,
+            host_peer: None,
             sock: None,
             last: host.elapsed,
             created: host.elapsed,
@@ -239,9 +242,11 @@ impl Flows {
         Ok(())
     }
 
-    /// True when `client` (as the guest sees it) is mapped to `guest` already.
-    pub fn knows(&self, guest: SocketAddr, client: SocketAddr) -> bool {
-        self.map.contains_key(&Peer::Udp(guest, client))
+    /// The host peer `client` (as the guest sees it) is mapped to at `guest`, if any
+    /// (`None` inside for a guest-initiated flow on that 4-tuple).
+    pub fn mapped(&self, guest: SocketAddr, client: SocketAddr) -> Option<Option<SocketAddr>> {
+        let key = self.map.get(&Peer::Udp(guest, client))?;
+        Some(self.slab.get(*key).and_then(|f| f.host_peer))
     }
 
     /// A datagram from `peer`, a host peer of published port `port` (taken from its
@@ -260,10 +265,11 @@ impl Flows {
         addrs: &Addrs,
     ) {
         let p = Peer::Udp(guest, client);
-        if let Some(&key) = self.map.get(&p) {
+        let key = if let Some(&key) = self.map.get(&p) {
             if let Some(f) = self.slab.get_mut(key) {
                 f.last = host.elapsed;
             }
+            key
         } else {
             if self.peers.get(&port).copied().unwrap_or(0) >= self.max_peers {
                 let oldest = self
@@ -284,6 +290,7 @@ impl Flows {
                 peer: p,
                 names: Vec::new(),
                 published: Some(port),
+                host_peer: Some(peer),
                 sock: None,
                 last: host.elapsed,
                 created: host.elapsed,
@@ -323,7 +330,9 @@ impl Flows {
                     return;
                 }
             }
-        }
+            key
+        };
+        self.count(key, 0, data.len());
         let (gw_mac, guest_mac) = (addrs.gw_mac, addrs.guest_mac);
         let off = udp_payload_offset(client.is_ipv6());
         emit_after(out, addrs.mtu + 14, off, data, |buf| {
