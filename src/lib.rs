@@ -49,6 +49,7 @@
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+pub mod autoconf;
 pub mod backend;
 pub mod config;
 pub mod dns;
