@@ -40,7 +40,11 @@ const OPT_T2: u8 = 59;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// A reply of `len` bytes was written, to be sent to `dst` (port 68).
-    Reply { len: usize, dst: Ipv4Addr, nak: bool },
+    Reply {
+        len: usize,
+        dst: Ipv4Addr,
+        nak: bool,
+    },
     /// DECLINE or RELEASE: accepted, nothing to send.
     Released,
     /// Unparseable, not from the guest, for another server, or a message type a server

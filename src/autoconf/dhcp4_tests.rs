@@ -122,7 +122,12 @@ fn request_for_the_guest_address_is_acked_and_another_is_naked() {
     assert!(!o.contains_key(&51) && !o.contains_key(&3));
     assert_eq!(&r[16..20], &[0; 4]);
     // A REQUEST that chose another server: silence.
-    let elsewhere = request(3, [0; 4], GUEST_MAC, &[50, 4, 10, 0, 0, 7, 54, 4, 10, 0, 0, 1]);
+    let elsewhere = request(
+        3,
+        [0; 4],
+        GUEST_MAC,
+        &[50, 4, 10, 0, 0, 7, 54, 4, 10, 0, 0, 1],
+    );
     assert_eq!(answer(&elsewhere, &a, &mut [0; 600]), Outcome::Ignored);
 }
 

@@ -104,7 +104,7 @@ mod tests {
     /// An INFORMATION-REQUEST as dhclient -6 -S sends it: transaction id 0x123456, a
     /// Client Identifier (DUID-LL of the guest's MAC), Option Request (23, 24), Elapsed
     /// Time 0.
-    const INFO_REQ: [u8; 34] = [
+    const INFO_REQ: [u8; 32] = [
         11, 0x12, 0x34, 0x56, //
         0, 1, 0, 10, 0, 3, 0, 1, 2, 0x6d, 0x73, 0, 0, 2, //
         0, 6, 0, 4, 0, 23, 0, 24, //
@@ -146,10 +146,7 @@ mod tests {
         assert!(answer(&ours, &a, &mut out).is_some());
         // No room, no IPv6.
         assert_eq!(answer(&INFO_REQ, &a, &mut [0u8; 20]), None);
-        let v4 = Addrs {
-            gw6: None,
-            ..a
-        };
+        let v4 = Addrs { gw6: None, ..a };
         assert_eq!(answer(&INFO_REQ, &v4, &mut out), None);
         // Every prefix of a valid request is either answered or ignored, never a panic.
         for i in 0..INFO_REQ.len() {

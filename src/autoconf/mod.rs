@@ -116,8 +116,7 @@ pub fn route(class: &Class, eth_src: [u8; 6], addrs: &Addrs) -> Option<Request> 
             let IpAddr::V6(d) = dst.ip() else {
                 return None;
             };
-            if d != ALL_DHCP_SERVERS && Some(d) != addrs.gw6 && Some(d) != addrs.gw6_link_local()
-            {
+            if d != ALL_DHCP_SERVERS && Some(d) != addrs.gw6 && Some(d) != addrs.gw6_link_local() {
                 return None;
             }
             Some(if ours && addrs.gw6.is_some() {

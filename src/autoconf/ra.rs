@@ -173,7 +173,10 @@ mod tests {
         assert_eq!(mtu, Some(1500));
         let pi = prefix_info.unwrap();
         assert_eq!(pi.prefix_len, 64);
-        assert_eq!(pi.prefix, "fd42:6d73:62::".parse::<std::net::Ipv6Addr>().unwrap());
+        assert_eq!(
+            pi.prefix,
+            "fd42:6d73:62::".parse::<std::net::Ipv6Addr>().unwrap()
+        );
         assert!(pi.flags.contains(NdiscPrefixInfoFlags::ADDRCONF));
         // The RDNSS option is the last one.
         let last = NdiscOption::new_checked(&b[n - 24..n]).unwrap();

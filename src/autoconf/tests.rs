@@ -66,7 +66,10 @@ fn rs_and_dhcp6_routed_only_from_the_guest_mac() {
         eth_src,
         lladdr,
     };
-    assert_eq!(route(&rs(GUEST, None), GUEST, &a), Some(Request::RouterSolicit));
+    assert_eq!(
+        route(&rs(GUEST, None), GUEST, &a),
+        Some(Request::RouterSolicit)
+    );
     assert_eq!(
         route(&rs(GUEST, Some(GUEST)), GUEST, &a),
         Some(Request::RouterSolicit)
@@ -75,7 +78,10 @@ fn rs_and_dhcp6_routed_only_from_the_guest_mac() {
         route(&rs(GUEST, Some(FOREIGN)), GUEST, &a),
         Some(Request::Ignored)
     );
-    assert_eq!(route(&rs(FOREIGN, None), FOREIGN, &a), Some(Request::Ignored));
+    assert_eq!(
+        route(&rs(FOREIGN, None), FOREIGN, &a),
+        Some(Request::Ignored)
+    );
     let ns = Class::Ndp {
         kind: NdpKind::NeighborSolicit,
         src: "fe80::2".parse().unwrap(),
@@ -88,14 +94,20 @@ fn rs_and_dhcp6_routed_only_from_the_guest_mac() {
 
     let gw_ll = a.gw6_link_local().unwrap();
     for dst in [ALL_DHCP_SERVERS, a.gw6.unwrap(), gw_ll] {
-        let c = udp("[fe80::2]:546", &SocketAddr::new(dst.into(), 547).to_string());
+        let c = udp(
+            "[fe80::2]:546",
+            &SocketAddr::new(dst.into(), 547).to_string(),
+        );
         assert!(
             matches!(route(&c, GUEST, &a), Some(Request::Dhcp6 { .. })),
             "{dst}"
         );
         assert_eq!(route(&c, FOREIGN, &a), Some(Request::Ignored));
     }
-    assert_eq!(route(&udp("[fe80::2]:546", "[2001:db8::1]:547"), GUEST, &a), None);
+    assert_eq!(
+        route(&udp("[fe80::2]:546", "[2001:db8::1]:547"), GUEST, &a),
+        None
+    );
 }
 
 #[test]

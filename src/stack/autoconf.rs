@@ -57,7 +57,10 @@ impl Engine {
                     dhcp4::Outcome::Ignored => Stats::inc(&stats.dhcp_ignored),
                 }
             }
-            Request::Dhcp6 { src: client, payload } => {
+            Request::Dhcp6 {
+                src: client,
+                payload,
+            } => {
                 let (Some(data), Some(ll)) = (frame.bytes().get(payload), a.gw6_link_local())
                 else {
                     Stats::inc(&stats.dhcp_ignored);
@@ -66,9 +69,8 @@ impl Engine {
                 let src = SocketAddr::new(IpAddr::V6(ll), ac::DHCP6_SERVER_PORT);
                 let mut answered = false;
                 port.emit(MAX_FRAME, |buf| {
-                    let n = ac::emit_udp_with(buf, macs, (src, client), |b| {
-                        dhcp6::answer(data, &a, b)
-                    });
+                    let n =
+                        ac::emit_udp_with(buf, macs, (src, client), |b| dhcp6::answer(data, &a, b));
                     answered = n.is_some();
                     n
                 });

@@ -135,7 +135,11 @@ fn autoconf_off_drops_dhcp_and_sends_no_ra() {
     h.run_for(Duration::from_millis(50));
     assert!(udp_from(&h, 67).is_empty());
     assert_eq!(router_adverts(&h), 0);
-    assert_eq!(h.stat("unsupported"), 1, "DISCOVER from 0.0.0.0: spoofed as before");
+    assert_eq!(
+        h.stat("unsupported"),
+        1,
+        "DISCOVER from 0.0.0.0: spoofed as before"
+    );
     assert_eq!(h.stat("ndp_filtered"), 1);
     assert_eq!(h.stat("dhcp_ignored") + h.stat("ra_sent"), 0);
 }
@@ -170,9 +174,19 @@ fn solicitation_answered_and_periodic_adverts_on_virtual_time() {
     h.inject(&router_solicit());
     h.turn();
     assert_eq!(router_adverts(&h), 2, "answered at once");
-    let ra = h.frames.iter().rev().find(|f| f.get(54) == Some(&134)).unwrap().clone();
+    let ra = h
+        .frames
+        .iter()
+        .rev()
+        .find(|f| f.get(54) == Some(&134))
+        .unwrap()
+        .clone();
     assert_eq!(&ra[..6], &[0x33, 0x33, 0, 0, 0, 1]);
-    assert_eq!(&ra[22..38], &ac::link_local(GW_MAC).octets(), "link-local source");
+    assert_eq!(
+        &ra[22..38],
+        &ac::link_local(GW_MAC).octets(),
+        "link-local source"
+    );
     match NdiscRepr::parse(&Icmpv6Packet::new_checked(&ra[54..]).unwrap()).unwrap() {
         NdiscRepr::RouterAdvert {
             prefix_info, mtu, ..

@@ -451,10 +451,7 @@ mod tests {
             autoconf: false,
             ..a
         };
-        assert_eq!(
-            verdict(&udp(slaac), &off),
-            Verdict::Drop(Drop::Unsupported)
-        );
+        assert_eq!(verdict(&udp(slaac), &off), Verdict::Drop(Drop::Unsupported));
         assert!(matches!(
             verdict(&udp("[fd42:6d73:62::2]:5353"), &off),
             Verdict::Udp { .. }
