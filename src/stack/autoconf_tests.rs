@@ -269,3 +269,77 @@ fn dhcp6_information_request_and_ns_for_the_router_link_local() {
     });
     assert!(na, "NA for the router's link-local address");
 }
+
+#[test]
+fn slaac_source_admitted_only_with_autoconf() {
+    for (toml, opened) in [("", 1), ("autoconf = false", 0)] {
+        let mut h = Harness::with_routes(toml, BOTH);
+        let slaac: Ipv6Addr = "fd42:6d73:62:0:6d:73ff:fe00:2".parse().unwrap();
+        let mut buf = vec![0u8; 200];
+        let src = SocketAddr::new(slaac.into(), 40000);
+        let dst: SocketAddr = "[2001:db8::7]:9".parse().unwrap();
+        let n = emit_udp_with(&mut buf, (GUEST_MAC, GW_MAC), (src, dst), |b| {
+            b[..4].copy_from_slice(b"ping");
+            Some(4)
+        })
+        .unwrap();
+        h.inject(&buf[..n]);
+        h.turn();
+        assert_eq!(h.host().ids().len(), opened, "{toml:?}");
+        assert_eq!(h.stat("unsupported"), 1 - opened as u64, "{toml:?}");
+    }
+}
+
+/// A TCP SYN (no options) from `src` to `dst` in a frame from the guest's MAC.
+fn syn(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
+    let mut buf = vec![0u8; 200];
+    let macs = (GUEST_MAC, GW_MAC);
+    let l4 = crate::wire::classify::emit_l2l3(&mut buf, macs, (src.ip(), dst.ip()), 6, 20).unwrap();
+    let t = &mut buf[l4..l4 + 20];
+    t[0..2].copy_from_slice(&src.port().to_be_bytes());
+    t[2..4].copy_from_slice(&dst.port().to_be_bytes());
+    t[4..8].copy_from_slice(&1000u32.to_be_bytes());
+    t[12] = 5 << 4;
+    t[13] = 0x02;
+    t[14..16].copy_from_slice(&65535u16.to_be_bytes());
+    let (std::net::IpAddr::V6(s), std::net::IpAddr::V6(d)) = (src.ip(), dst.ip()) else {
+        panic!("IPv6 only");
+    };
+    let sum = crate::wire::csum::combine(
+        crate::wire::csum::pseudo_v6(s, d, 6, 20),
+        crate::wire::csum::sum(t),
+    );
+    t[16..18].copy_from_slice(&crate::wire::csum::to_field(sum).to_be_bytes());
+    buf.truncate(l4 + 20);
+    buf
+}
+
+#[test]
+fn slaac_syn_answered_without_neighbour_discovery() {
+    let mut h = Harness::with_routes("", BOTH);
+    h.keep_frames = true;
+    let slaac: Ipv6Addr = "fd42:6d73:62:0:6d:73ff:fe00:2".parse().unwrap();
+    let src = SocketAddr::new(slaac.into(), 40000);
+    let dst: SocketAddr = "[2001:db8::7]:80".parse().unwrap();
+    h.inject(&syn(src, dst));
+    h.turn();
+    let id = h.host().ids()[0];
+    h.host().connect(id, Ok(()));
+    h.turn();
+    h.turn();
+    let synack = h.frames.iter().any(|f| {
+        matches!(classify(f), Ok(Class::Tcp { dst, flags, .. })
+            if dst == src && flags.syn && flags.ack)
+    });
+    let ns = h.frames.iter().any(|f| {
+        matches!(
+            classify(f),
+            Ok(Class::Ndp {
+                kind: NdpKind::NeighborSolicit,
+                ..
+            })
+        )
+    });
+    assert!(synack, "SYN-ACK to the SLAAC address");
+    assert!(!ns, "no neighbour solicitation for it");
+}
