@@ -225,6 +225,11 @@ pub struct NetworkConfig {
     /// Published ports.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<PortSpec>,
+    /// Guest autoconfiguration at the gateway (DHCPv4, router advertisements, stateless
+    /// DHCPv6; [`crate::autoconf`]). `false` for an embedder that configures the guest
+    /// itself (from [`SlotConfig::guest_env_vars`]): those frames are then dropped and no
+    /// advertisement is sent.
+    pub autoconf: bool,
 }
 
 impl Default for NetworkConfig {
@@ -240,6 +245,7 @@ impl Default for NetworkConfig {
             max_inbound_connections: 1024,
             max_udp_peers: 256,
             ports: Vec::new(),
+            autoconf: true,
         }
     }
 }
@@ -428,6 +434,9 @@ pub struct SlotConfig {
     pub max_inbound_connections: usize,
     pub max_udp_peers: usize,
     pub ports: Vec<PortSpec>,
+    /// Answer DHCPv4, router solicitations and DHCPv6, and advertise the router
+    /// (`NetworkConfig::autoconf`).
+    pub autoconf: bool,
 }
 
 impl SlotConfig {
@@ -642,6 +651,7 @@ impl NetworkConfig {
             max_inbound_connections: self.max_inbound_connections,
             max_udp_peers: self.max_udp_peers,
             ports: self.ports.clone(),
+            autoconf: self.autoconf,
         })
     }
 }

@@ -33,6 +33,10 @@
 //!   are copied out between turns, denial events go through a bounded lock-free queue
 //!   ([`observe`]); a packet capture copies frames to a writer thread ([`pcap`]).
 //!
+//! - A guest that asks is configured by the gateway ([`autoconf`]: DHCPv4, router
+//!   advertisements, stateless DHCPv6), sans-IO like the classifier; `autoconf = false`
+//!   leaves that to the embedder (the guest's environment variables are the same either way).
+//!
 //! Start with [`Network`].
 //!
 //! # Features
@@ -49,6 +53,7 @@
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+pub mod autoconf;
 pub mod backend;
 pub mod config;
 pub mod dns;

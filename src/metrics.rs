@@ -147,6 +147,19 @@ counters!(
         /// accept(2) or recvfrom(2) on a published port failed (out of descriptors: the
         /// client waits in the kernel's queue).
         inbound_accept_failed,
+        /// DHCPv4 OFFERs and ACKs sent to the guest.
+        dhcp_replies,
+        /// DHCPv4 NAKs sent (a REQUEST for an address other than the guest's).
+        dhcp_naks,
+        /// DHCPv4 DECLINE and RELEASE messages (accepted silently).
+        dhcp_released,
+        /// Autoconfiguration requests dropped: not from the guest's MAC, for an inactive
+        /// family, unparseable, or not a message the gateway answers (DHCPv4 and DHCPv6).
+        dhcp_ignored,
+        /// Router advertisements sent (solicited and periodic).
+        ra_sent,
+        /// DHCPv6 REPLYs sent (to INFORMATION-REQUEST).
+        dhcp6_replies,
     }
 );
 

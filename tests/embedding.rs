@@ -15,8 +15,16 @@ use smoltcp::wire::{
 };
 
 fn network() -> Network {
+    network_with(true)
+}
+
+/// With `autoconf = false`: no router advertisement at start, for tests that count every
+/// frame the gateway sends (autoconfiguration is tested in `src/autoconf/` and on the
+/// stack harness).
+fn network_with(autoconf: bool) -> Network {
     let mut cfg = NetworkConfig::default();
     cfg.egress.driver = EgressDriver::Epoll;
+    cfg.autoconf = autoconf;
     let mut net = Network::with_routes(
         &cfg,
         0,
@@ -203,7 +211,7 @@ fn guest_env_and_mac() {
 
 #[test]
 fn wait_times_out_then_wakes_on_a_frame() {
-    let mut net = network();
+    let mut net = network_with(false);
     let link = net.take_link().unwrap();
     let t0 = Instant::now();
     assert!(
@@ -227,7 +235,7 @@ fn wait_times_out_then_wakes_on_a_frame() {
 
 #[test]
 fn room_and_pending_are_reported() {
-    let mut net = network();
+    let mut net = network_with(false);
     let link = net.take_link().unwrap();
     assert_eq!(link.from_guest_room(), ringnet::network::RING_SLOTS);
     assert_eq!(link.to_guest_pending(), 0);

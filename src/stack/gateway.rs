@@ -4,6 +4,9 @@
 //! for itself — ARP and NDP only for the gateway's own addresses (so the guest's duplicate
 //! address detection and ARP probes for other hosts go unanswered), ICMP echo only when
 //! addressed to a gateway address — and admits flows only from the guest's own addresses.
+//! The gateway's IPv6 addresses are its global one and its link-local one (the source of
+//! its router advertisements, [`crate::autoconf`]). Autoconfiguration requests are routed
+//! before this rule runs (`crate::autoconf::route`) when `autoconf` is on.
 //!
 //! Neighbour frames are also the only way anything on the guest link changes smoltcp's
 //! neighbour cache (smoltcp 0.14 fills it from ARP aimed at it and from NDP NS/NA with a
@@ -83,7 +86,10 @@ pub fn verdict(class: &Class, addrs: &Addrs) -> Verdict {
             }
         }
         Class::Ndp { kind, target, .. } => match kind {
-            NdpKind::NeighborSolicit if addrs.gw6.is_some() && target == addrs.gw6 => {
+            NdpKind::NeighborSolicit
+                if addrs.gw6.is_some()
+                    && (target == addrs.gw6 || target == addrs.gw6_link_local()) =>
+            {
                 Verdict::Smoltcp
             }
             NdpKind::NeighborAdvert if addrs.gw6.is_some() => Verdict::Smoltcp,
@@ -138,6 +144,7 @@ mod tests {
             gw6: Some("fd42:6d73:62::1".parse().unwrap()),
             guest6: Some("fd42:6d73:62::2".parse().unwrap()),
             mtu: 1500,
+            autoconf: true,
         }
     }
 
@@ -207,6 +214,12 @@ mod tests {
         let guest: Ipv6Addr = "fd42:6d73:62::2".parse().unwrap();
         assert_eq!(
             verdict(&ndp(NdpKind::NeighborSolicit, Some(gw)), &a),
+            Verdict::Smoltcp
+        );
+        // The router's link-local address (the source of its RAs) is the gateway's too.
+        let ll = crate::autoconf::link_local(a.gw_mac);
+        assert_eq!(
+            verdict(&ndp(NdpKind::NeighborSolicit, Some(ll)), &a),
             Verdict::Smoltcp
         );
         // Duplicate address detection for the guest's own address: no answer.
@@ -410,5 +423,38 @@ mod tests {
             fragment: false,
         };
         assert_eq!(verdict(&other, &a), Verdict::Drop(Drop::Unsupported));
+    }
+
+    #[test]
+    fn slaac_addresses_of_the_guest_prefix_only_with_autoconf() {
+        let a = addrs();
+        let udp = |src: &str| Class::Udp {
+            src: src.parse().unwrap(),
+            dst: "[2001:db8::7]:53".parse().unwrap(),
+            payload: 62..70,
+        };
+        let slaac = "[fd42:6d73:62:0:6d:73ff:fe00:2]:5353";
+        assert!(matches!(verdict(&udp(slaac), &a), Verdict::Udp { .. }));
+        // Not the gateway's, not the subnet-router anycast, not another /64.
+        for other in [
+            "[fd42:6d73:62::1]:5353",
+            "[fd42:6d73:62::]:5353",
+            "[fd42:6d73:62:1::2]:5353",
+        ] {
+            assert_eq!(
+                verdict(&udp(other), &a),
+                Verdict::Drop(Drop::Unsupported),
+                "{other}"
+            );
+        }
+        let off = Addrs {
+            autoconf: false,
+            ..a
+        };
+        assert_eq!(verdict(&udp(slaac), &off), Verdict::Drop(Drop::Unsupported));
+        assert!(matches!(
+            verdict(&udp("[fd42:6d73:62::2]:5353"), &off),
+            Verdict::Udp { .. }
+        ));
     }
 }

@@ -394,16 +394,20 @@ const STEP: Duration = Duration::from_millis(5);
 impl Harness {
     /// A harness for `toml` (a config file's text; IPv4 only).
     pub fn new(toml: &str) -> Harness {
+        Harness::with_routes(
+            toml,
+            HostRoutes {
+                ipv4: true,
+                ipv6: false,
+            },
+        )
+    }
+
+    /// A harness for `toml` with the families `routes` active (IPv4 among them: the
+    /// harness guest speaks IPv4).
+    pub fn with_routes(toml: &str, routes: HostRoutes) -> Harness {
         let cfg: NetworkConfig = toml::from_str(toml).expect("harness config");
-        let slot = cfg
-            .derive(
-                0,
-                HostRoutes {
-                    ipv4: true,
-                    ipv6: false,
-                },
-            )
-            .expect("derive");
+        let slot = cfg.derive(0, routes).expect("derive");
         let link = Arc::new(Link::new().expect("link"));
         let clock = VirtualClock::default();
         let host = Arc::new(Mutex::new(FakeHost::default()));

@@ -196,6 +196,7 @@ mod tests {
             gw6: v6.then(|| "fd42:6d73:62::1".parse::<Ipv6Addr>().unwrap()),
             guest6: v6.then(|| "fd42:6d73:62::2".parse::<Ipv6Addr>().unwrap()),
             mtu: 1500,
+            autoconf: true,
         }
     }
 

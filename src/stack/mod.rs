@@ -27,6 +27,10 @@
 //!    - every new TCP, UDP and echo flow is first admitted by the policy (`guard`): a
 //!      denied SYN gets RST (no host connect), a denied datagram or echo is dropped and
 //!      answered with ICMP "administratively prohibited";
+//!    - with `autoconf` on, DHCPv4 (UDP 68 → 67, also from 0.0.0.0), router
+//!      solicitations and DHCPv6 (UDP 546 → 547) from the guest's MAC are answered by
+//!      [`crate::autoconf`] (`autoconf.rs` here), before the rules below; the same from any
+//!      other MAC is dropped. Router advertisements also go out unsolicited on a timer;
 //!    - a source address other than the guest's is dropped (no spoofed flows);
 //!    - ARP and NDP naming a MAC other than the guest's (Ethernet source, ARP sender,
 //!      NDP link-layer address option) are dropped and counted as `neigh_spoofed`: they
@@ -57,6 +61,9 @@
 //! through `limits::note_open_failure`; a write to a TAP the guest set down is a counted
 //! drop, not an error.
 
+mod autoconf;
+#[cfg(test)]
+mod autoconf_tests;
 pub mod device;
 mod dns;
 #[cfg(test)]
@@ -149,6 +156,8 @@ pub struct Addrs {
     pub gw6: Option<Ipv6Addr>,
     pub guest6: Option<Ipv6Addr>,
     pub mtu: usize,
+    /// Guest autoconfiguration is on: the guest may also use SLAAC addresses of its /64.
+    pub autoconf: bool,
 }
 
 impl Addrs {
@@ -162,7 +171,14 @@ impl Addrs {
             gw6: cfg.ipv6.map(|s| s.gateway),
             guest6: cfg.ipv6.map(|s| s.guest),
             mtu: cfg.mtu as usize,
+            autoconf: cfg.autoconf,
         }
+    }
+
+    /// The gateway's IPv6 link-local address (modified EUI-64 of its MAC), when IPv6 is
+    /// active: the source of its router advertisements and DHCPv6 replies.
+    pub fn gw6_link_local(&self) -> Option<Ipv6Addr> {
+        self.gw6.map(|_| crate::autoconf::link_local(self.gw_mac))
     }
 
     pub fn is_gateway(&self, ip: IpAddr) -> bool {
@@ -175,8 +191,19 @@ impl Addrs {
     pub fn is_guest(&self, ip: IpAddr) -> bool {
         match ip {
             IpAddr::V4(a) => Some(a) == self.guest4,
-            IpAddr::V6(a) => Some(a) == self.guest6,
+            IpAddr::V6(a) => Some(a) == self.guest6 || self.is_slaac(a),
         }
+    }
+
+    /// With autoconf on, an address the guest may have configured by SLAAC (RFC 4862) from
+    /// the prefix the gateway advertises: any address of its /64 (the slot's alone) other
+    /// than the gateway's and the Subnet-Router anycast address.
+    pub fn is_slaac(&self, a: Ipv6Addr) -> bool {
+        let (Some(g), true) = (self.guest6, self.autoconf) else {
+            return false;
+        };
+        let (a, g) = (a.segments(), g.segments());
+        a[..4] == g[..4] && a[4..] != [0; 4] && Some(Ipv6Addr::from(a)) != self.gw6
     }
 
     /// Where a guest flow to `dst` goes on the host: a gateway address means the host's
@@ -261,6 +288,10 @@ pub struct Engine {
     cpu: Option<usize>,
     /// When the latency summaries may be published next.
     next_publish: Duration,
+    /// Guest autoconfiguration requests are answered (`autoconf = true`).
+    autoconf: bool,
+    /// Unsolicited router advertisements: with autoconf and IPv6 active.
+    ra_timer: Option<crate::autoconf::ra::Timer>,
 }
 
 impl Engine {
@@ -290,11 +321,14 @@ impl Engine {
         iface.set_any_ip(true);
         iface.update_ip_addrs(|a| {
             if let Some(v4) = cfg.ipv4 {
-                // Capacity is 4 addresses (feature iface-max-addr-count-4); we add at most 2.
+                // Capacity is 4 addresses (feature iface-max-addr-count-4); we add at most 3.
                 let _ = a.push(IpCidr::new(IpAddress::Ipv4(v4.gateway), v4.prefix_len));
             }
             if let Some(v6) = cfg.ipv6 {
                 let _ = a.push(IpCidr::new(IpAddress::Ipv6(v6.gateway), v6.prefix_len));
+                // The router's link-local address (RAs come from it): NS for it answered.
+                let ll = crate::autoconf::link_local(addrs.gw_mac);
+                let _ = a.push(IpCidr::new(IpAddress::Ipv6(ll), 64));
             }
         });
         if let Some(v4) = cfg.ipv4 {
@@ -342,7 +376,13 @@ impl Engine {
             clock,
             cpu: cfg.egress.cpu,
             next_publish: Duration::ZERO,
+            autoconf: cfg.autoconf,
+            ra_timer: None,
         };
+        if cfg.autoconf && cfg.ipv6.is_some() {
+            let now = engine.clock.elapsed();
+            engine.ra_timer = Some(crate::autoconf::ra::Timer::new(now));
+        }
         for spec in &cfg.ports {
             let elapsed = engine.clock.elapsed();
             engine
@@ -397,6 +437,7 @@ impl Engine {
             self.ingest(frame, elapsed);
         }
         more |= !self.link.from_guest.is_empty();
+        let ra_delay = self.periodic_ra(elapsed);
         self.egress_and_service();
         self.guest.flush();
 
@@ -417,6 +458,10 @@ impl Engine {
             timeout = Some(timeout.map_or(t, |x| x.min(t)));
         }
         if let Some(t) = self.publish_latency(elapsed) {
+            timeout = Some(timeout.map_or(t, |x| x.min(t)));
+        }
+        if let Some(t) = ra_delay {
+            // Measured at the top of the turn: early by this turn's length at most.
             timeout = Some(timeout.map_or(t, |x| x.min(t)));
         }
         if more {
@@ -545,14 +590,25 @@ impl Engine {
 
     /// Classify one guest frame and route it.
     fn ingest(&mut self, frame: Frame, elapsed: Duration) {
-        let stats = &self.link.stats;
-        let v = match classify(frame.bytes()) {
-            Ok(class) => gateway::verdict(&class, &self.addrs),
+        let class = match classify(frame.bytes()) {
+            Ok(class) => class,
             Err(_) => {
-                Stats::inc(&stats.malformed);
+                Stats::inc(&self.link.stats.malformed);
                 return;
             }
         };
+        if self.autoconf {
+            // classify succeeded: the frame has a whole Ethernet header.
+            let mut eth_src = [0u8; 6];
+            eth_src.copy_from_slice(&frame.bytes()[6..12]);
+            if let Some(req) = crate::autoconf::route(&class, eth_src, &self.addrs) {
+                self.autoconf_request(req, &frame, elapsed);
+                return;
+            }
+        }
+        self.prime_slaac_neighbor(&class, elapsed);
+        let stats = &self.link.stats;
+        let v = gateway::verdict(&class, &self.addrs);
         match v {
             Verdict::Smoltcp => {
                 // An ARP or NDP answer may be what an inbound connect waits for (smoltcp

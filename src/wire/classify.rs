@@ -489,7 +489,7 @@ pub const fn icmp_payload_offset(v6: bool) -> usize {
 
 /// Write Ethernet + IP headers from `(src_mac, dst_mac)` and `(src, dst)` for an L4 message
 /// of `l4_len` bytes (checked to fit the IP length field); return the L4 offset.
-fn emit_l2l3(
+pub(crate) fn emit_l2l3(
     buf: &mut [u8],
     (src_mac, dst_mac): ([u8; 6], [u8; 6]),
     (src, dst): (IpAddr, IpAddr),
