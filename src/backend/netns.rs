@@ -243,6 +243,17 @@ impl NetNs {
         Ok(())
     }
 
+    /// `net.ipv6.conf.TAP.accept_ra = 0` inside the namespace (the guest is configured
+    /// statically by [`NetNs::configure_guest`]).
+    fn ignore_router_adverts(&self, tap: &str) -> Result<(), NetnsError> {
+        let path = format!("/proc/sys/net/ipv6/conf/{tap}/accept_ra");
+        let written = self.run(move || std::fs::write(&path, "0"))?;
+        written.map_err(|e| NetnsError::Ip {
+            args: format!("sysctl net.ipv6.conf.{tap}.accept_ra=0"),
+            detail: e.to_string(),
+        })
+    }
+
     /// Configure the guest side of `tap` in this namespace from `cfg`: lo up, the guest MAC,
     /// MTU and transmit queue ([`tap_tx_queue`]), addresses and default routes for the
     /// active families (none for an offline slot: the link only).
@@ -278,6 +289,9 @@ impl NetNs {
             ])?;
         }
         if let Some(v6) = &cfg.ipv6 {
+            // Configured statically here: the gateway's router advertisements (autoconf)
+            // must not add a SLAAC address and a second default route next to these.
+            self.ignore_router_adverts(tap)?;
             let addr = format!("{}/{}", v6.guest, v6.prefix_len);
             self.ip(&["-6", "addr", "replace", &addr, "dev", tap, "nodad"])?;
             self.ip(&[
