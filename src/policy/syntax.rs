@@ -91,11 +91,22 @@ impl fmt::Display for Dest {
                 write!(f, "{}", n.ip())
             }
             Dest::Net(n) => write!(f, "{n}"),
+            // A domain spelled like a keyword ("udp", "any", "port") prints with its
+            // trailing dot, which the parser reads as a domain.
+            Dest::Domain(d) if is_keyword(d) => write!(f, "{d}."),
             Dest::Domain(d) => f.write_str(d),
             Dest::Suffix(s) => write!(f, ".{s}"),
             Dest::Group(g) => write!(f, "group:{}", g.name()),
         }
     }
+}
+
+/// Words the short syntax reads as something other than a destination.
+fn is_keyword(word: &str) -> bool {
+    matches!(
+        word,
+        "egress" | "out" | "ingress" | "in" | "both" | "port" | "ports" | "any" | "*"
+    ) || parse_protos(word).is_some()
 }
 
 impl Rule {

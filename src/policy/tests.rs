@@ -152,6 +152,22 @@ fn syntax_round_trips_through_display() {
         assert_eq!(r.to_string(), text);
         assert_eq!(Rule::parse_with_action(&r.to_string()).unwrap(), r);
     }
+    // Domains spelled like keywords survive the round trip (fuzz: "allow udp.").
+    for text in [
+        "allow udp.",
+        "deny tcp any.",
+        "allow port. port 80",
+        "allow in.",
+        "deny tcp icmp.",
+    ] {
+        let r = Rule::parse_with_action(text).unwrap();
+        assert!(matches!(r.dest, Dest::Domain(_)), "{text}: {r:?}");
+        assert_eq!(
+            Rule::parse_with_action(&r.to_string()).unwrap(),
+            r,
+            "{text}"
+        );
+    }
     // Defaults and spellings.
     let r = Rule::parse(Action::Deny, "TCP 10.0.0.0/8 ports 22").unwrap();
     assert_eq!(r.to_string(), "deny egress tcp 10.0.0.0/8 port 22");
