@@ -3,16 +3,7 @@ use super::*;
 const GUEST_MAC: [u8; 6] = [2, 0x6d, 0x73, 0, 0, 2];
 
 fn addrs() -> Addrs {
-    Addrs {
-        gw_mac: [2, 0x6d, 0x73, 0, 0, 1],
-        guest_mac: GUEST_MAC,
-        gw4: Some(Ipv4Addr::new(172, 16, 0, 1)),
-        guest4: Some(Ipv4Addr::new(172, 16, 0, 2)),
-        gw6: None,
-        guest6: None,
-        mtu: 1500,
-        autoconf: true,
-    }
+    Addrs::slot0(true, false)
 }
 
 /// A BOOTREQUEST built by hand from RFC 2131 §2 / RFC 2132, laid out as busybox udhcpc

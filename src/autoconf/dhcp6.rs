@@ -89,16 +89,7 @@ mod tests {
     use super::*;
 
     fn addrs() -> Addrs {
-        Addrs {
-            gw_mac: [2, 0x6d, 0x73, 0, 0, 1],
-            guest_mac: [2, 0x6d, 0x73, 0, 0, 2],
-            gw4: None,
-            guest4: None,
-            gw6: Some("fd42:6d73:62::1".parse().unwrap()),
-            guest6: Some("fd42:6d73:62::2".parse().unwrap()),
-            mtu: 1500,
-            autoconf: true,
-        }
+        Addrs::slot0(false, true)
     }
 
     /// An INFORMATION-REQUEST as dhclient -6 -S sends it: transaction id 0x123456, a

@@ -4,16 +4,7 @@ const GUEST: [u8; 6] = [2, 0x6d, 0x73, 0, 0, 2];
 const FOREIGN: [u8; 6] = [2, 0xde, 0xad, 0xbe, 0xef, 1];
 
 fn addrs() -> Addrs {
-    Addrs {
-        gw_mac: [2, 0x6d, 0x73, 0, 0, 1],
-        guest_mac: GUEST,
-        gw4: Some(Ipv4Addr::new(172, 16, 0, 1)),
-        guest4: Some(Ipv4Addr::new(172, 16, 0, 2)),
-        gw6: Some("fd42:6d73:62::1".parse().unwrap()),
-        guest6: Some("fd42:6d73:62::2".parse().unwrap()),
-        mtu: 1500,
-        autoconf: true,
-    }
+    Addrs::slot0(true, true)
 }
 
 fn udp(src: &str, dst: &str) -> Class {

@@ -136,16 +136,7 @@ mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     fn addrs() -> Addrs {
-        Addrs {
-            gw_mac: [2, 0x6d, 0x73, 0, 0, 1],
-            guest_mac: [2, 0x6d, 0x73, 0, 0, 2],
-            gw4: Some(Ipv4Addr::new(172, 16, 0, 1)),
-            guest4: Some(Ipv4Addr::new(172, 16, 0, 2)),
-            gw6: Some("fd42:6d73:62::1".parse().unwrap()),
-            guest6: Some("fd42:6d73:62::2".parse().unwrap()),
-            mtu: 1500,
-            autoconf: true,
-        }
+        Addrs::slot0(true, true)
     }
 
     fn arp(op: ArpOp, target: [u8; 4]) -> Class {

@@ -185,19 +185,9 @@ pub fn alt_port(port: u16, n: u16) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::{Ipv4Addr, Ipv6Addr};
 
     fn addrs(v4: bool, v6: bool) -> Addrs {
-        Addrs {
-            gw_mac: [2, 0, 0, 0, 0, 1],
-            guest_mac: [2, 0, 0, 0, 0, 2],
-            gw4: v4.then(|| Ipv4Addr::new(172, 16, 0, 1)),
-            guest4: v4.then(|| Ipv4Addr::new(172, 16, 0, 2)),
-            gw6: v6.then(|| "fd42:6d73:62::1".parse::<Ipv6Addr>().unwrap()),
-            guest6: v6.then(|| "fd42:6d73:62::2".parse::<Ipv6Addr>().unwrap()),
-            mtu: 1500,
-            autoconf: true,
-        }
+        Addrs::slot0(v4, v6)
     }
 
     #[test]

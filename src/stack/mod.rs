@@ -181,6 +181,17 @@ impl Addrs {
         self.gw6.map(|_| crate::autoconf::link_local(self.gw_mac))
     }
 
+    /// Tests: slot 0 of the default configuration with the families asked for (the
+    /// addresses and MACs every fixture of the stack uses).
+    #[cfg(test)]
+    pub(crate) fn slot0(ipv4: bool, ipv6: bool) -> Addrs {
+        let routes = crate::config::HostRoutes { ipv4, ipv6 };
+        let cfg = crate::config::NetworkConfig::default()
+            .derive(0, routes)
+            .expect("the default configuration derives slot 0");
+        Addrs::of(&cfg)
+    }
+
     pub fn is_gateway(&self, ip: IpAddr) -> bool {
         match ip {
             IpAddr::V4(a) => Some(a) == self.gw4,
