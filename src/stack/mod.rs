@@ -36,7 +36,9 @@
 //!      NDP link-layer address option) are dropped and counted as `neigh_spoofed`: they
 //!      would repoint smoltcp's neighbour entry for the guest ([`gateway`]).
 //! 2. Driver events (connect results, host data, transmit space) mark flows dirty; dirty
-//!    flows move bytes between their smoltcp socket and their host socket.
+//!    flows move bytes between their smoltcp socket and their host socket. A readable
+//!    listener of a published port (`inbound`) yields host clients: each becomes an
+//!    inbound flow whose smoltcp socket connects to the guest (TCP), or a mapped UDP peer.
 //! 3. `to_guest`: smoltcp egress writes frames into pool slots on the `to_guest` ring (every
 //!    unicast one addressed to the guest's MAC, whatever smoltcp's neighbour cache says:
 //!    [`device`]); the port transmits them (a TAP is written, a VMM is woken once per turn).
