@@ -2,10 +2,10 @@
 //!
 //! # Theory of operation
 //!
-//! The poll thread's policy guard ([`crate::stack::guard`]) pushes one [`Denial`] per
+//! The poll thread's policy guard (`crate::stack::guard`) pushes one [`Denial`] per
 //! refusal of the guest (a TCP connect, a datagram or echo request, a DNS name, a TLS server
 //! name; host clients refused at a published port are counted and logged only) into a
-//! lock-free bounded queue of [`EVENTS_MAX`] ([`Queue`]). A push into a full queue replaces
+//! lock-free bounded queue of [`EVENTS_MAX`] (`Queue`). A push into a full queue replaces
 //! the oldest event and counts it as dropped, so a guest hammering a denied address costs
 //! a bounded amount of memory whether or not anybody drains. [`Denials`] is the drain: any
 //! thread, any time, oldest first. Each denial is also counted in [`crate::metrics::Stats`]

@@ -2,13 +2,13 @@
 //!
 //! # Theory of operation
 //!
-//! The flow tables belong to the poll thread. A reader ([`request`]) leaves the sending end
-//! of a fresh channel in the link's [`Mailbox`] (at most [`MAX_WAITING`] at once) and
+//! The flow tables belong to the poll thread. A reader (`request`) leaves the sending end
+//! of a fresh channel in the link's `Mailbox` (at most [`MAX_WAITING`] at once) and
 //! wakes the poll thread through the stop eventfd; the poll thread, on that wake-up and
-//! between two turns, takes every waiting sender ([`Mailbox::take`]), builds one snapshot of
+//! between two turns, takes every waiting sender (`Mailbox::take`), builds one snapshot of
 //! both tables (one allocation per flow for nothing but the vector: addresses, counters,
 //! `&'static` state names and shared rule names) and sends a copy to each. It records how
-//! long the build took; [`Mailbox::max_us`] keeps the longest. The reader waits on its
+//! long the build took; `Mailbox::max_us` keeps the longest. The reader waits on its
 //! channel with a timeout, so a stopped or stuck poll thread costs it the timeout, no more.
 
 use std::net::SocketAddr;

@@ -6,7 +6,7 @@
 //! digits: about 4 KiB) owned by the poll thread, which records into it without locks or
 //! atomics. At most every [`PUBLISH_EVERY`], and only when something was recorded, the poll
 //! thread turns it into a [`LatencySummary`] (count, p50, p99, max, sum) and stores that in
-//! [`Published`] under a `Mutex` that readers take only to copy the summary out. A
+//! `Published` under a `Mutex` that readers take only to copy the summary out. A
 //! summary is at most [`PUBLISH_EVERY`] older than the last record (the poll thread wakes
 //! for it). Histograms are cumulative since the network started.
 

@@ -3,8 +3,8 @@
 //!
 //! # Theory of operation
 //!
-//! [`State`] lives in the link: the set of terminating events (a bit mask), the hook, and
-//! which event fired (0 = none yet). [`State::fire`] is a compare-and-swap from 0, so
+//! `State` lives in the link: the set of terminating events (a bit mask), the hook, and
+//! which event fired (0 = none yet). `State::fire` is a compare-and-swap from 0, so
 //! whatever thread and however many events race, exactly one caller wins. The winner sets
 //! the network's stop flag and wakes the poll thread (which then tears down and exits its
 //! loop cleanly), then runs the hook on a new thread inside `catch_unwind`: the hook may
