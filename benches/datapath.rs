@@ -295,7 +295,7 @@ impl phy::Device for LinkDevice {
 /// Plain-frame link: the same capabilities ringnet gives a VMM link without offload
 /// (checksums computed on transmit, not verified on receive, no segmentation).
 fn guest_caps(mtu: u32) -> DeviceCapabilities {
-    ringnet::stack::device::capabilities(mtu, false)
+    ringnet::stack::device::capabilities(mtu, ringnet::link::Offloads::NONE)
 }
 
 /// One ringnet network, its guest stack, a host server and three open connections.

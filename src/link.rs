@@ -54,6 +54,12 @@ pub struct Link {
     policy: Mutex<Option<Policy>>,
     /// Port changes waiting for the poll thread ([`Link::port_change`]).
     port_changes: Mutex<Vec<PortChange>>,
+    /// Offloads the guest negotiated anew, waiting for the poll thread
+    /// ([`Link::set_offloads`]).
+    offloads: Mutex<Option<Offloads>>,
+    /// The guest behind the link was replaced; its flows are to be closed
+    /// ([`Link::reset_guest`]).
+    reset: AtomicBool,
     /// Last: dropped after the rings (see the module docs).
     pub pool: Pool,
 }
@@ -93,6 +99,8 @@ impl Link {
             observe: crate::observe::Observe::default(),
             policy: Mutex::new(None),
             port_changes: Mutex::new(Vec::new()),
+            offloads: Mutex::new(None),
+            reset: AtomicBool::new(false),
             pool: Pool::new(POOL_SLOTS)?,
         })
     }
@@ -121,6 +129,35 @@ impl Link {
     /// The policy handed over by [`Link::set_policy`], once.
     pub fn take_policy(&self) -> Option<Policy> {
         self.policy.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// Tell the poll thread which offloads the guest negotiated (again: a guest whose driver
+    /// reloaded, a VMM that learned them after start); it takes them on its next wake-up,
+    /// which this causes.
+    pub fn set_offloads(&self, offloads: Offloads) {
+        *self.offloads.lock().unwrap_or_else(|e| e.into_inner()) = Some(offloads);
+        self.stop_fd.notify();
+    }
+
+    /// The offloads handed over by [`Link::set_offloads`], once.
+    pub fn take_offloads(&self) -> Option<Offloads> {
+        self.offloads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    /// The guest behind the link was replaced (a VMM reconnected, a guest rebooted): the
+    /// poll thread closes every flow of the old one on its next wake-up, which this causes.
+    /// Frames already on `from_guest` are the new guest's and are kept.
+    pub fn reset_guest(&self) {
+        self.reset.store(true, std::sync::atomic::Ordering::Release);
+        self.stop_fd.notify();
+    }
+
+    /// True once after each [`Link::reset_guest`].
+    pub fn take_reset(&self) -> bool {
+        self.reset.swap(false, std::sync::atomic::Ordering::AcqRel)
     }
 
     /// Attach a packet capture to both rings (every frame crossing the guest boundary is
@@ -157,10 +194,11 @@ pub trait GuestPort: Send {
     /// eventfd the poll thread always watches).
     fn ready_fd(&self) -> Option<RawFd>;
 
-    /// Frames in both directions carry a virtio-net header that this port honours
-    /// (checksum and segmentation offload), so the poll thread may send TCP super-frames
-    /// with partial checksums.
-    fn offload(&self) -> bool;
+    /// The virtio-net offloads of the guest behind this port when it starts (later changes
+    /// come through [`Link::set_offloads`]). Frames in both directions carry a virtio-net
+    /// header ([`crate::wire::vnet`]) in their slot; with [`Offloads::NONE`] it is zero to
+    /// the guest and not read from it.
+    fn offloads(&self) -> Offloads;
 
     /// Move up to `budget` frames from the guest onto `link.from_guest`; returns how many.
     /// Fewer than `budget` means the port is drained until its fd is ready again. An error
@@ -181,15 +219,18 @@ pub trait GuestPort: Send {
 /// The embedding rings as a port: a VMM moves the frames itself; the poll thread only
 /// tells it when frames for the guest are waiting.
 #[derive(Debug, Default)]
-pub struct RingPort;
+pub struct RingPort {
+    /// What the VMM's guest negotiated, as far as the VMM knew at start.
+    pub offloads: Offloads,
+}
 
 impl GuestPort for RingPort {
     fn ready_fd(&self) -> Option<RawFd> {
         None
     }
 
-    fn offload(&self) -> bool {
-        false
+    fn offloads(&self) -> Offloads {
+        self.offloads
     }
 
     fn receive(&mut self, _link: &Link, _budget: usize) -> Result<usize, PortError> {
@@ -205,5 +246,118 @@ impl GuestPort for RingPort {
     fn make_room(&mut self, link: &Link) -> bool {
         link.to_guest.notify();
         false
+    }
+}
+
+/// The virtio-net offloads a guest's driver negotiated (virtio 1.x §5.1.3 feature bits),
+/// as the link honours them.
+///
+/// From the guest: with [`Offloads::csum`] a frame may carry a partial checksum
+/// (`NEEDS_CSUM`), with [`Offloads::host_tso4`] / [`Offloads::host_tso6`] it may be a TCP
+/// super-frame of up to 64 KiB (`GSO_TCPV4` / `GSO_TCPV6`); both are accepted whole, the
+/// partial checksum trusted (nothing on the way to a host socket needs it). A header that
+/// claims an offload the guest did not negotiate drops its frame (`from_guest_bad_vnet`).
+///
+/// To the guest: with [`Offloads::guest_csum`] TCP frames leave with a partial checksum and
+/// `NEEDS_CSUM`; with [`Offloads::guest_tso4`] / [`Offloads::guest_tso6`] as well, TCP
+/// super-frames of up to 64 KiB with the GSO type and size. With [`Offloads::mrg_rxbuf`]
+/// every header says `num_buffers = 1` (a VMM that spreads a frame over several receive
+/// buffers writes the real count). Virtio makes TSO depend on the checksum feature of the
+/// same direction; [`Offloads::effective`] drops a TSO bit without it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Offloads {
+    /// `VIRTIO_NET_F_CSUM`: the guest sends partial checksums.
+    pub csum: bool,
+    /// `VIRTIO_NET_F_GUEST_CSUM`: the guest takes partial checksums.
+    pub guest_csum: bool,
+    /// `VIRTIO_NET_F_HOST_TSO4`: the guest sends IPv4 TCP super-frames.
+    pub host_tso4: bool,
+    /// `VIRTIO_NET_F_HOST_TSO6`: the guest sends IPv6 TCP super-frames.
+    pub host_tso6: bool,
+    /// `VIRTIO_NET_F_GUEST_TSO4`: the guest takes IPv4 TCP super-frames.
+    pub guest_tso4: bool,
+    /// `VIRTIO_NET_F_GUEST_TSO6`: the guest takes IPv6 TCP super-frames.
+    pub guest_tso6: bool,
+    /// `VIRTIO_NET_F_MRG_RXBUF`: the header's `num_buffers` counts receive buffers.
+    pub mrg_rxbuf: bool,
+}
+
+/// Virtio-net feature bit numbers (virtio 1.x §5.1.3).
+pub mod virtio_net_f {
+    pub const CSUM: u32 = 0;
+    pub const GUEST_CSUM: u32 = 1;
+    pub const GUEST_TSO4: u32 = 7;
+    pub const GUEST_TSO6: u32 = 8;
+    pub const HOST_TSO4: u32 = 11;
+    pub const HOST_TSO6: u32 = 12;
+    pub const MRG_RXBUF: u32 = 15;
+}
+
+impl Offloads {
+    /// Plain frames both ways (the embedding link's default).
+    pub const NONE: Offloads = Offloads {
+        csum: false,
+        guest_csum: false,
+        host_tso4: false,
+        host_tso6: false,
+        guest_tso4: false,
+        guest_tso6: false,
+        mrg_rxbuf: false,
+    };
+
+    /// Checksum and TCP segmentation offload both ways (what a TAP opened with
+    /// `TUNSETOFFLOAD(CSUM | TSO4 | TSO6)` gives), without mergeable receive buffers.
+    pub const TSO: Offloads = Offloads {
+        csum: true,
+        guest_csum: true,
+        host_tso4: true,
+        host_tso6: true,
+        guest_tso4: true,
+        guest_tso6: true,
+        mrg_rxbuf: false,
+    };
+
+    /// The offloads of a negotiated virtio-net feature set (`VIRTIO_NET_F_*` bits).
+    pub fn from_virtio_features(features: u64) -> Offloads {
+        let bit = |b: u32| features & (1u64 << b) != 0;
+        Offloads {
+            csum: bit(virtio_net_f::CSUM),
+            guest_csum: bit(virtio_net_f::GUEST_CSUM),
+            host_tso4: bit(virtio_net_f::HOST_TSO4),
+            host_tso6: bit(virtio_net_f::HOST_TSO6),
+            guest_tso4: bit(virtio_net_f::GUEST_TSO4),
+            guest_tso6: bit(virtio_net_f::GUEST_TSO6),
+            mrg_rxbuf: bit(virtio_net_f::MRG_RXBUF),
+        }
+    }
+
+    /// The `VIRTIO_NET_F_*` feature bits of these offloads (what a device offers).
+    pub fn virtio_features(self) -> u64 {
+        let bit = |on: bool, b: u32| if on { 1u64 << b } else { 0 };
+        bit(self.csum, virtio_net_f::CSUM)
+            | bit(self.guest_csum, virtio_net_f::GUEST_CSUM)
+            | bit(self.host_tso4, virtio_net_f::HOST_TSO4)
+            | bit(self.host_tso6, virtio_net_f::HOST_TSO6)
+            | bit(self.guest_tso4, virtio_net_f::GUEST_TSO4)
+            | bit(self.guest_tso6, virtio_net_f::GUEST_TSO6)
+            | bit(self.mrg_rxbuf, virtio_net_f::MRG_RXBUF)
+    }
+
+    /// These offloads as the link applies them: a TSO bit without the checksum feature of
+    /// its direction is dropped (virtio requires it; a super-frame needs a partial
+    /// checksum).
+    pub fn effective(self) -> Offloads {
+        Offloads {
+            host_tso4: self.host_tso4 && self.csum,
+            host_tso6: self.host_tso6 && self.csum,
+            guest_tso4: self.guest_tso4 && self.guest_csum,
+            guest_tso6: self.guest_tso6 && self.guest_csum,
+            ..self
+        }
+    }
+
+    /// True when headers from the guest may say anything but "plain frame".
+    pub fn from_guest(self) -> bool {
+        self.csum
     }
 }

@@ -28,6 +28,12 @@ counters!(
     Stats {
         /// Guest frames that failed to parse (dropped).
         malformed,
+        /// Guest frames whose virtio-net header claims an offload the guest did not
+        /// negotiate (dropped).
+        from_guest_bad_vnet,
+        /// Times the guest behind the link was replaced (a VMM reconnected); the old
+        /// guest's flows were closed.
+        guest_resets,
         /// ARP not addressed to the gateway (dropped: ringnet answers only for itself).
         arp_filtered,
         /// NDP messages dropped (router solicitations, solicitations for other addresses).

@@ -23,7 +23,7 @@ use std::thread::JoinHandle;
 
 use crate::config::{ConfigError, HostRoutes, MacAddr, NetworkConfig, SlotConfig};
 use crate::egress::{self, Limits};
-use crate::link::{GuestPort, Link, LinkError, RingPort};
+use crate::link::{GuestPort, Link, LinkError, Offloads, RingPort};
 use crate::metrics::Stats;
 use crate::pool::{Frame, HDR_BYTES, MAX_FRAME};
 use crate::stack::{Engine, StackError};
@@ -59,6 +59,8 @@ pub struct Network {
     thread: Option<JoinHandle<Result<(), StackError>>>,
     link_taken: bool,
     driver_note: String,
+    /// The guest's offloads as stated at [`Network::take_link_with`].
+    offloads: Offloads,
 }
 
 impl std::fmt::Debug for Network {
@@ -103,6 +105,7 @@ impl Network {
             thread: None,
             link_taken: false,
             driver_note: String::new(),
+            offloads: Offloads::NONE,
         })
     }
 
@@ -233,7 +236,9 @@ impl Network {
 
     /// Start the poll thread for a VMM that drives the link itself ([`Network::take_link`]).
     pub fn start(&mut self) -> Result<(), NetworkError> {
-        self.spawn(Box::new(RingPort))
+        self.spawn(Box::new(RingPort {
+            offloads: self.offloads,
+        }))
     }
 
     /// Start the poll thread serving a guest port it drives itself (a TAP, …); the link
@@ -278,12 +283,25 @@ impl Network {
         Ok(())
     }
 
-    /// The VMM's end of the link; `None` after the first call (or when serving a TAP).
+    /// The VMM's end of the link, carrying plain frames ([`Offloads::NONE`]); `None` after
+    /// the first call (or when serving a TAP).
     pub fn take_link(&mut self) -> Option<GuestLink> {
+        self.take_link_with(Offloads::NONE)
+    }
+
+    /// The VMM's end of the link for a guest that negotiated `offloads` (see [`Offloads`]
+    /// for what each one changes); `None` after the first call (or when serving a TAP). A
+    /// guest that negotiates again later (its driver reloaded) is announced with
+    /// [`GuestLink::set_offloads`].
+    pub fn take_link_with(&mut self, offloads: Offloads) -> Option<GuestLink> {
         if self.link_taken {
             return None;
         }
         self.link_taken = true;
+        self.offloads = offloads;
+        if self.thread.is_some() {
+            self.link.set_offloads(offloads);
+        }
         Some(GuestLink {
             link: self.link.clone(),
         })
@@ -334,10 +352,9 @@ pub struct GuestLink {
 
 impl GuestLink {
     /// Copy one frame from the guest into the link. `vnet_hdr` is the 12-byte virtio-net
-    /// header (or `None` for a plain frame); it is stored with the frame but not read yet:
-    /// the embedding link carries plain frames (no checksum or segmentation offload), so
-    /// the guest must not have negotiated them. Returns false if it was dropped (too large,
-    /// pool empty, ring full).
+    /// header (or `None` for a plain frame); it is read as the negotiated [`Offloads`]
+    /// say (not at all without any). Returns false if it was dropped (too large, pool
+    /// empty, ring full).
     pub fn send(&self, vnet_hdr: Option<&[u8; HDR_BYTES]>, frame: &[u8]) -> bool {
         let Some(mut lease) = self.lease() else {
             return false;
@@ -352,6 +369,18 @@ impl GuestLink {
             lease.hdr().copy_from_slice(h);
         }
         lease.commit(frame.len())
+    }
+
+    /// The guest negotiated `offloads` (anew: its driver reloaded, or the VMM learned them
+    /// after start); the poll thread follows them from its next wake-up, which this causes.
+    pub fn set_offloads(&self, offloads: Offloads) {
+        self.link.set_offloads(offloads);
+    }
+
+    /// The guest was replaced (rebooted, a VMM reconnected): the poll thread closes every
+    /// flow of the old one (host sockets reset) on its next wake-up, which this causes.
+    pub fn reset_guest(&self) {
+        self.link.reset_guest();
     }
 
     /// Frames `send`/`lease` can take right now without dropping (free ring entries, bounded

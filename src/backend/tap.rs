@@ -250,8 +250,8 @@ impl GuestPort for Tap {
         Some(self.fd())
     }
 
-    fn offload(&self) -> bool {
-        true
+    fn offloads(&self) -> crate::link::Offloads {
+        crate::link::Offloads::TSO
     }
 
     fn receive(&mut self, link: &Link, budget: usize) -> Result<usize, PortError> {

@@ -7,18 +7,19 @@
 //! onto `to_guest`. With an empty pool the frame is written into a scratch buffer and
 //! dropped (counted), like a NIC without descriptors.
 //!
-//! Offload applies to ports that declare it ([`crate::link::GuestPort::offload`]): today
-//! the TAP, opened with `IFF_VNET_HDR` and `TUNSETOFFLOAD(CSUM | TSO4 | TSO6)`. For those
-//! smoltcp leaves TCP checksums to the device and may emit super-segments of up to 64 KiB
-//! ([`capabilities`]); each TCP frame leaves with a virtio-net header
-//! ([`crate::wire::gso::prepare_tso`]) saying `NEEDS_CSUM` (and the GSO type and size when
-//! it spans several MSS), so ringnet computes no TCP checksum in software; the guest's
-//! kernel does what is left. Other frames keep the zeroed header of their slot.
-//! The embedding link ([`crate::link::RingPort`]) declares no offload: it carries plain
-//! frames, smoltcp segments and checksums every frame itself, and the header the VMM finds
-//! in front of each frame is zero. The header a VMM passes to [`crate::GuestLink::send`] is
-//! not read yet (nor is a TAP's, see [`crate::wire`]).
-//!
+//! Offload follows the guest's negotiated virtio-net offloads ([`crate::link::Offloads`],
+//! from [`crate::link::GuestPort::offloads`] and later [`crate::link::Link::set_offloads`]):
+//! a TAP (opened with `IFF_VNET_HDR` and `TUNSETOFFLOAD(CSUM | TSO4 | TSO6)`) takes them
+//! all; the embedding link what its VMM's guest negotiated, none by default. When the guest
+//! takes partial checksums smoltcp leaves TCP checksums out, and where it takes TSO for a
+//! family smoltcp may emit super-segments of up to 64 KiB ([`capabilities`]); each TCP
+//! frame leaves with a virtio-net header ([`crate::wire::gso::prepare_tso`]) saying
+//! `NEEDS_CSUM` (and the GSO type and size when it spans several MSS), so ringnet computes
+//! no TCP checksum in software; the guest's kernel does what is left. Other frames keep the
+//! zeroed header of their slot (with `num_buffers = 1` for a guest with mergeable receive
+//! buffers). Without offloads smoltcp segments and checksums every frame itself and the
+//! header a VMM finds in front of each frame is zero.
+
 //! Destination MAC: the guest link has exactly one station, the guest, whose MAC ringnet
 //! knows ([`super::Addrs::guest_mac`]). Every unicast frame smoltcp transmits therefore
 //! leaves with the guest's MAC as its destination, whatever smoltcp's neighbour cache holds
@@ -30,6 +31,7 @@
 use smoltcp::phy::{self, DeviceCapabilities, Medium, PacketMeta};
 use smoltcp::time::Instant;
 
+use crate::link::Offloads;
 use crate::pool::{Frame, Pool};
 use crate::ring::Ring;
 use crate::wire::gso;
@@ -44,7 +46,7 @@ pub struct GuestDevice<'a> {
     /// Frames pushed onto `to_guest` during this borrow.
     pub sent: &'a mut usize,
     pub scratch: &'a mut Vec<u8>,
-    pub offload: bool,
+    pub offloads: Offloads,
     /// Destination of every unicast frame.
     pub guest_mac: [u8; 6],
 }
@@ -64,9 +66,17 @@ pub struct TxToken<'a> {
     to_guest: &'a Ring,
     sent: &'a mut usize,
     scratch: &'a mut Vec<u8>,
-    offload: bool,
+    offloads: Offloads,
     guest_mac: [u8; 6],
     meta: PacketMeta,
+}
+
+/// `num_buffers = 1` in a zeroed virtio-net header (a guest with mergeable receive
+/// buffers reads it).
+pub fn set_one_buffer(hdr: &mut [u8]) {
+    if let Some(n) = hdr.get_mut(10..12) {
+        n.copy_from_slice(&1u16.to_le_bytes());
+    }
 }
 
 /// Point a unicast Ethernet frame at `mac`; leave group-addressed (broadcast, multicast:
@@ -86,7 +96,7 @@ impl phy::TxToken for TxToken<'_> {
                 frame.set_len(len);
                 let r = f(frame.bytes_mut());
                 set_unicast_dst(frame.bytes_mut(), self.guest_mac);
-                if self.offload {
+                if self.offloads.guest_csum {
                     let mss = self
                         .meta
                         .segmentation_offload_size
@@ -94,9 +104,14 @@ impl phy::TxToken for TxToken<'_> {
                     let (hdr, bytes) = frame.split_mut();
                     // Non-TCP frames are refused by prepare_tso and keep a zero header
                     // (smoltcp checksummed them).
-                    if let Ok(vh) = gso::prepare_tso(bytes, mss) {
+                    if let Ok(mut vh) = gso::prepare_tso(bytes, mss) {
+                        vh.num_buffers = u16::from(self.offloads.mrg_rxbuf);
                         vh.emit(hdr);
+                    } else if self.offloads.mrg_rxbuf {
+                        set_one_buffer(hdr);
                     }
+                } else if self.offloads.mrg_rxbuf {
+                    set_one_buffer(frame.hdr_mut());
                 }
                 if self.to_guest.push(frame) {
                     *self.sent += 1;
@@ -123,7 +138,7 @@ impl GuestDevice<'_> {
             to_guest: self.to_guest,
             sent: self.sent,
             scratch: self.scratch,
-            offload: self.offload,
+            offloads: self.offloads,
             guest_mac: self.guest_mac,
             meta: PacketMeta::default(),
         }
@@ -159,9 +174,12 @@ impl phy::Device for GuestDevice<'_> {
 pub const GSO_MAX_FRAME: usize = 65_000;
 
 /// Capabilities for a guest link with IP MTU `mtu`: smoltcp computes checksums on transmit
-/// (TCP only without `offload`) and verifies none on receive (a guest with checksum offload
-/// sends partial checksums, and the link is a memory copy that cannot corrupt them).
-pub fn capabilities(mtu: u32, offload: bool) -> DeviceCapabilities {
+/// (TCP only when the guest does not take partial checksums) and verifies none on receive
+/// (a guest with checksum offload sends partial checksums, and the link is a memory copy
+/// that cannot corrupt them); it emits TCP super-segments for each family the guest takes
+/// them in.
+pub fn capabilities(mtu: u32, offloads: Offloads) -> DeviceCapabilities {
+    let offloads = offloads.effective();
     use smoltcp::phy::Checksum;
     let mut caps = DeviceCapabilities::default();
     caps.medium = Medium::Ethernet;
@@ -172,19 +190,23 @@ pub fn capabilities(mtu: u32, offload: bool) -> DeviceCapabilities {
     caps.checksum.udp = Checksum::Tx;
     caps.checksum.icmpv4 = Checksum::Tx;
     caps.checksum.icmpv6 = Checksum::Tx;
-    if offload && (mtu as usize + 14) < GSO_MAX_FRAME {
+    if offloads.guest_csum {
         caps.checksum.tcp = Checksum::None;
+    }
+    if (mtu as usize + 14) < GSO_MAX_FRAME {
         let gso = std::num::NonZeroUsize::new(GSO_MAX_FRAME);
-        caps.segmentation.tcpv4 = gso;
-        caps.segmentation.tcpv6 = gso;
-        // smoltcp 0.14 drops an IPv6 packet above the device MTU before it looks at the
-        // segmentation metadata ("IPv6 fragmentation support is unimplemented"). Declare
-        // the largest MTU: smoltcp still never sends a segment above the guest's MSS except
-        // as a super-segment the guest's GSO cuts, and everything else it sends (ARP, NDP,
-        // echo replies) is no larger than what the guest sent.
-        caps.max_transmission_unit = 65_520 + 14;
-    } else if offload {
-        caps.checksum.tcp = Checksum::None;
+        if offloads.guest_tso4 {
+            caps.segmentation.tcpv4 = gso;
+        }
+        if offloads.guest_tso6 {
+            caps.segmentation.tcpv6 = gso;
+            // smoltcp 0.14 drops an IPv6 packet above the device MTU before it looks at the
+            // segmentation metadata ("IPv6 fragmentation support is unimplemented"). Declare
+            // the largest MTU: smoltcp still never sends a segment above the guest's MSS
+            // except as a super-segment the guest's GSO cuts, and everything else it sends
+            // (ARP, NDP, echo replies) is no larger than what the guest sent.
+            caps.max_transmission_unit = 65_520 + 14;
+        }
     }
     caps
 }
@@ -252,7 +274,7 @@ mod tests {
             caps,
             sent,
             scratch,
-            offload: false,
+            offloads: Offloads::NONE,
             guest_mac: GUEST,
         }
     }
@@ -275,7 +297,7 @@ mod tests {
     fn poisoned_neighbour_cache_still_reaches_the_guest() {
         let pool = Pool::new(8).unwrap();
         let ring = Ring::new(8).unwrap();
-        let caps = capabilities(1500, false);
+        let caps = capabilities(1500, Offloads::NONE);
         let (mut sent, mut scratch) = (0usize, Vec::new());
         let gw = Ipv4Address::new(172, 16, 0, 1);
         let guest = Ipv4Address::new(172, 16, 0, 2);

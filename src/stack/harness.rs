@@ -415,7 +415,7 @@ impl Harness {
             &slot,
             link.clone(),
             Box::new(FakeDriver(host.clone())),
-            Box::new(RingPort),
+            Box::new(RingPort::default()),
             Box::new(clock.clone()),
             1,
         )

@@ -562,6 +562,12 @@ impl Engine {
         match kind {
             T_WAKE if key == Key::fixed(WAKE_STOP) => {
                 self.link.stop_fd.drain();
+                if self.link.take_reset() {
+                    self.reset_guest();
+                }
+                if let Some(o) = self.link.take_offloads() {
+                    self.guest.set_offloads(o);
+                }
                 if let Some(p) = self.link.take_policy() {
                     self.apply_policy(p, elapsed);
                 }
@@ -603,6 +609,12 @@ impl Engine {
 
     /// Classify one guest frame and route it.
     fn ingest(&mut self, frame: Frame, elapsed: Duration) {
+        if self.guest.offloads().from_guest()
+            && !vnet_acceptable(frame.hdr(), self.guest.offloads())
+        {
+            Stats::inc(&self.link.stats.from_guest_bad_vnet);
+            return;
+        }
         let class = match classify(frame.bytes()) {
             Ok(class) => class,
             Err(_) => {
@@ -881,6 +893,17 @@ impl Engine {
         }
     }
 
+    /// The guest behind the link was replaced: every flow of the old one ends (host
+    /// sockets reset, UDP sockets closed, DNS connections dropped); published ports stay.
+    fn reset_guest(&mut self) {
+        let open = self.tcp.len() + self.udp.len();
+        self.tcp.close_all(&mut *self.host.driver);
+        self.udp.close_all(&mut *self.host.driver);
+        self.dns.close_all(&mut *self.host.driver);
+        Stats::inc(&self.link.stats.guest_resets);
+        tracing::info!("the guest was replaced: {open} flows of the old one closed");
+    }
+
     fn teardown(&mut self) {
         self.tcp.close_all(&mut *self.host.driver);
         self.udp.close_all(&mut *self.host.driver);
@@ -888,6 +911,25 @@ impl Engine {
         self.ports.close_all(&mut *self.host.driver);
         self.link.from_guest.clear();
     }
+}
+
+/// A virtio-net header from a guest that sends partial checksums: it may say no more than
+/// the guest negotiated (`NEEDS_CSUM` with `csum`; TCP GSO with `host_tso4` / `host_tso6`,
+/// the ECN bit allowed). The frame itself is accepted whole and its partial checksum
+/// trusted ([`crate::link::Offloads`]).
+fn vnet_acceptable(hdr: &[u8], offloads: crate::link::Offloads) -> bool {
+    use crate::wire::vnet;
+    let (Some(&flags), Some(&gso)) = (hdr.first(), hdr.get(1)) else {
+        return false;
+    };
+    let csum_ok = flags & vnet::flags::NEEDS_CSUM == 0 || offloads.csum;
+    let gso_ok = match gso & !vnet::gso::ECN {
+        vnet::gso::NONE => true,
+        vnet::gso::TCPV4 => offloads.host_tso4,
+        vnet::gso::TCPV6 => offloads.host_tso6,
+        _ => false,
+    };
+    csum_ok && gso_ok
 }
 
 fn smol_now(elapsed: Duration) -> SmolInstant {

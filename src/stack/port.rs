@@ -14,7 +14,7 @@ use smoltcp::time::Instant as SmolInstant;
 
 use super::device::{self, GuestDevice};
 use super::StackError;
-use crate::link::{GuestPort, Link, TO_GUEST_HIGH};
+use crate::link::{GuestPort, Link, Offloads, TO_GUEST_HIGH};
 use crate::metrics::Stats;
 use crate::pool::Frame;
 
@@ -27,7 +27,8 @@ pub(crate) struct GuestSide {
     sent: usize,
     /// Landing area for a frame smoltcp writes when the pool is empty (then dropped).
     scratch: Vec<u8>,
-    offload: bool,
+    offloads: Offloads,
+    mtu: u32,
     /// Destination MAC of every unicast frame to the guest.
     guest_mac: [u8; 6],
 }
@@ -39,14 +40,15 @@ impl GuestSide {
         mtu: u32,
         guest_mac: [u8; 6],
     ) -> GuestSide {
-        let offload = port.offload();
+        let offloads = port.offloads().effective();
         GuestSide {
             link,
             port,
-            caps: device::capabilities(mtu, offload),
+            caps: device::capabilities(mtu, offloads),
             sent: 0,
             scratch: Vec::new(),
-            offload,
+            offloads,
+            mtu,
             guest_mac,
         }
     }
@@ -59,10 +61,25 @@ impl GuestSide {
             caps: &self.caps,
             sent: &mut self.sent,
             scratch: &mut self.scratch,
-            offload: self.offload,
+            offloads: self.offloads,
             guest_mac: self.guest_mac,
             now,
         }
+    }
+
+    /// The guest negotiated `offloads` (anew): frames to it follow them from now on.
+    pub fn set_offloads(&mut self, offloads: Offloads) {
+        let offloads = offloads.effective();
+        if offloads != self.offloads {
+            tracing::info!(?offloads, "guest offloads changed");
+        }
+        self.offloads = offloads;
+        self.caps = device::capabilities(self.mtu, offloads);
+    }
+
+    /// The offloads frames to and from the guest follow.
+    pub fn offloads(&self) -> Offloads {
+        self.offloads
     }
 
     /// Let the port move up to `budget` frames from the guest onto `from_guest`.
@@ -84,7 +101,7 @@ pub(crate) struct Port<'a> {
     caps: &'a DeviceCapabilities,
     sent: &'a mut usize,
     scratch: &'a mut Vec<u8>,
-    offload: bool,
+    offloads: Offloads,
     guest_mac: [u8; 6],
     pub now: SmolInstant,
 }
@@ -103,6 +120,9 @@ impl Port<'_> {
         match build(frame.capacity_mut()) {
             Some(len) if len <= max_len => {
                 frame.set_len(len);
+                if self.offloads.mrg_rxbuf {
+                    device::set_one_buffer(frame.hdr_mut());
+                }
                 if self.link.to_guest.push(frame) {
                     *self.sent += 1;
                 } else {
@@ -128,7 +148,7 @@ impl Port<'_> {
             caps: self.caps,
             sent: self.sent,
             scratch: self.scratch,
-            offload: self.offload,
+            offloads: self.offloads,
             guest_mac: self.guest_mac,
         }
     }

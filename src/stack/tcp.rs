@@ -639,6 +639,11 @@ impl Flows {
         !self.dirty.is_empty()
     }
 
+    /// Flows open now.
+    pub fn len(&self) -> usize {
+        self.slab.len()
+    }
+
     /// Shutdown: reset every host socket.
     pub fn close_all(&mut self, driver: &mut dyn Driver) {
         for flow in self.slab.drain() {

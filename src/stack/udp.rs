@@ -452,6 +452,11 @@ impl Flows {
         }
     }
 
+    /// Flows open now.
+    pub fn len(&self) -> usize {
+        self.slab.len()
+    }
+
     /// Shutdown: close every socket.
     pub fn close_all(&mut self, driver: &mut dyn crate::egress::Driver) {
         for sock in self.slab.drain().filter_map(|f| f.sock) {

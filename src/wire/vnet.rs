@@ -40,6 +40,8 @@ pub mod gso {
     pub const TCPV4: u8 = 1;
     /// `VIRTIO_NET_HDR_GSO_TCPV6`.
     pub const TCPV6: u8 = 4;
+    /// `VIRTIO_NET_HDR_GSO_ECN`: OR'ed into the type when the segments carry ECN bits.
+    pub const ECN: u8 = 0x80;
 }
 
 /// A virtio-net header, fields in host byte order ([`VnetHdr::emit`] writes the wire form).
