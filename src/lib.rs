@@ -71,5 +71,6 @@ pub mod stack;
 pub mod wire;
 
 pub use config::{HostRoutes, NetworkConfig, SlotConfig};
+pub use link::Offloads;
 pub use network::{GuestLink, LinkCounters, Network, NetworkError, RxFrame, TxLease};
 pub use observe::{Metrics, Termination};

@@ -82,6 +82,8 @@ mod observe;
 #[cfg(test)]
 mod observe_tests;
 #[cfg(test)]
+mod offload_tests;
+#[cfg(test)]
 mod policy_tests;
 mod port;
 pub(crate) mod tcp;
@@ -305,6 +307,8 @@ pub struct Engine {
     autoconf: bool,
     /// Unsolicited router advertisements: with autoconf and IPv6 active.
     ra_timer: Option<crate::autoconf::ra::Timer>,
+    /// smoltcp's random seed (initial sequence numbers), stepped at each interface rebuild.
+    iface_seed: u64,
 }
 
 impl Engine {
@@ -326,30 +330,18 @@ impl Engine {
             driver.watch(fd, wake(WAKE_PORT))?;
         }
         let mut guest = GuestSide::new(link.clone(), port, cfg.mtu, addrs.guest_mac);
-        let hw = HardwareAddress::Ethernet(EthernetAddress(addrs.gw_mac));
-        let mut icfg = Config::new(hw);
-        icfg.random_seed = random_seed;
         let now = smol_now(clock.elapsed());
-        let mut iface = Interface::new(icfg, &mut guest.port(now).device(None), now);
-        iface.set_any_ip(true);
-        iface.update_ip_addrs(|a| {
-            if let Some(v4) = cfg.ipv4 {
-                // Capacity is 4 addresses (feature iface-max-addr-count-4); we add at most 3.
-                let _ = a.push(IpCidr::new(IpAddress::Ipv4(v4.gateway), v4.prefix_len));
-            }
-            if let Some(v6) = cfg.ipv6 {
-                let _ = a.push(IpCidr::new(IpAddress::Ipv6(v6.gateway), v6.prefix_len));
-                // The router's link-local address (RAs come from it): NS for it answered.
-                let ll = crate::autoconf::link_local(addrs.gw_mac);
-                let _ = a.push(IpCidr::new(IpAddress::Ipv6(ll), 64));
-            }
-        });
+        let mut cidrs = Vec::new();
         if let Some(v4) = cfg.ipv4 {
-            let _ = iface.routes_mut().add_default_ipv4_route(v4.gateway);
+            cidrs.push(IpCidr::new(IpAddress::Ipv4(v4.gateway), v4.prefix_len));
         }
         if let Some(v6) = cfg.ipv6 {
-            let _ = iface.routes_mut().add_default_ipv6_route(v6.gateway);
+            cidrs.push(IpCidr::new(IpAddress::Ipv6(v6.gateway), v6.prefix_len));
+            // The router's link-local address (RAs come from it): NS for it answered.
+            let ll = crate::autoconf::link_local(addrs.gw_mac);
+            cidrs.push(IpCidr::new(IpAddress::Ipv6(ll), 64));
         }
+        let iface = new_iface(&addrs, &cidrs, &mut guest, random_seed, now);
         let gateways = crate::policy::Gateways {
             v4: addrs.gw4,
             v6: addrs.gw6,
@@ -391,6 +383,7 @@ impl Engine {
             next_publish: Duration::ZERO,
             autoconf: cfg.autoconf,
             ra_timer: None,
+            iface_seed: random_seed,
         };
         if cfg.autoconf && cfg.ipv6.is_some() {
             let now = engine.clock.elapsed();
@@ -566,7 +559,7 @@ impl Engine {
                     self.reset_guest();
                 }
                 if let Some(o) = self.link.take_offloads() {
-                    self.guest.set_offloads(o);
+                    self.set_offloads(o, elapsed);
                 }
                 if let Some(p) = self.link.take_policy() {
                     self.apply_policy(p, elapsed);
@@ -893,6 +886,32 @@ impl Engine {
         }
     }
 
+    /// The guest negotiated `offloads` (anew). smoltcp reads a device's capabilities once,
+    /// when its interface is built, so the interface is rebuilt with the new ones (same
+    /// addresses and routes; open sockets live in their own sets and keep going) and the
+    /// guest's neighbour entries primed again.
+    fn set_offloads(&mut self, offloads: crate::link::Offloads, elapsed: Duration) {
+        if offloads.effective() == self.guest.offloads() {
+            return;
+        }
+        self.guest.set_offloads(offloads);
+        let cidrs: Vec<IpCidr> = self.iface.ip_addrs().to_vec();
+        // A different seed: initial sequence numbers must not repeat the first interface's.
+        self.iface_seed = self
+            .iface_seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let now = smol_now(elapsed);
+        self.iface = new_iface(&self.addrs, &cidrs, &mut self.guest, self.iface_seed, now);
+        let guests = [
+            self.addrs.guest4.map(IpAddr::V4),
+            self.addrs.guest6.map(IpAddr::V6),
+        ];
+        for guest in guests.into_iter().flatten() {
+            self.prime_neighbor(guest, elapsed);
+        }
+    }
+
     /// The guest behind the link was replaced: every flow of the old one ends (host
     /// sockets reset, UDP sockets closed, DNS connections dropped); published ports stay.
     fn reset_guest(&mut self) {
@@ -911,6 +930,36 @@ impl Engine {
         self.ports.close_all(&mut *self.host.driver);
         self.link.from_guest.clear();
     }
+}
+
+/// The gateway's smoltcp interface on `guest`'s device (whose capabilities it keeps): the
+/// gateway MAC, `cidrs`, default routes via the gateways, any-IP.
+fn new_iface(
+    addrs: &Addrs,
+    cidrs: &[IpCidr],
+    guest: &mut GuestSide,
+    random_seed: u64,
+    now: SmolInstant,
+) -> Interface {
+    let hw = HardwareAddress::Ethernet(EthernetAddress(addrs.gw_mac));
+    let mut icfg = Config::new(hw);
+    icfg.random_seed = random_seed;
+    let mut iface = Interface::new(icfg, &mut guest.port(now).device(None), now);
+    iface.set_any_ip(true);
+    iface.update_ip_addrs(|a| {
+        for &c in cidrs {
+            // Capacity is 4 addresses (feature iface-max-addr-count-4); the gateway has at
+            // most 3.
+            let _ = a.push(c);
+        }
+    });
+    if let Some(gw) = addrs.gw4 {
+        let _ = iface.routes_mut().add_default_ipv4_route(gw);
+    }
+    if let Some(gw) = addrs.gw6 {
+        let _ = iface.routes_mut().add_default_ipv6_route(gw);
+    }
+    iface
 }
 
 /// A virtio-net header from a guest that sends partial checksums: it may say no more than

@@ -16,12 +16,13 @@
 //! | `csum_offset` | offset from `csum_start` where the 16-bit result is stored           |
 //! | `num_buffers` | mergeable-rx-buffer count; 0 or 1 on a TAP                            |
 //!
-//! ringnet only writes it: [`super::gso::prepare_tso`] builds the header of each TCP frame
-//! to a port that offloads and the device writes it with [`VnetHdr::emit`]; other frames
-//! keep the zeroed header their pool slot was leased with. Headers in front of frames from
-//! the guest (a TAP read, a VMM's `GuestLink::send`) are not read; [`super`] says why
-//! nothing needs them yet. The 10-byte legacy header (without `num_buffers`) is not
-//! supported: the backend always sets 12.
+//! To the guest, [`super::gso::prepare_tso`] builds the header of each TCP frame to a guest
+//! that takes partial checksums and the device writes it with [`VnetHdr::emit`]; other
+//! frames keep the zeroed header their pool slot was leased with. From a guest that sends
+//! partial checksums the poll thread checks the header's flags and GSO type against what
+//! the guest negotiated ([`crate::link::Offloads`]) and otherwise ignores it ([`super`]
+//! says why nothing needs more). The 10-byte legacy header (without `num_buffers`) is not
+//! supported: the TAP always sets 12, vhost-user requires `VIRTIO_F_VERSION_1`.
 
 /// Length of `struct virtio_net_hdr_v1`.
 pub const VNET_HDR_LEN: usize = 12;
@@ -64,6 +65,21 @@ pub struct VnetHdr {
 }
 
 impl VnetHdr {
+    /// Decode the wire form (any bytes are a header; what they claim is checked where it
+    /// matters: [`crate::link::Offloads`]).
+    pub fn parse(buf: &[u8; VNET_HDR_LEN]) -> VnetHdr {
+        let u16_at = |i: usize| u16::from_le_bytes([buf[i], buf[i + 1]]);
+        VnetHdr {
+            flags: buf[0],
+            gso_type: buf[1],
+            hdr_len: u16_at(2),
+            gso_size: u16_at(4),
+            csum_start: u16_at(6),
+            csum_offset: u16_at(8),
+            num_buffers: u16_at(10),
+        }
+    }
+
     /// Encode into the first [`VNET_HDR_LEN`] bytes of `buf`.
     ///
     /// # Panics
