@@ -17,7 +17,10 @@
 //!   `to_guest_dropped`) and the next connection is accepted.
 //! - **fd**: an already connected stream socket (e.g. one end of a `socketpair(2)` whose
 //!   other end the VMM gave QEMU). Its end is the guest going away: `receive` fails with
-//!   [`PortError::Gone`]; a bad length ends it with [`PortError::Io`].
+//!   [`PortError::Gone`]; a bad length ends it with [`PortError::Io`]. A failed write only
+//!   makes later frames to the guest drops: the fd stays registered, and the hang-up that
+//!   caused it reads as EOF or `ECONNRESET`, which `receive` reports (only `receive` can
+//!   stop the poll thread, and only readiness makes the engine call it).
 //!
 //! Readiness: the engine watches [`GuestPort::ready_fd`] once, at start, but the
 //! connection's fd changes with every reconnect. So the port owns an epoll instance (a
@@ -170,6 +173,9 @@ pub struct StreamPort {
     want_write: bool,
     /// Fd mode: the connection ended (why, for `receive` to report).
     ended: Option<PortError>,
+    /// Fd mode: a write failed; frames to the guest are dropped until `receive` sees the
+    /// connection's end (the fd stays registered so that end wakes the poll thread).
+    write_failed: bool,
 }
 
 impl StreamPort {
@@ -215,6 +221,7 @@ impl StreamPort {
             out_off: 0,
             want_write: false,
             ended: None,
+            write_failed: false,
         })
     }
 
@@ -429,9 +436,12 @@ impl StreamPort {
     /// nothing is left (written, or dropped for want of a connection).
     fn flush(&mut self, link: &Link) -> bool {
         loop {
-            let Some(fd) = self.conn.as_ref().map(AsRawFd::as_raw_fd) else {
-                self.drop_to_guest(link);
-                return true;
+            let fd = match &self.conn {
+                Some(conn) if !self.write_failed => conn.as_raw_fd(),
+                _ => {
+                    self.drop_to_guest(link);
+                    return true;
+                }
             };
             while self.out.len() < WRITE_BATCH {
                 let Some(mut f) = link.to_guest.pop() else {
@@ -469,7 +479,16 @@ impl StreamPort {
                         return false;
                     }
                     Some(libc::EINTR) => {}
-                    _ => self.end(link, End::Failed(e)),
+                    _ => match self.mode {
+                        Mode::Listen { .. } => self.end(link, End::Failed(e)),
+                        // Only `receive` may report the end; closing the fd here would
+                        // leave nothing to wake the poll thread for it.
+                        Mode::Fd => {
+                            tracing::debug!("{FD_GONE}: write failed: {e}");
+                            self.want_write(false);
+                            self.write_failed = true;
+                        }
+                    },
                 },
             }
         }

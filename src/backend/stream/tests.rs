@@ -238,6 +238,20 @@ fn fd_mode_reports_gone_when_the_peer_hangs_up() {
 }
 
 #[test]
+fn fd_mode_a_failed_write_leaves_the_end_to_receive() {
+    let link = link();
+    let (mut port, peer) = pair();
+    drop(peer);
+    queue(&link, &frame_bytes(1, 60));
+    port.transmit(&link, 1);
+    assert_eq!(counter(&link.stats.to_guest_dropped), 1);
+    assert!(port.write_failed);
+    // The hang-up still makes the port ready, and receive reports it.
+    assert!(readable(port.ready_fd().unwrap(), 1000));
+    assert!(matches!(port.receive(&link, 64), Err(PortError::Gone(_))));
+}
+
+#[test]
 fn fd_mode_refuses_what_is_not_a_stream_connection() {
     let dgram = std::os::unix::net::UnixDatagram::unbound().unwrap();
     let e = StreamPort::from_fd(OwnedFd::from(dgram), MAX).unwrap_err();
