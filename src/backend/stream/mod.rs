@@ -212,6 +212,8 @@ impl StreamPort {
     }
 
     fn new(mode: Mode, conn: Option<OwnedFd>, max_frame: usize) -> Result<StreamPort, StreamError> {
+        // A frame must fit a pool slot.
+        let max_frame = max_frame.min(crate::pool::MAX_FRAME);
         Ok(StreamPort {
             mode,
             conn,
