@@ -9,12 +9,14 @@
 //!
 //! A [`GuestPort`] is how frames get from the guest's NIC onto `from_guest` and from
 //! `to_guest` to the guest's NIC. The poll thread knows only the trait; two kinds exist:
-//! - a port the poll thread drives itself — a TAP device ([`crate::backend::tap::Tap`]):
+//! - a port the poll thread drives itself — a TAP device ([`crate::backend::tap::Tap`]), or
+//!   QEMU's stream netdev ([`crate::backend::stream::StreamPort`]: length-prefixed frames
+//!   over a unix socket QEMU connects to, reconnects included, or a connected socket fd):
 //!   it reads frames when its fd is ready and writes `to_guest` out every turn;
 //! - the embedding rings ([`RingPort`]): a VMM moves frames between its virtqueues and the
 //!   rings from its own threads ([`crate::network::GuestLink`]); the port only wakes it.
 //!
-//! QEMU's stream protocol and vhost-user are the next implementations. One poll thread
+//! vhost-user is the next implementation. One poll thread
 //! serves one port; a NIC with several queue pairs becomes one link, port and poll thread
 //! per queue pair (flows are steered to a queue by the guest's own RSS hash).
 //!

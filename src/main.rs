@@ -1,4 +1,5 @@
-//! `ringnet`: serve a guest network namespace through a TAP device.
+//! `ringnet`: serve a guest network namespace through a TAP device, or a QEMU guest
+//! through its stream netdev.
 //!
 //! - `ringnet run [OPTIONS] -- CMD [ARGS…]`: a new network namespace with a TAP `eth0`,
 //!   configured from the slot's derived addresses, CMD run inside it with a private
@@ -9,8 +10,10 @@
 //!   until SIGINT / SIGTERM, or until the guest goes away (the namespace is deleted, the TAP
 //!   is deleted): then exit status 1. A TAP set down and up again keeps being served; with
 //!   `--configure` it gets its addresses and routes back.
+//! - `ringnet qemu [OPTIONS] --socket PATH | --fd N`: serve a QEMU guest over its stream
+//!   netdev (`cli/qemu.rs`); needs no root.
 //!
-//! Both take the policy (`--policy`, `--allow`, `--deny`) and the DNS upstreams (`--dns`)
+//! All take the policy (`--policy`, `--allow`, `--deny`) and the DNS upstreams (`--dns`)
 //! on top of the config file.
 //!
 //! Every error is one line on stderr: exit status 1 when the guest went away, 2 otherwise.
@@ -71,6 +74,15 @@ enum Cmd {
         /// Configure addresses, routes and MTU of the TAP inside the namespace.
         #[arg(long)]
         configure: bool,
+    },
+    /// Serve a QEMU guest over its stream netdev (a unix socket QEMU connects to, or a
+    /// connected socket fd) until SIGINT/SIGTERM (exit 0) or, with --fd, its hang-up
+    /// (exit 1).
+    Qemu {
+        #[command(flatten)]
+        opts: Opts,
+        #[command(flatten)]
+        target: cli::qemu::Target,
     },
     /// Ask a running ringnet's control socket (--control PATH): stats, flows, events.
     Ctl(cli::ctl::CtlArgs),
@@ -191,7 +203,7 @@ fn main() -> ExitCode {
             let mut c = c;
             if let Some((_, sub)) = m.subcommand() {
                 match &mut c.cmd {
-                    Cmd::Run { opts, .. } | Cmd::Attach { opts, .. } => {
+                    Cmd::Run { opts, .. } | Cmd::Attach { opts, .. } | Cmd::Qemu { opts, .. } => {
                         opts.rules = ordered_rules(sub);
                     }
                     Cmd::Ctl(_) => {}
@@ -221,6 +233,7 @@ fn main() -> ExitCode {
     match &cli.cmd {
         Cmd::Run { opts, .. } => init_logging(opts.verbose, false),
         Cmd::Attach { opts, .. } => init_logging(opts.verbose, true),
+        Cmd::Qemu { opts, .. } => init_logging(opts.verbose, false),
         Cmd::Ctl(_) => init_logging(0, false),
     }
     let result = match cli.cmd {
@@ -231,6 +244,7 @@ fn main() -> ExitCode {
             tap,
             configure,
         } => attach(&opts, &netns, &tap, configure),
+        Cmd::Qemu { opts, target } => cli::qemu::run(&opts, &target),
         Cmd::Ctl(args) => cli::ctl::run(&args).map_err(Fail::new),
     };
     match result {
@@ -528,16 +542,14 @@ fn finish(mut net: Network, opts: &Opts) -> Result<(), NetworkError> {
 }
 
 /// The poll thread has stopped on its own: shut down and say why, as the error to exit
-/// with (a deleted TAP is the guest going away).
-fn poll_thread_stopped(net: Network, opts: &Opts, tap: &str) -> Fail {
+/// with (the port gone — `gone` says how — is the guest going away).
+fn poll_thread_stopped(net: Network, opts: &Opts, gone: &str) -> Fail {
     if let Some(event) = net.termination().fired() {
         let _ = finish(net, opts);
         return Fail::new(format!("terminated on {event}"));
     }
     match finish(net, opts) {
-        Err(NetworkError::Stack(StackError::Port(PortError::Gone(_)))) => {
-            Fail::guest_gone(format!("the guest's TAP {tap} was deleted; stopping"))
-        }
+        Err(NetworkError::Stack(StackError::Port(PortError::Gone(_)))) => Fail::guest_gone(gone),
         Err(e) => Fail::from(e),
         Ok(()) => Fail::new("the poll thread stopped unexpectedly"),
     }
@@ -589,7 +601,8 @@ fn run(opts: &Opts, command: &[String]) -> Result<ExitCode, Fail> {
             // SAFETY: as above.
             unsafe { libc::kill(pid, libc::SIGTERM) };
             let _ = child.wait();
-            return Err(poll_thread_stopped(net, opts, &tap));
+            let gone = format!("the guest's TAP {tap} was deleted; stopping");
+            return Err(poll_thread_stopped(net, opts, &gone));
         }
     };
     finish(net, opts)?;
@@ -686,7 +699,8 @@ fn attach(
             break;
         }
         if !net.is_running() {
-            return Err(poll_thread_stopped(net, opts, &tap));
+            let gone = format!("the guest's TAP {tap} was deleted; stopping");
+            return Err(poll_thread_stopped(net, opts, &gone));
         }
         let event = match watch.as_mut().map(GuestWatch::check) {
             None | Some(Ok(None)) => continue,

@@ -166,6 +166,15 @@ counters!(
         ra_sent,
         /// DHCPv6 REPLYs sent (to INFORMATION-REQUEST).
         dhcp6_replies,
+        /// Connections accepted by a QEMU stream port in listen mode
+        /// ([`crate::backend::stream`]).
+        stream_connections,
+        /// QEMU stream connections that ended (EOF, reset, a bad length); each one reset
+        /// the guest (`guest_resets`) and dropped the frames queued to it.
+        stream_disconnects,
+        /// QEMU stream connections ended because a length prefix was out of range (0,
+        /// below 14 or above the MTU + 14); also counted in `stream_disconnects`.
+        stream_bad_length,
     }
 );
 

@@ -47,6 +47,26 @@ fn argument_errors_are_one_line() {
     assert_one_line_error(&["run"], "COMMAND");
     assert_one_line_error(&["run", "--egress", "fast", "--", "true"], "fast");
     assert_one_line_error(&["frobnicate"], "frobnicate");
+    assert_one_line_error(&["qemu"], "--socket");
+    assert_one_line_error(
+        &["qemu", "--socket", "/x", "--fd", "3"],
+        "cannot be used with",
+    );
+}
+
+/// `ringnet qemu` needs no root: its setup errors are checked as any user.
+#[test]
+fn qemu_setup_errors_are_one_line() {
+    assert_one_line_error(
+        &["qemu", "--fd", "999"],
+        "--fd 999: not an open file descriptor",
+    );
+    let file = std::env::temp_dir().join(format!("ringnet-cli-qemu-{}", std::process::id()));
+    std::fs::write(&file, "not a socket").unwrap();
+    let p = file.to_string_lossy().into_owned();
+    assert_one_line_error(&["qemu", "--socket", &p], "exists and is not a socket");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "not a socket");
+    std::fs::remove_file(&file).unwrap();
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The command line's observation services: the control socket ([`control`]), the
 //! Prometheus endpoint ([`http`]), the periodic rate line ([`interval`]), the packet
-//! capture (the library's [`ringnet::pcap`]), and the `ringnet ctl` client ([`ctl`]).
+//! capture (the library's [`ringnet::pcap`]), the `ringnet ctl` client ([`ctl`]), and the
+//! `ringnet qemu` subcommand ([`qemu`]).
 //!
 //! # Theory of operation
 //!
@@ -23,6 +24,7 @@ pub mod control;
 pub mod ctl;
 pub mod http;
 pub mod interval;
+pub mod qemu;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,5 +1,5 @@
-//! The ringnet binary under test: the slot plan ([`Slot`]), a running `ringnet attach`
-//! ([`Ringnet`]), `ringnet run` with a python guest script, and ringnet's `--stats` counters.
+//! The ringnet binary under test: the slot plan ([`Slot`]), a running `ringnet attach` or
+//! any other long-running subcommand ([`Ringnet`]), `ringnet run` with a python guest script, and ringnet's `--stats` counters.
 
 use std::fs;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -96,6 +96,22 @@ impl Ringnet {
             "--configure",
         ];
         full.extend_from_slice(args);
+        let mut rn = Ringnet::spawn(host, &full, guest.name(), None);
+        rn.slot = Slot::new(slot);
+        rn.wait_configured(guest, ATTACH_READY);
+        rn
+    }
+
+    /// `ip netns exec HOST <full…>` (`full[0]` the ringnet binary) started in the
+    /// background, serving `what_for` (for messages); nothing is waited for. `pass_fd`: a
+    /// descriptor the child gets as its fd 3 (e.g. a socketpair end).
+    pub fn spawn(
+        host: &HostNs,
+        full: &[&str],
+        what_for: &str,
+        pass_fd: Option<std::os::fd::RawFd>,
+    ) -> Ringnet {
+        let mut full = full.to_vec();
         if std::env::var_os("RINGNET_TEST_VERBOSE").is_some() {
             full.push("-v");
         }
@@ -103,6 +119,19 @@ impl Ringnet {
         let what = describe(&cmd);
         let stderr = TempFile::new("ringnet-stderr");
         let stdout = TempFile::new("ringnet-stdout");
+        if let Some(fd) = pass_fd {
+            // SAFETY: runs in the forked child before exec and only calls dup(2) and
+            // dup2(2), which are async-signal-safe; the copy at 3 has no FD_CLOEXEC.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let copy = libc::dup(fd);
+                    if copy < 0 || libc::dup2(copy, 3) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         let child = cmd
             .stdin(Stdio::null())
             .stdout(fs::File::create(&stdout.path).expect("stdout file"))
@@ -112,18 +141,33 @@ impl Ringnet {
             .unwrap_or_else(|e| panic!("spawning `{what}`: {e}"));
         let pgid = child.id() as i32;
         with_registry(|r| r.pgids.insert(pgid));
-        let mut rn = Ringnet {
+        Ringnet {
             child,
             pgid,
             what,
-            slot: Slot::new(slot),
-            guest: guest.name().to_string(),
+            slot: Slot::new(0),
+            guest: what_for.to_string(),
             stderr,
             stdout,
             exited: None,
-        };
-        rn.wait_configured(guest, ATTACH_READY);
-        rn
+        }
+    }
+
+    /// Wait up to `timeout` for `needle` in ringnet's stderr (panics if ringnet exits or
+    /// the time passes).
+    pub fn wait_stderr(&mut self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let when = format!("before saying {needle:?}: `{}`", self.what);
+        while !self.stderr.read().contains(needle) {
+            self.panic_if_exited(&when);
+            if Instant::now() >= deadline {
+                panic!(
+                    "ringnet did not say {needle:?} within {timeout:?}\n--- stderr ---\n{}",
+                    tail(&self.stderr.read(), 4000)
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn wait_configured(&mut self, guest: &Netns, timeout: Duration) {
