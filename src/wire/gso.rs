@@ -2,7 +2,8 @@
 //!
 //! # Theory of operation
 //!
-//! For a port that offloads ([`crate::link::GuestPort::offload`]; today the TAP) the device
+//! For a guest that takes TSO ([`crate::link::Offloads`]: a TAP, a vhost-user or embedding
+//! guest that negotiated it) the device
 //! tells smoltcp that it computes TCP checksums and segments
 //! ([`crate::stack::device::capabilities`]), so smoltcp emits TCP super-segments (payload
 //! up to ~64 KiB) and leaves the TCP checksum field unset. [`prepare_tso`], called by the

@@ -26,13 +26,14 @@
 //!
 //! ## To the guest (poll thread → `to_guest` ring → port)
 //!
-//! * TCP, ARP, NDP and echo replies from the gateway come from smoltcp. On a port that
-//!   offloads ([`crate::link::GuestPort::offload`]: the TAP) smoltcp emits TCP super-segments
+//! * TCP, ARP, NDP and echo replies from the gateway come from smoltcp. To a guest that
+//!   takes partial checksums and TSO ([`crate::link::Offloads`]: a TAP, a vhost-user guest
+//!   or an embedding VMM's guest that negotiated them) smoltcp emits TCP super-segments
 //!   without a TCP checksum; [`gso::prepare_tso`] stores the pseudo-header sum and returns
 //!   the [`VnetHdr`] (NEEDS_CSUM, GSO TCPV4/TCPV6, `gso_size = mss`) that the device writes
 //!   into the slot's header with [`VnetHdr::emit`]; the guest's kernel finishes the checksum
-//!   and segments. On any other port (the embedding rings) smoltcp segments and checksums
-//!   every frame itself and the header stays zero.
+//!   and segments. To any other guest (plain embedding rings, QEMU's stream netdev)
+//!   smoltcp segments and checksums every frame itself and the header stays zero.
 //! * UDP and ICMP echo replies relayed from host sockets are built directly in a pool slot:
 //!   the payload is received at [`classify::udp_payload_offset`] /
 //!   [`classify::icmp_payload_offset`] and [`classify::emit_udp`] /
