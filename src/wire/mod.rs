@@ -11,8 +11,9 @@
 //!
 //! A port puts each frame into a pool slot, after room for a 12-byte virtio-net header: a
 //! TAP reads `[virtio_net_hdr_v1 | Ethernet frame]` straight into the slot, a VMM hands
-//! [`crate::GuestLink::send`] a frame and optionally a header. The poll thread reads no
-//! header. Per frame it runs one function of this module, [`classify::classify`], which
+//! [`crate::GuestLink::send`] a frame and optionally a header. The poll thread reads only
+//! the header's flags and GSO type, and only from a guest that negotiated offloads (they
+//! must not claim more: [`crate::link::Offloads`]). Per frame it runs one function of this module, [`classify::classify`], which
 //! names the frame (ARP, TCP 4-tuple + flags, UDP payload range, ICMP echo, NDP, other)
 //! without allocating or verifying checksums; [`crate::stack::gateway::verdict`] then sends
 //! it to smoltcp, the UDP relay or the ping relay, or drops it (`Engine::ingest`).
