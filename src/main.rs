@@ -10,7 +10,10 @@
 //!   is deleted): then exit status 1. A TAP set down and up again keeps being served; with
 //!   `--configure` it gets its addresses and routes back.
 //!
-//! Both take the policy (`--policy`, `--allow`, `--deny`) and the DNS upstreams (`--dns`)
+//! - `ringnet vhost-user --socket PATH [--no-offload]`: serve a VMM's virtio-net device
+//!   over vhost-user (QEMU, cloud-hypervisor) until SIGINT / SIGTERM (`cli/vhost.rs`).
+//!
+//! All three take the policy (`--policy`, `--allow`, `--deny`) and the DNS upstreams (`--dns`)
 //! on top of the config file.
 //!
 //! Every error is one line on stderr: exit status 1 when the guest went away, 2 otherwise.
@@ -72,6 +75,10 @@ enum Cmd {
         #[arg(long)]
         configure: bool,
     },
+    /// Serve a VMM's virtio-net device over a vhost-user socket (QEMU, cloud-hypervisor)
+    /// until SIGINT/SIGTERM; one VMM at a time, reconnects welcome.
+    #[cfg(feature = "vhost-user")]
+    VhostUser(cli::vhost::VhostArgs),
     /// Ask a running ringnet's control socket (--control PATH): stats, flows, events.
     Ctl(cli::ctl::CtlArgs),
 }
@@ -194,6 +201,8 @@ fn main() -> ExitCode {
                     Cmd::Run { opts, .. } | Cmd::Attach { opts, .. } => {
                         opts.rules = ordered_rules(sub);
                     }
+                    #[cfg(feature = "vhost-user")]
+                    Cmd::VhostUser(args) => args.opts.rules = ordered_rules(sub),
                     Cmd::Ctl(_) => {}
                 }
             }
@@ -221,6 +230,8 @@ fn main() -> ExitCode {
     match &cli.cmd {
         Cmd::Run { opts, .. } => init_logging(opts.verbose, false),
         Cmd::Attach { opts, .. } => init_logging(opts.verbose, true),
+        #[cfg(feature = "vhost-user")]
+        Cmd::VhostUser(args) => init_logging(args.opts.verbose, true),
         Cmd::Ctl(_) => init_logging(0, false),
     }
     let result = match cli.cmd {
@@ -231,6 +242,8 @@ fn main() -> ExitCode {
             tap,
             configure,
         } => attach(&opts, &netns, &tap, configure),
+        #[cfg(feature = "vhost-user")]
+        Cmd::VhostUser(args) => cli::vhost::run(&args),
         Cmd::Ctl(args) => cli::ctl::run(&args).map_err(Fail::new),
     };
     match result {

@@ -13,9 +13,15 @@
 //! `netns` and `watch` (namespaces, running `ip`, watching the guest side) are the `ringnet`
 //! binary's plumbing and need the `cli` feature; [`tap::Tap`] is part of the engine: an
 //! embedder serves a TAP it opened with `Network::start_port(Box::new(tap))`.
+//!
+//! `vhost_user` (feature `vhost-user`, on by default) serves a VMM's virtio-net queues over
+//! a vhost-user socket: QEMU or cloud-hypervisor map the guest's memory into ringnet, and a
+//! worker thread of its own moves frames between the virtqueues and the link's rings.
 
 #[cfg(feature = "cli")]
 pub mod netns;
 pub mod tap;
+#[cfg(feature = "vhost-user")]
+pub mod vhost_user;
 #[cfg(feature = "cli")]
 pub mod watch;

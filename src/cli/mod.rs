@@ -23,6 +23,8 @@ pub mod control;
 pub mod ctl;
 pub mod http;
 pub mod interval;
+#[cfg(feature = "vhost-user")]
+pub mod vhost;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
