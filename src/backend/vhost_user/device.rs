@@ -46,6 +46,11 @@ pub(crate) const TX_RETRY: Duration = Duration::from_micros(200);
 /// The virtio feature bits offered for `offloads`: virtio 1.x only (12-byte header),
 /// `EVENT_IDX`, indirect descriptors, vhost-user protocol features, and the
 /// `VIRTIO_NET_F_*` bits of the offloads (mergeable RX buffers among them).
+///
+/// `VHOST_USER_F_PROTOCOL_FEATURES` is what QEMU's vhost-user netdev needs to start the
+/// device at all (without it QEMU 7.2 fails restoring the rings' enable state and falls
+/// back to userspace virtio); the vendored vhost crate accepts the `SET_VRING_ENABLE`
+/// QEMU sends before `SET_FEATURES` (`vendor/vhost/RINGNET-PATCH.md`).
 pub fn offered_features(offloads: Offloads) -> u64 {
     (1u64 << VIRTIO_F_VERSION_1)
         | (1u64 << VIRTIO_RING_F_EVENT_IDX)
@@ -186,7 +191,7 @@ impl VhostUserBackend for NetDevice {
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
         // REPLY_ACK is answered by the vhost crate itself; one queue pair needs no MQ, and
-        // the config space (MAC, status) stays QEMU's.
+        // the config space (MAC, link status) stays the VMM's.
         VhostUserProtocolFeatures::REPLY_ACK
     }
 

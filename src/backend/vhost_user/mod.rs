@@ -55,14 +55,18 @@
 //!
 //! Features. Offered: `VIRTIO_F_VERSION_1` (required: only the 12-byte
 //! `virtio_net_hdr_v1` is supported, which is what a pool slot holds), `EVENT_IDX`,
-//! `INDIRECT_DESC`, `VHOST_USER_F_PROTOCOL_FEATURES`, and by default checksum and TSO
-//! offload both ways with mergeable RX buffers ([`Offloads::TSO`] + `mrg_rxbuf`).
-//! Without offloads ([`Offloads::NONE`] with `mrg_rxbuf`) mergeable buffers stay offered:
-//! they are buffer management, not an offload, and let frames up to the configured MTU
-//! reach a guest that posts page-sized buffers. What the guest acks is handed to the link
+//! `INDIRECT_DESC`, and by default checksum and TSO offload both ways with mergeable RX
+//! buffers ([`Offloads::TSO`] + `mrg_rxbuf`). Without offloads ([`Offloads::NONE`] with
+//! `mrg_rxbuf`) mergeable buffers stay offered: they are buffer management, not an
+//! offload, and let frames up to the configured MTU reach a guest that posts page-sized
+//! buffers. What the guest acks is handed to the link
 //! ([`crate::link::Link::set_offloads`]); the poll thread then builds headers for it.
-//! Protocol features: `REPLY_ACK` only (the vhost crate answers it); one queue pair needs
-//! no `MQ`, and the config space (MAC, link status) stays the VMM's.
+//! `VHOST_USER_F_PROTOCOL_FEATURES` is offered (QEMU's vhost-user netdev does not start
+//! without it) with protocol features `REPLY_ACK` only: one queue pair needs no `MQ`, and
+//! the config space (MAC, link status) stays the VMM's. QEMU's virtio-net sends
+//! `SET_VRING_ENABLE` before `SET_FEATURES`, which vhost 0.18 refuses by dropping the
+//! connection; the vendored, patched vhost (`vendor/vhost/RINGNET-PATCH.md`) remembers those
+//! requests and applies them once the features are set.
 //!
 //! Connections. One VMM at a time. Each connection gets a fresh device, daemon and guest
 //! memory map; when the VMM disconnects, the frames queued for the old guest are dropped,
@@ -284,11 +288,17 @@ impl VhostUserNet {
         link.to_guest.clear();
         link.set_offloads(Offloads::NONE);
         link.reset_guest();
+        use vhost::vhost_user::Error as Protocol;
+        use vhost_user_backend::Error as Daemon;
         match ended {
-            Ok(()) => tracing::info!(
-                "vhost-user: the VMM disconnected; listening on {} again",
-                self.socket.display()
-            ),
+            // The VMM quit (mid-message, too): the normal end of a connection.
+            Ok(())
+            | Err(Daemon::HandleRequest(Protocol::Disconnected | Protocol::PartialMessage)) => {
+                tracing::info!(
+                    "vhost-user: the VMM disconnected; listening on {} again",
+                    self.socket.display()
+                );
+            }
             Err(e) => tracing::warn!(
                 "vhost-user: the VMM's connection ended: {e}; listening on {} again",
                 self.socket.display()
