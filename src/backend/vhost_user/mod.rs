@@ -7,8 +7,8 @@
 //! vm-memory on `SET_MEM_TABLE`), and sends each virtqueue's layout and its kick (guest →
 //! ringnet) and call (ringnet → guest) eventfds. The rust-vmm crates do the protocol:
 //! `vhost` parses messages, `vhost-user-backend` keeps the rings' state and runs one
-//! epoll worker thread that calls [`device::NetDevice`]'s `handle_event`; `virtio-queue`
-//! walks descriptor chains. [`queue`] is this backend's part: the TX and RX passes.
+//! epoll worker thread that calls `device::NetDevice`'s `handle_event`; `virtio-queue`
+//! walks descriptor chains. `queue` is this backend's part: the TX and RX passes.
 //!
 //! Threads (per connection, besides the caller's and ringnet's poll thread, which runs as
 //! usual from `Network::start` with the embedding link — the stack does not know which
@@ -22,9 +22,9 @@
 //!
 //! | direction | event | what runs |
 //! |---|---|---|
-//! | TX (guest → ringnet) | the TX queue's kick | [`queue::tx_pass`]: chains copied into pool slots, pushed on `from_guest` (whose push wakes the poll thread if it is parked) |
+//! | TX (guest → ringnet) | the TX queue's kick | `queue::tx_pass`: chains copied into pool slots, pushed on `from_guest` (whose push wakes the poll thread if it is parked) |
 //! | TX | the resume timer (200 µs after a stall) | the TX pass again (and RX) |
-//! | RX (ringnet → guest) | `to_guest`'s eventfd (the poll thread queued frames) | [`queue::rx_pass`]: frames written into the guest's receive buffers |
+//! | RX (ringnet → guest) | `to_guest`'s eventfd (the poll thread queued frames) | `queue::rx_pass`: frames written into the guest's receive buffers |
 //! | RX | the RX queue's kick (the guest added buffers; enabled only while a frame waits for them) | the RX pass again |
 //! | both | a pass that used its budget (256 frames) | the timer, armed for 1 µs, so the other direction gets a turn |
 //!
