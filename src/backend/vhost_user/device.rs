@@ -186,6 +186,14 @@ impl VhostUserBackend for NetDevice {
         self.acked.store(features, Ordering::Relaxed);
         let offloads = Offloads::from_virtio_features(features);
         tracing::info!("vhost-user: guest acked features {features:#x} (offloads: {offloads:?})");
+        if features & (1u64 << VIRTIO_F_VERSION_1) == 0 {
+            // A legacy driver: its 10-byte headers (12 with MRG_RXBUF) are not what a pool
+            // slot holds; its frames will be misread or dropped as bad chains.
+            tracing::warn!(
+                "vhost-user: the guest did not ack VIRTIO_F_VERSION_1; only virtio 1.x \
+                 drivers (12-byte headers) are supported"
+            );
+        }
         self.link.set_offloads(offloads);
     }
 
