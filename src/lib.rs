@@ -48,6 +48,9 @@
 //!   gets the engine alone: [`Network`], [`config`] (built in code or deserialized with
 //!   serde), [`backend::tap`], [`egress`], [`stack`], [`wire`]. ringnet logs through `tracing`;
 //!   the embedder installs the subscriber.
+//! - `vhost-user` (default): `backend::vhost_user`, a vhost-user-net backend a VMM (QEMU,
+//!   cloud-hypervisor) connects to over a unix socket (`ringnet vhost-user`), with the
+//!   rust-vmm crates (vhost, vhost-user-backend, virtio-queue, vm-memory).
 
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

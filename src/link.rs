@@ -16,7 +16,9 @@
 //! - the embedding rings ([`RingPort`]): a VMM moves frames between its virtqueues and the
 //!   rings from its own threads ([`crate::network::GuestLink`]); the port only wakes it.
 //!
-//! vhost-user is the next implementation. One poll thread
+//! The vhost-user backend (`backend::vhost_user`, feature `vhost-user`) is a VMM of the
+//! second kind living in ringnet: its worker thread moves frames between the guest's
+//! virtqueues and the rings. One poll thread
 //! serves one port; a NIC with several queue pairs becomes one link, port and poll thread
 //! per queue pair (flows are steered to a queue by the guest's own RSS hash).
 //!

@@ -13,6 +13,9 @@
 //! - `ringnet qemu [OPTIONS] --socket PATH | --fd N`: serve a QEMU guest over its stream
 //!   netdev (`cli/qemu.rs`); needs no root.
 //!
+//! - `ringnet vhost-user --socket PATH [--no-offload]`: serve a VMM's virtio-net device
+//!   over vhost-user (QEMU, cloud-hypervisor) until SIGINT / SIGTERM (`cli/vhost.rs`).
+//!
 //! All take the policy (`--policy`, `--allow`, `--deny`) and the DNS upstreams (`--dns`)
 //! on top of the config file.
 //!
@@ -84,6 +87,10 @@ enum Cmd {
         #[command(flatten)]
         target: cli::qemu::Target,
     },
+    /// Serve a VMM's virtio-net device over a vhost-user socket (QEMU, cloud-hypervisor)
+    /// until SIGINT/SIGTERM; one VMM at a time, reconnects welcome.
+    #[cfg(feature = "vhost-user")]
+    VhostUser(cli::vhost::VhostArgs),
     /// Ask a running ringnet's control socket (--control PATH): stats, flows, events.
     Ctl(cli::ctl::CtlArgs),
 }
@@ -206,6 +213,8 @@ fn main() -> ExitCode {
                     Cmd::Run { opts, .. } | Cmd::Attach { opts, .. } | Cmd::Qemu { opts, .. } => {
                         opts.rules = ordered_rules(sub);
                     }
+                    #[cfg(feature = "vhost-user")]
+                    Cmd::VhostUser(args) => args.opts.rules = ordered_rules(sub),
                     Cmd::Ctl(_) => {}
                 }
             }
@@ -234,6 +243,8 @@ fn main() -> ExitCode {
         Cmd::Run { opts, .. } => init_logging(opts.verbose, false),
         Cmd::Attach { opts, .. } => init_logging(opts.verbose, true),
         Cmd::Qemu { opts, .. } => init_logging(opts.verbose, false),
+        #[cfg(feature = "vhost-user")]
+        Cmd::VhostUser(args) => init_logging(args.opts.verbose, true),
         Cmd::Ctl(_) => init_logging(0, false),
     }
     let result = match cli.cmd {
@@ -245,6 +256,8 @@ fn main() -> ExitCode {
             configure,
         } => attach(&opts, &netns, &tap, configure),
         Cmd::Qemu { opts, target } => cli::qemu::run(&opts, &target),
+        #[cfg(feature = "vhost-user")]
+        Cmd::VhostUser(args) => cli::vhost::run(&args),
         Cmd::Ctl(args) => cli::ctl::run(&args).map_err(Fail::new),
     };
     match result {

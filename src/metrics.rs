@@ -175,6 +175,27 @@ counters!(
         /// QEMU stream connections ended because a length prefix was out of range (0,
         /// below 14 or above the MTU + 14); also counted in `stream_disconnects`.
         stream_bad_length,
+        /// vhost-user: VMM connections accepted on the socket (`ringnet vhost-user`).
+        vhost_connections,
+        /// vhost-user: guest TX descriptor chains dropped: shorter than the virtio-net
+        /// header plus an Ethernet header, longer than a pool slot, with a device-writable
+        /// descriptor, more than 1024 descriptors, or naming memory outside the guest's.
+        vhost_tx_bad_chain,
+        /// vhost-user: times guest TX stopped taking descriptors because `from_guest` was
+        /// full or the pool empty (backpressure: the descriptors wait in the ring).
+        vhost_tx_stalls,
+        /// vhost-user: times a frame for the guest waited because its RX ring had no (or not
+        /// enough) buffers; it is delivered once the guest adds some.
+        vhost_rx_no_buffer,
+        /// vhost-user: frames for the guest dropped because they fit no receive buffer
+        /// (without mergeable buffers: one chain too small; with them: the whole ring).
+        vhost_rx_too_big,
+        /// vhost-user: guest RX descriptor chains returned unused: a device-readable
+        /// descriptor, too small for the virtio-net header, or memory outside the guest's.
+        vhost_rx_bad_chain,
+        /// vhost-user: ring errors (an available index beyond the ring size, a used ring
+        /// outside guest memory): the ring is skipped until the guest fixes it or resets.
+        vhost_ring_errors,
     }
 );
 

@@ -396,6 +396,13 @@ impl GuestLink {
         self.link.to_guest.len()
     }
 
+    /// The link itself, for a backend in this crate that moves frames as owned
+    /// [`Frame`]s (the vhost-user backend keeps a frame for the guest across wake-ups).
+    #[cfg_attr(not(feature = "vhost-user"), allow(dead_code))]
+    pub(crate) fn link(&self) -> &Arc<Link> {
+        &self.link
+    }
+
     /// Lease a slot to write a frame from the guest into without a copy.
     pub fn lease(&self) -> Option<TxLease<'_>> {
         match self.link.pool.lease() {

@@ -16,10 +16,16 @@
 //! binary's plumbing and need the `cli` feature; [`tap::Tap`] is part of the engine: an
 //! embedder serves a TAP it opened with `Network::start_port(Box::new(tap))`, and a QEMU
 //! stream the same way.
+//!
+//! `vhost_user` (feature `vhost-user`, on by default) serves a VMM's virtio-net queues over
+//! a vhost-user socket: QEMU or cloud-hypervisor map the guest's memory into ringnet, and a
+//! worker thread of its own moves frames between the virtqueues and the link's rings.
 
 #[cfg(feature = "cli")]
 pub mod netns;
 pub mod stream;
 pub mod tap;
+#[cfg(feature = "vhost-user")]
+pub mod vhost_user;
 #[cfg(feature = "cli")]
 pub mod watch;

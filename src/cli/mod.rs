@@ -25,6 +25,8 @@ pub mod ctl;
 pub mod http;
 pub mod interval;
 pub mod qemu;
+#[cfg(feature = "vhost-user")]
+pub mod vhost;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
