@@ -563,3 +563,194 @@ pub fn frame_averages(stats: &str) -> (u64, u64) {
         get("tx_bytes") / get("tx_packets").max(1),
     )
 }
+
+// ---------------------------------------------------------------------------------------
+// ringnet as the VMM's network backend
+// ---------------------------------------------------------------------------------------
+
+/// Why `ringnet SUBCOMMAND` cannot be tested with this binary (None: it can): the binary
+/// does not know the subcommand (`ringnet SUBCOMMAND --help` fails).
+pub fn missing_subcommand(sub: &str) -> Option<String> {
+    let out = super::process::run_args(&[super::ringnet_bin(), sub, "--help"], super::SHORT);
+    (!out.success()).then(|| format!("`ringnet {sub}` is not in this ringnet binary"))
+}
+
+/// `privileged(VM_TOOLS + tools)` and `ringnet SUBCOMMAND` exists: run, skip or (CI) fail.
+pub fn vm_test_can_run(sub: &str, tools: &[&str]) -> bool {
+    let mut all: Vec<&str> = VM_TOOLS.to_vec();
+    all.extend_from_slice(tools);
+    let mut missing = super::missing_privileges(&all);
+    missing.extend(missing_subcommand(sub));
+    match super::decide(super::in_ci(), &missing) {
+        super::Decision::Run => true,
+        super::Decision::Skip(reason) => {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "SKIP: {}: {reason}", super::test_name());
+            false
+        }
+        super::Decision::Fail(reason) => panic!("CI=true and this test cannot run: {reason}"),
+    }
+}
+
+/// A running `ringnet qemu|vhost-user … --socket PATH` in a [`VmWorld`]'s host namespace,
+/// with `--stats`, `--dns` the world's dnsmasq and a capture (`--pcap`) in the world's
+/// directory. Killed on drop; [`VmmBackend::stop`] is the orderly end.
+pub struct VmmBackend {
+    bg: Bg,
+    pub socket: PathBuf,
+    pub pcap: PathBuf,
+}
+
+impl VmmBackend {
+    /// Start `ringnet SUB --stats --dns 198.51.100.7:53 --pcap … ARGS --socket …` and wait
+    /// (≤ 10 s) for the socket to appear.
+    pub fn start(world: &VmWorld, sub: &str, args: &[&str]) -> VmmBackend {
+        let socket = world.dir.join(&format!("{sub}.sock"));
+        let pcap = world.dir.join(&format!("{sub}.pcap"));
+        let dns = format!("{SINK_V4}:53");
+        let mut full = vec![
+            super::ringnet_bin(),
+            sub,
+            "--stats",
+            "--dns",
+            &dns,
+            "--pcap",
+            pcap.to_str().expect("utf-8 path"),
+        ];
+        full.extend_from_slice(args);
+        if std::env::var_os("RINGNET_TEST_VERBOSE").is_some() {
+            full.push("-v");
+        }
+        full.extend(["--socket", socket.to_str().expect("utf-8 path")]);
+        let mut bg = world.host.spawn(&full);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            bg.assert_alive();
+            assert!(
+                Instant::now() < deadline,
+                "`{}` made no socket within 10 s; stderr:\n{}",
+                bg.what,
+                bg.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        VmmBackend { bg, socket, pcap }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.bg.pid()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.bg.stderr()
+    }
+
+    /// Panics (with ringnet's stderr) if it has exited.
+    pub fn assert_alive(&mut self) {
+        self.bg.assert_alive();
+    }
+
+    /// SIGTERM; ringnet must exit 0 within 5 s. Returns its stderr (with the `--stats`
+    /// counters, read with [`super::stats_counter`]).
+    pub fn stop(&mut self) -> String {
+        self.bg.signal(libc::SIGTERM);
+        let status = self.bg.wait_timeout(Duration::from_secs(5));
+        let stderr = self.bg.stderr();
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "`{}` did not exit 0 within 5 s of SIGTERM ({status:?}); stderr:\n{}",
+            self.bg.what,
+            tail(&stderr, 6000)
+        );
+        stderr
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Captures
+// ---------------------------------------------------------------------------------------
+
+/// `tshark -r PCAP -Y FILTER -T fields -e F…`: one row per matching frame, one column per
+/// field (multiple values of a field joined by `,`).
+pub fn pcap_fields(pcap: &Path, filter: &str, fields: &[&str]) -> Vec<Vec<String>> {
+    let mut args = vec![
+        "tshark",
+        "-n",
+        "-r",
+        pcap.to_str().expect("utf-8 path"),
+        "-Y",
+        filter,
+        "-T",
+        "fields",
+        "-E",
+        "occurrence=a",
+        "-E",
+        "aggregator=,",
+    ];
+    for f in fields {
+        args.extend(["-e", f]);
+    }
+    let out = super::process::run_args(&args, super::SHORT);
+    assert!(out.success(), "tshark failed: {out}");
+    out.stdout
+        .lines()
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect()
+}
+
+/// What the capture at the guest boundary shows of autoconfiguration: the RA's prefix
+/// (on-link, autonomous), RDNSS and MTU; the DHCP ACK's router, DNS and MTU options.
+/// Panics with `context` (the VM's output, ringnet's stderr) otherwise.
+pub fn assert_autoconf_capture(pcap: &Path, mtu: u32, context: &str) {
+    let ras = pcap_fields(
+        pcap,
+        "icmpv6.type == 134",
+        &[
+            "icmpv6.opt.prefix",
+            "icmpv6.opt.prefix.flag.l",
+            "icmpv6.opt.prefix.flag.a",
+            "icmpv6.opt.rdnss",
+            "icmpv6.opt.mtu",
+            "icmpv6.nd.ra.flag.o",
+        ],
+    );
+    let ctx = || format!("\n{context}");
+    assert!(
+        !ras.is_empty(),
+        "no router advertisement in the capture{}",
+        ctx()
+    );
+    let ra = &ras[0];
+    assert_eq!(
+        ra[0],
+        "fd42:6d73:62::",
+        "RA prefix; RA fields {ra:?}{}",
+        ctx()
+    );
+    assert!(
+        ra[1] == "1" || ra[1] == "True",
+        "RA prefix not on-link: {ra:?}"
+    );
+    assert!(
+        ra[2] == "1" || ra[2] == "True",
+        "RA prefix not autonomous: {ra:?}"
+    );
+    assert_eq!(ra[3], "fd42:6d73:62::1", "RA RDNSS: {ra:?}{}", ctx());
+    assert_eq!(ra[4], mtu.to_string(), "RA MTU option: {ra:?}");
+    let acks = pcap_fields(
+        pcap,
+        "dhcp.option.dhcp == 5",
+        &[
+            "dhcp.option.router",
+            "dhcp.option.domain_name_server",
+            "dhcp.option.interface_mtu",
+        ],
+    );
+    assert!(!acks.is_empty(), "no DHCP ACK in the capture{}", ctx());
+    assert_eq!(
+        acks[0],
+        ["172.16.0.1", "172.16.0.1", &mtu.to_string()],
+        "DHCP ACK router, DNS, MTU{}",
+        ctx()
+    );
+}

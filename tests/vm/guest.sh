@@ -1,6 +1,7 @@
 # The VM tests' guest script (busybox sh), run as /test.sh by the kit's /init. The test
 # prepends its settings as shell assignments (tests/common/vm.rs `GuestPlan`):
-#   STEPS         which checks to run, in order (dhcp slaac dns download upload ping features)
+#   STEPS         which checks to run, in order (dhcp slaac dns download upload ping features
+#                 hold)
 #   EXPECT_IP EXPECT_ROUTER EXPECT_DNS EXPECT_MTU
 #                 what the DHCPv4 lease must carry (empty: not checked, only reported)
 #   V6_PREFIX     the start of the SLAAC address, e.g. "fd42:6d73:62:" (empty: any global)
@@ -162,6 +163,12 @@ step_features() {
 	done
 	s=/sys/class/net/eth0/statistics
 	info eth0-stats "rx_bytes=$(cat $s/rx_bytes) rx_packets=$(cat $s/rx_packets) tx_bytes=$(cat $s/tx_bytes) tx_packets=$(cat $s/tx_packets)"
+}
+
+# Stay up (connected) until the test kills the VM.
+step_hold() {
+	info hold "waiting to be killed"
+	sleep 600
 }
 
 for s in $STEPS; do
