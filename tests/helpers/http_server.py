@@ -6,6 +6,7 @@ newline, and logged as a JSON line {"upload": SHA256, "bytes": N} on stdout."""
 import argparse
 import http.server
 import socket
+import socketserver
 
 import rnhelp
 
@@ -62,6 +63,14 @@ def main():
 
     class Server(http.server.ThreadingHTTPServer):
         address_family = rnhelp.family(a.bind)
+
+        def server_bind(self):
+            # HTTPServer.server_bind looks up the bound address's name (socket.getfqdn):
+            # with no reachable DNS (every test namespace) that waits out the resolver's
+            # timeout for any address not in /etc/hosts.
+            socketserver.TCPServer.server_bind(self)
+            self.server_name = a.bind
+            self.server_port = self.server_address[1]
 
     srv = Server((a.bind, a.port), Handler)
     rnhelp.emit(ready=True, port=srv.server_address[1], bind=a.bind, bytes=len(body),
