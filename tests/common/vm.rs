@@ -159,7 +159,7 @@ impl GuestPlan {
                         .split_whitespace()
                         .map(|nv| format!("dns:{}", nv.split('=').next().unwrap_or(nv))),
                 ),
-                "download" | "upload" => want.push(step.to_string()),
+                "download" | "upload" | "renew" => want.push(step.to_string()),
                 "ping" => want.extend(
                     format!("{} {}", self.get("PING4"), self.get("PING6"))
                         .split_whitespace()
@@ -475,7 +475,10 @@ impl VmWorld {
     /// The full plan against ringnet (slot 0, MTU `mtu`): every step, every expectation.
     pub fn ringnet_plan(&self, mtu: u32) -> GuestPlan {
         self.plan()
-            .set("STEPS", "dhcp slaac dns download upload ping features")
+            .set(
+                "STEPS",
+                "dhcp renew slaac dns download upload ping features",
+            )
             .set("EXPECT_IP", "172.16.0.2")
             .set("EXPECT_ROUTER", "172.16.0.1")
             .set("EXPECT_DNS", "172.16.0.1")

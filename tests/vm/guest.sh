@@ -1,7 +1,7 @@
 # The VM tests' guest script (busybox sh), run as /test.sh by the kit's /init. The test
 # prepends its settings as shell assignments (tests/common/vm.rs `GuestPlan`):
 #   STEPS         which checks to run, in order (dhcp slaac dns download upload ping features
-#                 hold)
+#                 renew hold)
 #   EXPECT_IP EXPECT_ROUTER EXPECT_DNS EXPECT_MTU
 #                 what the DHCPv4 lease must carry (empty: not checked, only reported)
 #   V6_PREFIX     the start of the SLAAC address, e.g. "fd42:6d73:62:" (empty: any global)
@@ -38,6 +38,7 @@ bound | renew)
 		ip -4 route add default via "$r" dev "$interface"
 		break
 	done
+	echo "$1" >>/tmp/events
 	echo "ip=$ip mask=$mask router=$router dns=$dns mtu=$mtu lease=$lease serverid=$serverid" >/tmp/lease
 	;;
 esac
@@ -163,6 +164,36 @@ step_features() {
 	done
 	s=/sys/class/net/eth0/statistics
 	info eth0-stats "rx_bytes=$(cat $s/rx_bytes) rx_packets=$(cat $s/rx_packets) tx_bytes=$(cat $s/tx_bytes) tx_packets=$(cat $s/tx_packets)"
+}
+
+# A unicast renewal (RFC 2131 §4.3.2 RENEWING: REQUEST from the leased address, ciaddr
+# set, to the server): a background udhcpc takes a lease, SIGUSR1 makes it renew.
+# Seen with busybox 1.35 on ringnet: the unicast ACK comes back within microseconds and the
+# kernel hands it to udhcpc's short-lived *sending* socket (bound to LEASE:68 and connected
+# to the server, a better match than its 0.0.0.0:68 listener), which is closed unread; after
+# -T 2 s udhcpc rebinds by broadcast and takes that ACK. So "renew" takes about 2 s and
+# proves the broadcast REQUEST with ciaddr set (and the unicast ACK to it) works.
+step_renew() {
+	rm -f /tmp/events
+	udhcpc -i eth0 -f -t 5 -T 2 -O mtu -s /tmp/udhcpc.sh >/tmp/udhcpc2.log 2>&1 &
+	pid=$!
+	n=0
+	while ! grep -q bound /tmp/events 2>/dev/null && [ $n -lt 100 ]; do
+		sleep 0.1
+		n=$((n + 1))
+	done
+	kill -USR1 $pid
+	n=0
+	while ! grep -q renew /tmp/events 2>/dev/null && [ $n -lt 100 ]; do
+		sleep 0.1
+		n=$((n + 1))
+	done
+	kill $pid
+	if grep -q renew /tmp/events 2>/dev/null; then
+		ok renew "$(cat /tmp/lease)"
+	else
+		fail renew "no renewed lease within 10 s of SIGUSR1; events: $(tr '\n' ' ' </tmp/events 2>/dev/null); udhcpc: $(tr '\n' ' ' </tmp/udhcpc2.log)"
+	fi
 }
 
 # Stay up (connected) until the test kills the VM.
