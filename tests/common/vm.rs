@@ -138,11 +138,18 @@ impl GuestPlan {
 
     /// The whole `/test.sh`.
     pub fn script(&self) -> String {
+        self.script_with("")
+    }
+
+    /// The whole `/test.sh` with `functions` (more `step_*`, e.g. `tests/vm/perf.sh`)
+    /// between the settings and the guest script.
+    pub fn script_with(&self, functions: &str) -> String {
         let mut s = String::new();
         for (k, v) in &self.vars {
             assert!(!v.contains('\''), "{k}: no single quotes in guest settings");
             s.push_str(&format!("{k}='{v}'\n"));
         }
+        s.push_str(functions);
         s.push_str(GUEST_SH);
         s
     }
@@ -188,9 +195,22 @@ impl Vm {
     /// Start QEMU inside `ns` with the kit, `net` (e.g. [`net_stream`]) and `script` as
     /// `/test.sh`.
     pub fn spawn(ns: &Netns, net: &[String], script: &str) -> Vm {
+        Vm::spawn_with(ns, net, script, &[])
+    }
+
+    /// [`Vm::spawn`] with more files in the test's cpio (path without leading `/`, mode,
+    /// contents), e.g. a static benchmark binary.
+    pub fn spawn_with(
+        ns: &Netns,
+        net: &[String],
+        script: &str,
+        files: &[(&str, u32, &[u8])],
+    ) -> Vm {
         let kit = kit();
         let initrd = TempFile::new("initrd");
-        kit.initrd_with(&[("test.sh", 0o755, script.as_bytes())], &initrd.path);
+        let mut all: Vec<(&str, u32, &[u8])> = vec![("test.sh", 0o755, script.as_bytes())];
+        all.extend_from_slice(files);
+        kit.initrd_with(&all, &initrd.path);
         let mem = VM_MEM_MB.to_string();
         let mut args: Vec<&str> = vec![
             "qemu-system-x86_64",
@@ -614,18 +634,20 @@ impl VmmBackend {
     /// Start `ringnet SUB --stats --dns 198.51.100.7:53 --pcap … ARGS --socket …` and wait
     /// (≤ 10 s) for the socket to appear.
     pub fn start(world: &VmWorld, sub: &str, args: &[&str]) -> VmmBackend {
+        VmmBackend::start_with(world, sub, args, true)
+    }
+
+    /// [`VmmBackend::start`] without `--stats` and `--pcap` (`capture` false): what a
+    /// measurement wants, a capture costs per frame.
+    pub fn start_with(world: &VmWorld, sub: &str, args: &[&str], capture: bool) -> VmmBackend {
         let socket = world.dir.join(&format!("{sub}.sock"));
         let pcap = world.dir.join(&format!("{sub}.pcap"));
+        let _ = fs::remove_file(&socket); // a previous instance's, in a reused world
         let dns = format!("{SINK_V4}:53");
-        let mut full = vec![
-            super::ringnet_bin(),
-            sub,
-            "--stats",
-            "--dns",
-            &dns,
-            "--pcap",
-            pcap.to_str().expect("utf-8 path"),
-        ];
+        let mut full = vec![super::ringnet_bin(), sub, "--dns", &dns];
+        if capture {
+            full.extend(["--stats", "--pcap", pcap.to_str().expect("utf-8 path")]);
+        }
         full.extend_from_slice(args);
         if std::env::var_os("RINGNET_TEST_VERBOSE").is_some() {
             full.push("-v");
