@@ -41,9 +41,9 @@
 //! would flatten the differences between backends.
 //!
 //! CPU: before each client the guest prints `info begin NAME` and sleeps 0.3 s; the test
-//! reads utime+stime of the backend's process tree (`/proc/PID/stat`, all threads) and of
-//! QEMU's then and again at the client's result line. For `user` the network is inside
-//! QEMU, so it has no backend CPU column.
+//! reads the CPU time of the backend's process tree (all threads: `schedstat`, ns; else
+//! utime+stime) and of QEMU's then, and again at the client's result line. For `user` the
+//! network is inside QEMU, so it has no backend CPU column.
 //!
 //! Output: one markdown table (medians; per cell the ratio to passt oriented so > 1 is
 //! better: rates x/passt, latencies and CPU passt/x) in
@@ -182,30 +182,18 @@ fn build_rrbench() -> Vec<u8> {
 // CPU time
 // ---------------------------------------------------------------------------------------
 
-/// utime + stime in ms of `pid` and all its descendants (`/proc/*/stat`; a process that
-/// exited meanwhile is not counted).
+/// CPU time in ms of `pid` and all its descendants: the sum over their threads of
+/// `/proc/PID/task/TID/schedstat`'s first field (ns on the CPU; `proc(5)`), or of
+/// utime+stime from `/proc/PID/stat` (clock ticks) where schedstat is missing. A process or
+/// thread that exited meanwhile is not counted (backends keep theirs for the whole run).
 fn tree_cpu_ms(pid: u32) -> f64 {
     let mut parent: HashMap<u32, u32> = HashMap::new();
-    let mut ticks: HashMap<u32, u64> = HashMap::new();
     for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
             continue;
         };
-        let Ok(stat) = fs::read_to_string(e.path().join("stat")) else {
-            continue;
-        };
-        // "pid (comm) state ppid …": comm may hold spaces; fields after the last ')'.
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        // rest[0] is field 3 (state): ppid is field 4, utime 14, stime 15.
-        if f.len() > 12 {
+        if let Some(f) = stat_fields(&e.path().join("stat")) {
             parent.insert(p, f[1].parse().unwrap_or(0));
-            ticks.insert(
-                p,
-                f[11].parse::<u64>().unwrap_or(0) + f[12].parse::<u64>().unwrap_or(0),
-            );
         }
     }
     let in_tree = |mut p: u32| {
@@ -220,14 +208,49 @@ fn tree_cpu_ms(pid: u32) -> f64 {
         }
         false
     };
-    let total: u64 = ticks
-        .iter()
-        .filter(|(p, _)| in_tree(**p))
-        .map(|(_, t)| t)
-        .sum();
+    parent
+        .keys()
+        .filter(|p| in_tree(**p))
+        .map(|p| process_cpu_ms(*p))
+        .sum()
+}
+
+/// The fields of a `/proc/…/stat` after `comm` (the first is field 3, state).
+fn stat_fields(path: &Path) -> Option<Vec<String>> {
+    let stat = fs::read_to_string(path).ok()?;
+    // "pid (comm) state ppid …": comm may hold spaces and parentheses.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<String> = rest.split_whitespace().map(str::to_string).collect();
+    (f.len() > 12).then_some(f)
+}
+
+fn process_cpu_ms(pid: u32) -> f64 {
+    let task = PathBuf::from(format!("/proc/{pid}/task"));
+    let mut ns = 0u64;
+    let mut any = false;
+    for t in fs::read_dir(&task).into_iter().flatten().flatten() {
+        if let Ok(s) = fs::read_to_string(t.path().join("schedstat")) {
+            if let Some(v) = s
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                ns += v;
+                any = true;
+            }
+        }
+    }
+    if any {
+        return ns as f64 / 1e6;
+    }
+    // utime and stime are fields 14 and 15, counted for all threads.
+    let Some(f) = stat_fields(&PathBuf::from(format!("/proc/{pid}/stat"))) else {
+        return 0.0;
+    };
+    let ticks = f[11].parse::<u64>().unwrap_or(0) + f[12].parse::<u64>().unwrap_or(0);
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    total as f64 * 1000.0 / hz
+    ticks as f64 * 1000.0 / hz
 }
 
 // ---------------------------------------------------------------------------------------
@@ -369,10 +392,7 @@ fn measure(
     while bulk.next_line(Duration::from_millis(10)).is_some() {} // a failed boot's leftovers
     let (running, net) = Running::start(backend, world, k.mtu);
     let plan = GuestPlan::default()
-        .set(
-            "STEPS",
-            "dhcp perf_mtu perf_up perf_down perf_rr features",
-        )
+        .set("STEPS", "dhcp perf_mtu perf_up perf_down perf_rr features")
         .set("PERF_HOST", SINK_V4)
         .set("PERF_BULK_PORT", BULK_PORT.to_string())
         .set("PERF_RR_PORT", RR_PORT.to_string())
@@ -401,7 +421,8 @@ fn measure(
             break;
         }
         if let (Some(b0), Some(pid)) = (b0, running.pid()) {
-            s.backend_cpu_ms.insert(t.to_string(), tree_cpu_ms(pid) - b0);
+            s.backend_cpu_ms
+                .insert(t.to_string(), tree_cpu_ms(pid) - b0);
         }
         s.qemu_cpu_ms
             .insert(t.to_string(), tree_cpu_ms(vm.pid()) - q0);
@@ -426,7 +447,11 @@ fn measure(
     if !fails.is_empty() || !out.done() {
         return Err(format!(
             "{backend}: the guest reported {fails:?}{}\n{}",
-            if out.done() { "" } else { " and did not finish" },
+            if out.done() {
+                ""
+            } else {
+                " and did not finish"
+            },
             context()
         ));
     }
@@ -593,11 +618,15 @@ fn table(k: &Knobs, results: &[(String, Result<Sample, String>)]) -> String {
     }
     md.push_str(
         "\nMedians over the runs; (×) = ratio to passt, oriented so > 1 is better than \
-         passt (rates x/passt; latency and CPU passt/x). CPU: the backend process's \
-         utime+stime during the test (`user` runs inside QEMU: none).\n",
+         passt (rates x/passt; latency and CPU passt/x). CPU: the backend's process \
+         tree's CPU time during the test (`user` runs inside QEMU: none).\n",
     );
     if !behind.is_empty() {
-        let _ = write!(md, "\nGoal (ringnet ≥ passt in every column):\n{}\n", behind.join("\n"));
+        let _ = write!(
+            md,
+            "\nGoal (ringnet ≥ passt in every column):\n{}\n",
+            behind.join("\n")
+        );
     }
     md
 }
@@ -614,16 +643,14 @@ fn json_line(
     backend: &str,
     r: &Result<Sample, String>,
 ) -> Json {
-    let base = serde_json::json!({
+    let mut j = serde_json::json!({
         "stamp": stamp, "run": run_no, "backend": backend, "mtu": k.mtu,
         "bytes": k.bytes(), "rr_seconds": k.rr_seconds,
     });
-    let mut j = base;
     match r {
         Ok(s) => {
             let o = j.as_object_mut().expect("object");
-            for (i, c) in COLUMNS.iter().enumerate() {
-                let _ = i;
+            for c in COLUMNS {
                 o.insert(c.header.to_string(), serde_json::json!((c.value)(s, k.mib)));
             }
             o.insert("guest".into(), serde_json::json!(s.guest));
@@ -658,7 +685,10 @@ fn vm_perf() {
     let boots = u64::from(k.runs) * k.backends.len() as u64;
     let _w = Watchdog::new(BOOT_TIMEOUT * boots as u32 + Duration::from_secs(300));
     let wall = Instant::now();
-    let stamp = k.tag.clone().unwrap_or_else(|| sh(&["date", "+%Y%m%d-%H%M"]));
+    let stamp = k
+        .tag
+        .clone()
+        .unwrap_or_else(|| sh(&["date", "+%Y%m%d-%H%M"]));
     let host = sh(&["hostname", "-s"]);
     let rrbench = build_rrbench();
     let rrbench_host = Path::new(env!("CARGO_TARGET_TMPDIR")).join("vm_perf/rrbench");
@@ -695,16 +725,14 @@ fn vm_perf() {
     let mut lines = Vec::new();
     for run_no in 1..=k.runs {
         for b in &k.backends {
-            let r = catch_unwind(AssertUnwindSafe(|| {
-                measure(b, &world, &bulk, &rrbench, &k)
-            }))
-            .unwrap_or_else(|p| {
-                Err(p
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "panicked".to_string()))
-            });
+            let r = catch_unwind(AssertUnwindSafe(|| measure(b, &world, &bulk, &rrbench, &k)))
+                .unwrap_or_else(|p| {
+                    Err(p
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_else(|| "panicked".to_string()))
+                });
             match &r {
                 Ok(s) => progress(format!(
                     "run {run_no} {b}: up {:.1} MiB/s, down {:.1} MiB/s, RR {:.0}/s p50 {:.0} µs \
@@ -741,10 +769,20 @@ fn vm_perf() {
         "\nringnet `{}` ({}); git {}; {}; {}; kernel {}.\n",
         ringnet_bin(),
         sh(&[ringnet_bin(), "--version"]),
-        sh(&["git", "-C", env!("CARGO_MANIFEST_DIR"), "describe", "--always", "--dirty"]),
+        sh(&[
+            "git",
+            "-C",
+            env!("CARGO_MANIFEST_DIR"),
+            "describe",
+            "--always",
+            "--dirty"
+        ]),
         sh(&["qemu-system-x86_64", "--version"]),
         if k.backends.iter().any(|b| b == "passt") {
-            format!("passt {}", sh(&["dpkg-query", "-W", "-f", "${Version}", "passt"]))
+            format!(
+                "passt {}",
+                sh(&["dpkg-query", "-W", "-f", "${Version}", "passt"])
+            )
         } else {
             "no passt".to_string()
         },
