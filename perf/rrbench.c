@@ -12,6 +12,17 @@
  *       1-byte UDP ping-pong (4-byte sequence number; 200 ms loss timeout).
  *   rrbench tcp_crr -H HOST [-p PORT] [-d SECONDS]
  *       connect, 1-byte request, 1-byte reply, close; back to back.
+ *   rrbench bulk    [-p PORT] [-b BYTES] [-L LIFETIME_S]
+ *       bulk peer for tcp_up/tcp_down, one connection at a time: PORT is a
+ *       sink (read to EOF, then close), PORT+1 a source (send BYTES, shut
+ *       down writing, wait for the peer's close).  One JSON line per
+ *       transfer, timed from accept to EOF / the peer's close.
+ *   rrbench tcp_up  -H HOST [-p PORT] [-b BYTES]
+ *       send BYTES to a bulk sink, shut down writing, wait for the sink's
+ *       close (so every byte has arrived); timed from connected to close.
+ *   rrbench tcp_down -H HOST [-p PORT] [-b BYTES]
+ *       read from a bulk source (PORT+1 of `bulk`) to EOF, expecting BYTES;
+ *       timed from connected to EOF.
  *   rrbench hold    -H HOST [-p PORT] [-n CONNS] [-d SECONDS]
  *       open CONNS TCP connections and keep them idle; prints one JSON line
  *       once all are established, then holds them until stdin reaches EOF
@@ -20,7 +31,9 @@
  *       many still answer a 1-byte echo.
  *
  * Every client prints one JSON object on stdout.  Every loop is bounded by
- * time (-d, capped at 600 s) and by count.
+ * time (-d, capped at 600 s) and by count; bulk transfers by BYTES and a
+ * 10 s stall timeout per send/recv.  tests/vm_perf.rs links it statically
+ * (gcc -static) and runs the clients inside a QEMU guest.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -47,6 +60,7 @@ static double opt_secs = 5;
 static long opt_n = 1000;
 static double opt_life = 1800;
 static double opt_settle = 3;
+static long long opt_bytes = 64LL << 20;
 
 static uint64_t mono_ns(void)
 {
@@ -406,17 +420,147 @@ static int server(void)
 	return 0;
 }
 
+/* bulk transfers: zeros from/into one static buffer (no per-byte work) */
+static char bulk_buf[65536];
+
+static void emit_bulk(const char *mode, long long bytes, uint64_t ns, int error)
+{
+	double s = (double)ns / 1e9;
+	printf("{\"mode\":\"%s\",\"bytes\":%lld,\"expected\":%lld,\"seconds\":%.6f,"
+	       "\"mib_s\":%.2f,\"error\":%d}\n",
+	       mode, bytes, opt_bytes, s, s > 0 ? (double)bytes / s / 1048576.0 : 0,
+	       error);
+	fflush(stdout);
+}
+
+/* send `bytes` zeros; the count actually sent */
+static long long send_zeros(int fd, long long bytes)
+{
+	long long sent = 0;
+	while (sent < bytes) {
+		long long left = bytes - sent;
+		size_t n = left < (long long)sizeof(bulk_buf) ? (size_t)left : sizeof(bulk_buf);
+		ssize_t w = send(fd, bulk_buf, n, MSG_NOSIGNAL);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			break;
+		sent += w;
+	}
+	return sent;
+}
+
+/* read to EOF; the byte count, or -1 after an error (timeout, reset) */
+static long long drain(int fd)
+{
+	long long got = 0;
+	for (;;) {
+		ssize_t r = recv(fd, bulk_buf, sizeof(bulk_buf), 0);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -1;
+		if (r == 0)
+			return got;
+		got += r;
+	}
+}
+
+static int client_tcp_up(void)
+{
+	struct sockaddr_in a = target();
+	int fd = tcp_open(&a, 10);
+	if (fd < 0)
+		fail("connect");
+	uint64_t t0 = mono_ns();
+	long long sent = send_zeros(fd, opt_bytes);
+	shutdown(fd, SHUT_WR);
+	long long back = drain(fd); /* the sink closes once it has read EOF */
+	uint64_t t1 = mono_ns();
+	int err = sent != opt_bytes || back != 0;
+	emit_bulk("tcp_up", sent, t1 - t0, err);
+	close(fd);
+	return err;
+}
+
+static int client_tcp_down(void)
+{
+	struct sockaddr_in a = target();
+	int fd = tcp_open(&a, 10);
+	if (fd < 0)
+		fail("connect");
+	uint64_t t0 = mono_ns();
+	long long got = drain(fd);
+	uint64_t t1 = mono_ns();
+	int err = got != opt_bytes;
+	emit_bulk("tcp_down", got < 0 ? 0 : got, t1 - t0, err);
+	close(fd);
+	return err;
+}
+
+static int listen_on(int port)
+{
+	int one = 1;
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port) };
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	if (fd < 0)
+		fail("socket");
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0)
+		fail("bind");
+	if (listen(fd, 16) < 0)
+		fail("listen");
+	return fd;
+}
+
+static int bulk_server(void)
+{
+	struct pollfd l[2] = { { .fd = listen_on(opt_port), .events = POLLIN },
+			       { .fd = listen_on(opt_port + 1), .events = POLLIN } };
+	struct timeval tv = { .tv_sec = 10 };
+	uint64_t stop = mono_ns() + (uint64_t)(opt_life * 1e9);
+	fprintf(stderr, "rrbench bulk: sink on port %d, source on %d\n", opt_port,
+		opt_port + 1);
+	while (mono_ns() < stop) {
+		if (poll(l, 2, 500) <= 0)
+			continue;
+		for (int i = 0; i < 2; i++) {
+			if (!(l[i].revents & POLLIN))
+				continue;
+			int c = accept(l[i].fd, NULL, NULL);
+			if (c < 0)
+				continue;
+			setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+			setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+			uint64_t t0 = mono_ns();
+			if (i == 0) {
+				long long got = drain(c);
+				emit_bulk("sink", got < 0 ? 0 : got, mono_ns() - t0,
+					  got != opt_bytes);
+			} else {
+				long long sent = send_zeros(c, opt_bytes);
+				shutdown(c, SHUT_WR);
+				long long back = drain(c); /* the peer's close */
+				emit_bulk("source", sent, mono_ns() - t0,
+					  sent != opt_bytes || back != 0);
+			}
+			close(c);
+		}
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
-		fprintf(stderr, "usage: rrbench server|tcp_rr|udp_rr|tcp_crr|hold "
-				"[-H host] [-p port] [-d secs] [-n conns] [-L lifetime]\n");
+		fprintf(stderr, "usage: rrbench server|bulk|tcp_rr|udp_rr|tcp_crr|tcp_up|tcp_down|hold "
+				"[-H host] [-p port] [-d secs] [-n conns] [-b bytes] [-L lifetime]\n");
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN);
 	int o;
 	optind = 2;
-	while ((o = getopt(argc, argv, "H:p:d:n:L:s:")) != -1) {
+	while ((o = getopt(argc, argv, "H:p:d:n:L:s:b:")) != -1) {
 		switch (o) {
 		case 'H': opt_host = optarg; break;
 		case 'p': opt_port = atoi(optarg); break;
@@ -424,6 +568,7 @@ int main(int argc, char **argv)
 		case 'n': opt_n = atol(optarg); break;
 		case 'L': opt_life = atof(optarg); break;
 		case 's': opt_settle = atof(optarg); break;
+		case 'b': opt_bytes = atoll(optarg); break;
 		default: return 2;
 		}
 	}
@@ -434,6 +579,12 @@ int main(int argc, char **argv)
 	const char *m = argv[1];
 	if (!strcmp(m, "server"))
 		return server();
+	if (!strcmp(m, "bulk"))
+		return bulk_server();
+	if (!strcmp(m, "tcp_up"))
+		return client_tcp_up();
+	if (!strcmp(m, "tcp_down"))
+		return client_tcp_down();
 	lat = calloc(MAX_SAMPLES, sizeof(*lat));
 	if (!lat)
 		fail("calloc");

@@ -20,11 +20,18 @@
 #                   the Prometheus text parser tests/observe_cli.rs runs on `--metrics-addr`
 #                   (with /usr/bin/python3, Debian's interpreter, whatever python3 is first
 #                   on PATH)
+#   qemu-system-x86 qemu-system-x86_64 -accel tcg for the VM tests (tests/vm_*.rs); the guest's
+#                   kernel and busybox are not installed: tests/common/vmkit.rs fetches
+#                   linux-image-amd64's kernel package and busybox-static with
+#                   `apt-get download` and builds its initramfs under target/vmkit/
+#   passt           the reference stream-netdev backend tests/vm_kit.rs checks the VM kit with
+#   xz-utils zstd   decompress kernel modules when Debian ships them as .ko.xz / .ko.zst
 # dnsperf (perf/dns.sh only) is not needed by the tests; perf/dns.sh installs it itself.
 set -euo pipefail
 
 PACKAGES=(iproute2 iputils-ping iputils-arping python3 procps kmod coreutils dnsmasq-base
-	bind9-dnsutils util-linux tshark python3-prometheus-client)
+	bind9-dnsutils util-linux tshark python3-prometheus-client qemu-system-x86 passt xz-utils
+	zstd)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -7,7 +7,9 @@
 #
 # The namespace/TAP tests in tests/ need root, /dev/net/tun, ip, ping, arping, python3, and
 # for tests/dns.rs and tests/policy.rs dnsmasq, dig and unshare (scripts/install-test-deps.sh
-# installs the packages). Unprivileged they print
+# installs the packages). The VM tests (tests/vm_*.rs) also need qemu-system-x86 and, once, a
+# network path to Debian's archive: they build a kernel + busybox initramfs from Debian
+# packages into target/vmkit/ (~10 s, cached). Unprivileged they print
 # "SKIP: <reason>" and pass; with CI=true they fail instead.
 #
 # Environment knobs passed through to the tests:

@@ -44,6 +44,12 @@
 //! - `inprocess.rs`: [`InProcess`], a `Network` serving a guest TAP from the test process;
 //! - `dns.rs`: an upstream DNS server in the host namespace ([`DnsServer`], dnsmasq, built
 //!   by [`Dnsmasq`]), ringnet's `[dns]` config ([`dns_config`]) and the guest's [`dig`];
+//! - `vmkit.rs`: the VM kit ([`kit`]): a Debian kernel and a busybox initramfs built from
+//!   Debian packages, cached under `target/vmkit/`;
+//! - `vm.rs`: QEMU (TCG) booting the kit inside a host namespace ([`Vm`], [`boot`]), the
+//!   netdevs ([`net_stream`], [`net_vhost_user`], [`net_user`]), the shared guest script
+//!   `tests/vm/guest.sh` ([`GuestPlan`]) and what the guest reported ([`VmOutput`]);
+//!   [`VmWorld`] is a host namespace with an HTTP server and dnsmasq for it;
 //! - `frames.rs` ([`frames`], by path): the Ethernet/ARP/IPv4 frames a test guest sends
 //!   through a `GuestLink`.
 //!
@@ -61,12 +67,14 @@ mod ns;
 mod privileges;
 mod process;
 mod testbed;
+mod vm;
+mod vmkit;
 
 // Re-exported for `use common::*;` (unused in the binaries that need only some of them).
 #[allow(unused_imports)]
 pub use {
     attach::*, bg::*, cleanup::*, dns::*, inprocess::*, ns::*, privileges::*, process::*,
-    testbed::*,
+    testbed::*, vm::*, vmkit::*,
 };
 
 /// A JSON line printed by a python helper (its ready line or its result line).

@@ -139,7 +139,7 @@ impl std::fmt::Display for Output {
     }
 }
 
-pub(super) fn tail(s: &str, max: usize) -> &str {
+pub fn tail(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }
