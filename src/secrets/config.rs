@@ -58,7 +58,7 @@ pub enum SecretsError {
         reason: &'static str,
     },
     /// One placeholder contains another: a scan could not tell them apart.
-    #[error("secret {env_var}: placeholder {placeholder:?} contains the placeholder of secret {other} ({inner:?})")]
+    #[error("secret {env_var}: placeholder {placeholder:?} contains the placeholder of secret {other} ({inner:?}); give one of them another placeholder")]
     PlaceholderOverlap {
         env_var: String,
         placeholder: String,
@@ -332,17 +332,19 @@ pub fn validate(specs: &[SecretSpec]) -> Result<(), SecretsError> {
         .map(|s| (s.env_var.clone(), s.placeholder()))
         .collect();
     for (i, spec) in specs.iter().enumerate() {
-        let env_var = &spec.env_var;
-        if !valid_env_var(env_var) {
+        if !valid_env_var(&spec.env_var) {
             return Err(SecretsError::EnvVar {
-                env_var: env_var.clone(),
+                env_var: spec.env_var.clone(),
             });
         }
-        if specs[..i].iter().any(|s| &s.env_var == env_var) {
+        if specs[..i].iter().any(|s| s.env_var == spec.env_var) {
             return Err(SecretsError::DuplicateEnvVar {
-                env_var: env_var.clone(),
+                env_var: spec.env_var.clone(),
             });
         }
+    }
+    for (i, spec) in specs.iter().enumerate() {
+        let env_var = &spec.env_var;
         let sources = [
             spec.value.is_some(),
             spec.value_from_env.is_some(),
