@@ -1,10 +1,11 @@
 //! `[[secrets]]`: what the operator writes, its validation, and loading the real values.
 //!
 //! A [`SecretSpec`] is one `[[secrets]]` table as deserialized. [`validate`] checks the list
-//! without touching the host (names, placeholders, hosts, sources); [`load`] then reads each
-//! real value (inline, a host environment variable or a file) into a [`SecretValue`] and
-//! checks what needs the value (empty, a placeholder inside a value). Both run from
-//! [`crate::NetworkConfig::validate`] resp. [`crate::NetworkConfig::derive`].
+//! without touching the host (names, placeholders, hosts, sources); [`SecretSpec::load`]
+//! then reads each real value (inline, a host environment variable or a file) into a
+//! [`SecretValue`] and checks what needs the value (empty, a placeholder inside a value).
+//! They run from [`crate::NetworkConfig::validate`] resp. [`crate::NetworkConfig::derive`]
+//! (through [`super::Secrets::load`]).
 //!
 //! Secrecy: a value lives only in [`SecretValue`]s, which print as `<redacted>`, are never
 //! serialized (an inline `value` is skipped when a configuration is written back out) and

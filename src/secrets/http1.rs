@@ -6,7 +6,7 @@
 //! plaintext in pieces of any size ([`Rewriter::from_guest`], [`Rewriter::from_host`]) and
 //! forwards what it appends to `out`. Every piece boundary is invisible: feeding byte by
 //! byte gives exactly the output of feeding all at once (property-tested). Each direction is
-//! a [`stream`] state machine over RFC 9112 message framing:
+//! a `stream` state machine over RFC 9112 message framing:
 //!
 //! ```text
 //!            head complete (≤ HEAD_MAX)

@@ -155,8 +155,16 @@ impl<'a> Sub<'a> {
         let s = &self.sh.secrets.list()[idx];
         let (from, to) = match self.side {
             Side::FromGuest => {
-                if let (true, Some(Err(reason))) = (self.decided, self.msg.decisions.get(idx)) {
-                    return Err(violation(self.sh, idx, &self.msg.host, *reason));
+                if self.decided {
+                    // Every request head sets one decision per secret; none is a refusal.
+                    let reason = match self.msg.decisions.get(idx) {
+                        Some(Ok(())) => None,
+                        Some(Err(reason)) => Some(*reason),
+                        None => Some(ViolationReason::NeverInjected("request")),
+                    };
+                    if let Some(reason) = reason {
+                        return Err(violation(self.sh, idx, &self.msg.host, reason));
+                    }
                 }
                 (s.placeholder.as_bytes(), s.value.expose())
             }
