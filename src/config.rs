@@ -42,7 +42,7 @@
 //! A family is *active* when its guest address is given explicitly or when the host can route
 //! it ([`HostRoutes::probe`]: a `connect(2)` of an unbound UDP socket to a documentation address,
 //! RFC 5737 / RFC 3849, which is a routing-table lookup and sends no packet). Probe results are
-//! passed into `derive`, so derivation itself is pure and tested for every combination. An
+//! passed into `derive`, so derivation itself is pure (but for loading secret values) and tested for every combination. An
 //! inactive family is `None` in the [`SlotConfig`]. With no active family at all (an offline
 //! host and no explicit address) the slot still derives, with both `None`
 //! ([`SlotConfig::is_offline`]): the guest gets a link, its MAC and MTU and the base variables
@@ -60,13 +60,16 @@
 //! ## Sections
 //!
 //! `[interface]`, `[egress]`, `[dns]` ([`DnsConfig`]), `[policy]`
-//! ([`crate::policy::syntax`]) and `[[ports]]` ([`PortSpec`]); `[tls]` and `[secrets]` will be further sections,
-//! each a struct with its own defaults; until they exist, `deny_unknown_fields` rejects them.
+//! ([`crate::policy::syntax`]), `[[ports]]` ([`PortSpec`]) and `[[secrets]]`
+//! ([`crate::secrets::SecretSpec`]); `[tls]` will be a further section, a struct with its
+//! own defaults; until it exists, `deny_unknown_fields` rejects it.
 //!
 //! ## Syscalls
 //!
 //! `open`/`read`/`close` in `NetworkConfig::load`; `socket`/`bind`/`connect`/`close` in
-//! [`HostRoutes::probe`]. Everything else is pure.
+//! [`HostRoutes::probe`]; `open`/`read`/`close` of each `[[secrets]]` `value_file` (and a
+//! lookup in the process environment for `value_from_env`) in `NetworkConfig::derive`.
+//! Everything else is pure.
 
 use std::fmt;
 use std::io;
@@ -78,7 +81,9 @@ use ipnetwork::{Ipv4Network, Ipv6Network};
 
 use crate::policy::syntax::PolicyConfig;
 use crate::policy::Policy;
+use crate::secrets::{SecretSpec, Secrets};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// Name the guest is told (`{P}_HOST_ALIAS`) for reaching the host: the gateway's DNS
 /// answers it with the gateway addresses (flows to them reach the host's loopback).
@@ -183,6 +188,10 @@ pub enum ConfigError {
     /// A `[policy]` rule or preset is invalid.
     #[error("policy: {0}")]
     Policy(#[from] crate::policy::PolicyError),
+    /// A `[[secrets]]` entry is invalid or its value cannot be loaded (the message names the
+    /// secret and its source, never the value).
+    #[error("{0}")]
+    Secrets(#[from] crate::secrets::SecretsError),
     /// The slot number exceeds [`MAX_SLOT`].
     #[error("slot {slot} is out of range (0..=65535)")]
     SlotOutOfRange { slot: u32 },
@@ -230,6 +239,9 @@ pub struct NetworkConfig {
     /// itself (from [`SlotConfig::guest_env_vars`]): those frames are then dropped and no
     /// advertisement is sent.
     pub autoconf: bool,
+    /// `[[secrets]]`: credentials the guest holds only as placeholders ([`crate::secrets`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretSpec>,
 }
 
 impl Default for NetworkConfig {
@@ -246,6 +258,7 @@ impl Default for NetworkConfig {
             max_udp_peers: 256,
             ports: Vec::new(),
             autoconf: true,
+            secrets: Vec::new(),
         }
     }
 }
@@ -437,6 +450,8 @@ pub struct SlotConfig {
     /// Answer DHCPv4, router solicitations and DHCPv6, and advertise the router
     /// (`NetworkConfig::autoconf`).
     pub autoconf: bool,
+    /// The loaded `[[secrets]]`, values included (printed redacted).
+    pub secrets: Arc<Secrets>,
 }
 
 impl SlotConfig {
@@ -449,7 +464,8 @@ impl SlotConfig {
 
     /// The environment the guest's init reads to configure `eth0`, in this order:
     /// `{P}_NET`, `{P}_HOST_ALIAS`, then `{P}_NET_IPV4` and `{P}_NET_IPV6` for active families.
-    /// The gateway is also the guest's DNS server.
+    /// The gateway is also the guest's DNS server. Then one `(env_var, placeholder)` per
+    /// secret, in configuration order (the guest never gets a real value).
     #[must_use]
     pub fn guest_env_vars(&self) -> Vec<(String, String)> {
         let p = &self.env_prefix;
@@ -480,6 +496,7 @@ impl SlotConfig {
                 v6.gateway.into(),
             ));
         }
+        vars.extend(self.secrets.guest_env_vars());
         vars
     }
 }
@@ -582,6 +599,7 @@ impl NetworkConfig {
         self.dns.validate()?;
         self.policy.compile()?;
         ports::validate(&self.ports)?;
+        crate::secrets::config::validate(&self.secrets)?;
         if let Some(mac) = iface.mac {
             if mac.is_multicast() {
                 return Err(ConfigError::GuestMac {
@@ -652,6 +670,7 @@ impl NetworkConfig {
             max_udp_peers: self.max_udp_peers,
             ports: self.ports.clone(),
             autoconf: self.autoconf,
+            secrets: Arc::new(Secrets::load(&self.secrets)?),
         })
     }
 }

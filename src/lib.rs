@@ -69,6 +69,7 @@ pub mod pcap;
 pub mod policy;
 pub mod pool;
 pub mod ring;
+pub mod secrets;
 pub mod slab;
 pub mod stack;
 pub mod wire;

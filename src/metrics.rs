@@ -135,6 +135,13 @@ counters!(
         policy_sni_mismatch,
         /// Open flows reset (TCP) or closed (UDP) because a new policy denies them.
         policy_revoked,
+        /// Secret placeholders replaced by real values in requests
+        /// (`secrets::SecretStats::substitutions`; counted once TLS interception drives the
+        /// rewriter).
+        secret_substitutions,
+        /// Requests stopped because a placeholder was found where its secret may not go
+        /// (`secrets::SecretStats::violations`): the flow is closed.
+        secret_violations,
         /// Host clients of published TCP ports accepted (a flow to the guest started).
         inbound_accepted,
         /// Inbound TCP flows open now.

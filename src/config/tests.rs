@@ -655,6 +655,49 @@ fn env_vars_single_family_and_prefix() {
 }
 
 #[test]
+fn env_vars_end_with_the_secret_placeholders_in_order() {
+    let config = NetworkConfig::from_toml_str(
+        r#"
+        [[secrets]]
+        env_var = "GITHUB_TOKEN"
+        value = "ghp_real_value_1"
+        hosts = ["api.github.com"]
+
+        [[secrets]]
+        env_var = "NPM_TOKEN"
+        value = "npm_real_value_2"
+        placeholder = "npm-placeholder"
+        hosts = ["registry.npmjs.org"]
+        "#,
+    )
+    .unwrap();
+    let vars = env(&config, 0, V4_ONLY);
+    assert_eq!(
+        vars,
+        pairs(&[
+            ("RINGNET_NET", "iface=eth0,mac=02:6d:73:00:00:02,mtu=1500"),
+            ("RINGNET_HOST_ALIAS", HOST_ALIAS),
+            (
+                "RINGNET_NET_IPV4",
+                "addr=172.16.0.2/30,gw=172.16.0.1,dns=172.16.0.1"
+            ),
+            ("GITHUB_TOKEN", "$RINGNET_SECRET_GITHUB_TOKEN"),
+            ("NPM_TOKEN", "npm-placeholder"),
+        ])
+    );
+    assert!(!format!("{vars:?}").contains("real_value"));
+    let slot = config.derive(0, V4_ONLY).unwrap();
+    assert!(!format!("{slot:?}").contains("real_value"));
+    assert_eq!(
+        env(&config, 0, NEITHER)[2..],
+        pairs(&[
+            ("GITHUB_TOKEN", "$RINGNET_SECRET_GITHUB_TOKEN"),
+            ("NPM_TOKEN", "npm-placeholder"),
+        ])
+    );
+}
+
+#[test]
 fn env_vars_offline_are_the_base_variables_only() {
     assert_eq!(
         env(&NetworkConfig::default(), 0, NEITHER),
