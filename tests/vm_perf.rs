@@ -566,7 +566,8 @@ fn fmt_num(v: f64) -> String {
 /// The markdown table and, per ringnet backend, the columns where it is behind passt.
 fn table(k: &Knobs, results: &[(String, Result<Sample, String>)]) -> String {
     let mut md = String::new();
-    let medians: Vec<(String, usize, Vec<Option<f64>>)> = k
+    // Per backend, per column: every successful run's value.
+    let values: Vec<(String, Vec<Vec<f64>>)> = k
         .backends
         .iter()
         .map(|b| {
@@ -577,9 +578,20 @@ fn table(k: &Knobs, results: &[(String, Result<Sample, String>)]) -> String {
                 .collect();
             let cols = COLUMNS
                 .iter()
-                .map(|c| median(ok.iter().filter_map(|s| (c.value)(s, k.mib)).collect()))
+                .map(|c| ok.iter().filter_map(|s| (c.value)(s, k.mib)).collect())
                 .collect();
-            (b.clone(), ok.len(), cols)
+            (b.clone(), cols)
+        })
+        .collect();
+    let medians: Vec<(String, usize, Vec<Option<f64>>)> = values
+        .iter()
+        .map(|(b, cols)| {
+            let n = results.iter().filter(|(n, r)| n == b && r.is_ok()).count();
+            (
+                b.clone(),
+                n,
+                cols.iter().map(|v| median(v.clone())).collect(),
+            )
         })
         .collect();
     let passt = medians
@@ -637,6 +649,29 @@ fn table(k: &Knobs, results: &[(String, Result<Sample, String>)]) -> String {
          passt (rates x/passt; latency and CPU passt/x). CPU: the backend's process \
          tree's CPU time during the test (`user` runs inside QEMU: none).\n",
     );
+    let _ = write!(md, "\nSpread (min–max over the runs):\n\n| backend |");
+    for c in COLUMNS {
+        let _ = write!(md, " {} |", c.header);
+    }
+    md.push_str("\n|---|");
+    for _ in COLUMNS {
+        md.push_str("---|");
+    }
+    md.push('\n');
+    for (b, cols) in &values {
+        let _ = write!(md, "| {b} |");
+        for v in cols {
+            let lo = v.iter().copied().reduce(f64::min);
+            let hi = v.iter().copied().reduce(f64::max);
+            match (lo, hi) {
+                (Some(lo), Some(hi)) => {
+                    let _ = write!(md, " {}–{} |", fmt_num(lo), fmt_num(hi));
+                }
+                _ => md.push_str(" — |"),
+            }
+        }
+        md.push('\n');
+    }
     if !behind.is_empty() {
         let _ = write!(
             md,
