@@ -18,7 +18,7 @@
 //! - `ringnet-vhost-user`: `ringnet vhost-user --mtu M --socket S`, `-netdev vhost-user`
 //!   (guest RAM in a shared memfd; offloads as ringnet negotiates them);
 //! - `passt`: Debian's passt, `--mtu M` (its DHCP offers 65520 otherwise), `-netdev stream`;
-//! - `user`: QEMU's own slirp (`-netdev user`; no MTU option: it stays at 1500).
+//! - `user`: QEMU's own slirp (`-netdev user`; no MTU option: the guest stays at 1500).
 //!
 //! ringnet runs without `--pcap` and `--stats` (a capture costs per frame). A ringnet
 //! backend whose subcommand the binary lacks (`RINGNET_BIN`, default the one cargo built)
@@ -47,7 +47,8 @@
 //!
 //! Output: one markdown table (medians; per cell the ratio to passt oriented so > 1 is
 //! better: rates x/passt, latencies and CPU passt/x) in
-//! `perf/results/<stamp>-<host>-vm.md` (`VM_PERF_OUT` another directory), one JSON line per
+//! `perf/results/<stamp>-<host>-vm.md` (`VM_PERF_OUT` another directory, `VM_PERF_TAG`
+//! another stamp; perf/vm.sh passes `PERF_TAG` as it), one JSON line per
 //! boot in `…-vm.jsonl`, both also printed. A failed boot is recorded and the rounds go on;
 //! the test fails at the end if any boot failed.
 
@@ -382,6 +383,16 @@ impl Sample {
     }
 }
 
+/// The MTU the guest sets: `mtu`, but 1500 on QEMU user (slirp's own MTU; QEMU has no
+/// option for it).
+fn guest_mtu(backend: &str, mtu: u32) -> u32 {
+    if backend == "user" {
+        1500
+    } else {
+        mtu
+    }
+}
+
 fn measure(
     backend: &str,
     world: &VmWorld,
@@ -398,7 +409,7 @@ fn measure(
         .set("PERF_RR_PORT", RR_PORT.to_string())
         .set("PERF_BYTES", k.bytes().to_string())
         .set("PERF_RR_SECONDS", k.rr_seconds.to_string())
-        .set("PERF_MTU", k.mtu.to_string());
+        .set("PERF_MTU", guest_mtu(backend, k.mtu).to_string());
     let started = Instant::now();
     let deadline = started + BOOT_TIMEOUT;
     let left = || deadline.saturating_duration_since(Instant::now());
@@ -555,7 +566,8 @@ fn fmt_num(v: f64) -> String {
 /// The markdown table and, per ringnet backend, the columns where it is behind passt.
 fn table(k: &Knobs, results: &[(String, Result<Sample, String>)]) -> String {
     let mut md = String::new();
-    let medians: Vec<(String, usize, Vec<Option<f64>>)> = k
+    // Per backend, per column: every successful run's value.
+    let values: Vec<(String, Vec<Vec<f64>>)> = k
         .backends
         .iter()
         .map(|b| {
@@ -566,9 +578,20 @@ fn table(k: &Knobs, results: &[(String, Result<Sample, String>)]) -> String {
                 .collect();
             let cols = COLUMNS
                 .iter()
-                .map(|c| median(ok.iter().filter_map(|s| (c.value)(s, k.mib)).collect()))
+                .map(|c| ok.iter().filter_map(|s| (c.value)(s, k.mib)).collect())
                 .collect();
-            (b.clone(), ok.len(), cols)
+            (b.clone(), cols)
+        })
+        .collect();
+    let medians: Vec<(String, usize, Vec<Option<f64>>)> = values
+        .iter()
+        .map(|(b, cols)| {
+            let n = results.iter().filter(|(n, r)| n == b && r.is_ok()).count();
+            (
+                b.clone(),
+                n,
+                cols.iter().map(|v| median(v.clone())).collect(),
+            )
         })
         .collect();
     let passt = medians
@@ -589,16 +612,20 @@ fn table(k: &Knobs, results: &[(String, Result<Sample, String>)]) -> String {
         let _ = write!(md, "| {b} | {n}/{} |", k.runs);
         let mut worse = Vec::new();
         for (i, (c, v)) in COLUMNS.iter().zip(cols).enumerate() {
+            let base = passt.as_ref().and_then(|p| p[i]);
             let Some(v) = v else {
                 md.push_str(" — |");
+                if base.is_some() {
+                    worse.push(format!("{} (no value)", c.header));
+                }
                 continue;
             };
-            let base = passt.as_ref().and_then(|p| p[i]);
             match base {
                 Some(p) if b != "passt" && *v > 0.0 && p > 0.0 => {
                     let r = if c.higher_better { v / p } else { p / v };
                     let _ = write!(md, " {} ({r:.2}×) |", fmt_num(*v));
-                    if r < 1.0 {
+                    if (r * 100.0).round() < 100.0 {
+                        // behind as printed: 0.997 shows as 1.00× and is not flagged
                         worse.push(format!("{} {r:.2}×", c.header));
                     }
                 }
@@ -609,7 +636,9 @@ fn table(k: &Knobs, results: &[(String, Result<Sample, String>)]) -> String {
         }
         md.push('\n');
         if b.starts_with("ringnet") && passt.is_some() {
-            behind.push(if worse.is_empty() {
+            behind.push(if *n == 0 {
+                format!("- {b}: no successful run")
+            } else if worse.is_empty() {
                 format!("- {b}: ≥ passt in every column")
             } else {
                 format!("- {b}: behind passt in {}", worse.join(", "))
@@ -621,6 +650,29 @@ fn table(k: &Knobs, results: &[(String, Result<Sample, String>)]) -> String {
          passt (rates x/passt; latency and CPU passt/x). CPU: the backend's process \
          tree's CPU time during the test (`user` runs inside QEMU: none).\n",
     );
+    let _ = write!(md, "\nSpread (min–max over the runs):\n\n| backend |");
+    for c in COLUMNS {
+        let _ = write!(md, " {} |", c.header);
+    }
+    md.push_str("\n|---|");
+    for _ in COLUMNS {
+        md.push_str("---|");
+    }
+    md.push('\n');
+    for (b, cols) in &values {
+        let _ = write!(md, "| {b} |");
+        for v in cols {
+            let lo = v.iter().copied().reduce(f64::min);
+            let hi = v.iter().copied().reduce(f64::max);
+            match (lo, hi) {
+                (Some(lo), Some(hi)) => {
+                    let _ = write!(md, " {}–{} |", fmt_num(lo), fmt_num(hi));
+                }
+                _ => md.push_str(" — |"),
+            }
+        }
+        md.push('\n');
+    }
     if !behind.is_empty() {
         let _ = write!(
             md,
@@ -754,13 +806,18 @@ fn vm_perf() {
     let mut md = format!(
         "# QEMU guest networking: ringnet vs passt vs QEMU user ({stamp}, {host})\n\n\
          Same guest for all (VM kit {}: TCG, 1 vCPU, {VM_MEM_MB} MiB), {} runs interleaved \
-         by run, {} MiB per bulk transfer (host-timed), TCP RR {} s, guest MTU {}. \
+         by run, {} MiB per bulk transfer (host-timed), TCP RR {} s, guest MTU {}{}. \
          Wall time {:.0} s.\n\n",
         kit().key,
         k.runs,
         k.mib,
         k.rr_seconds,
         k.mtu,
+        if k.mtu != 1500 && k.backends.iter().any(|b| b == "user") {
+            " (user: 1500)"
+        } else {
+            ""
+        },
         wall_s
     );
     md.push_str(&table(&k, &results));
@@ -790,7 +847,9 @@ fn vm_perf() {
     );
     let failures: Vec<String> = results
         .iter()
-        .filter_map(|(b, r)| r.as_ref().err().map(|e| format!("{b}: {}", tail(e, 300))))
+        .filter_map(|(_, r)| r.as_ref().err())
+        // "BACKEND: what" and QEMU's exit line; the whole error is in the log and the JSON.
+        .map(|e| e.lines().take(2).collect::<Vec<_>>().join(" "))
         .collect();
     if !failures.is_empty() {
         let _ = write!(md, "\nFailed boots:\n- {}\n", failures.join("\n- "));
