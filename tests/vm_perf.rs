@@ -14,7 +14,8 @@
 //! ```
 //!
 //! Backends (`VM_PERF_BACKENDS`, default all four, in this order):
-//! - `ringnet-stream`: `ringnet qemu --mtu M --socket S`, `-netdev stream`;
+//! - `ringnet-stream`: `ringnet qemu --mtu M --socket S`, `-netdev stream`
+//!   (`VM_PERF_RINGNET_ARGS`: more arguments for both ringnet backends, split at spaces);
 //! - `ringnet-vhost-user`: `ringnet vhost-user --mtu M --socket S`, `-netdev vhost-user`
 //!   (guest RAM in a shared memfd; offloads as ringnet negotiates them);
 //! - `passt`: Debian's passt, `--mtu M` (its DHCP offers 65520 otherwise), `-netdev stream`;
@@ -271,7 +272,10 @@ impl Running {
         match backend {
             "ringnet-stream" | "ringnet-vhost-user" => {
                 let sub = ringnet_sub(backend).expect("ringnet backend");
-                let rn = VmmBackend::start_with(world, sub, &["--mtu", &mtu_s], false);
+                let extra = std::env::var("VM_PERF_RINGNET_ARGS").unwrap_or_default();
+                let mut args = vec!["--mtu", &mtu_s];
+                args.extend(extra.split_whitespace());
+                let rn = VmmBackend::start_with(world, sub, &args, false);
                 let net = if sub == "qemu" {
                     net_stream(&rn.socket)
                 } else {

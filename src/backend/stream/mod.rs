@@ -206,6 +206,7 @@ impl StreamPort {
         let raw = fd.as_raw_fd();
         check_stream_socket(raw)?;
         set_nonblocking_cloexec(raw).map_err(|source| StreamError::FdSetup { fd: raw, source })?;
+        grow_socket_buffers(raw);
         let port = StreamPort::new(Mode::Fd, Some(fd), max_frame)?;
         port.register_conn().map_err(StreamError::Poll)?;
         Ok(port)
@@ -302,6 +303,7 @@ impl StreamPort {
                         continue;
                     }
                     tracing::info!("QEMU connected on {}", path.display());
+                    grow_socket_buffers(stream.as_raw_fd());
                     self.conn = Some(OwnedFd::from(stream));
                     self.deframer.clear();
                     Stats::inc(&link.stats.stream_connections);
@@ -624,6 +626,34 @@ fn check_stream_socket(fd: RawFd) -> Result<(), StreamError> {
         return Err(not("it is a listening socket, not a connection".into()));
     }
     Ok(())
+}
+
+/// Bytes asked for each direction's socket buffer (the kernel caps them at
+/// `net.core.wmem_max` / `rmem_max`, 208 KiB by default, and doubles what it grants).
+const SOCKET_BUFFER_BYTES: libc::c_int = 4 << 20;
+
+/// Ask for large socket buffers on the connection: the guest drains its receive side in
+/// bursts (a vCPU scheduled out, a full virtio ring), and with the default ~200 KiB the
+/// socket fills before a TCP window's worth of frames is in flight. Best effort: a refusal
+/// leaves the defaults.
+fn grow_socket_buffers(fd: RawFd) {
+    for opt in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
+        let v = SOCKET_BUFFER_BYTES;
+        // SAFETY: setsockopt(2) reads `size_of::<c_int>()` bytes from `v`, a live local; `fd`
+        // is an open socket the caller owns.
+        let r = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            tracing::debug!("stream socket buffer: {}", io::Error::last_os_error());
+        }
+    }
 }
 
 fn set_nonblocking_cloexec(fd: RawFd) -> io::Result<()> {
