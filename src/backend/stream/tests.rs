@@ -280,11 +280,15 @@ fn read_records(peer: &mut UnixStream, buf: &mut Vec<u8>, frames: &mut Vec<Vec<u
 fn partial_writes_resume_and_frames_arrive_intact_in_order() {
     let link = link();
     let (ours, mut peer) = UnixStream::pair().unwrap();
+    peer.set_nonblocking(true).unwrap();
+    let raw = ours.as_raw_fd();
+    let mut port = StreamPort::from_fd(OwnedFd::from(ours), MAX).unwrap();
+    // Shrink the send buffer after the port grew it: partial writes are the point.
     let small: libc::c_int = 4096;
     // SAFETY: setsockopt(2) reads the live local of the size passed.
     let r = unsafe {
         libc::setsockopt(
-            ours.as_raw_fd(),
+            raw,
             libc::SOL_SOCKET,
             libc::SO_SNDBUF,
             (&small as *const libc::c_int).cast(),
@@ -292,8 +296,6 @@ fn partial_writes_resume_and_frames_arrive_intact_in_order() {
         )
     };
     assert_eq!(r, 0);
-    peer.set_nonblocking(true).unwrap();
-    let mut port = StreamPort::from_fd(OwnedFd::from(ours), MAX).unwrap();
     let total = 600u16;
     let sent: Vec<Vec<u8>> = (0..total)
         .map(|i| frame_bytes(i, 14 + (usize::from(i) * 37) % (MAX - 13)))
