@@ -72,6 +72,7 @@ pub mod ring;
 pub mod secrets;
 pub mod slab;
 pub mod stack;
+pub mod tls;
 pub mod wire;
 
 pub use config::{HostRoutes, NetworkConfig, SlotConfig};
