@@ -3,7 +3,9 @@
 //! # Theory of operation
 //!
 //! [`Network::new`] derives and validates the guest's addresses (see [`crate::config`]),
-//! allocates the frame pool and the two rings. [`Network::start`] builds the egress driver
+//! allocates the frame pool and the two rings, and with `tls.enabled` loads or generates the
+//! TLS interception CA ([`crate::tls::Ca::from_config`]), so that [`Network::ca_cert_pem`]
+//! can be installed in the guest before it boots. [`Network::start`] builds the egress driver
 //! and the gateway and spawns the poll thread; it fails before spawning if either cannot be
 //! built. A VMM then takes its end of the link once with [`Network::take_link`]:
 //!
