@@ -61,8 +61,8 @@
 //!
 //! `[interface]`, `[egress]`, `[dns]` ([`DnsConfig`]), `[policy]`
 //! ([`crate::policy::syntax`]), `[[ports]]` ([`PortSpec`]) and `[[secrets]]`
-//! ([`crate::secrets::SecretSpec`]); `[tls]` will be a further section, a struct with its
-//! own defaults; until it exists, `deny_unknown_fields` rejects it.
+//! ([`crate::secrets::SecretSpec`]) and `[tls]` ([`crate::tls::TlsConfig`]: the interception
+//! CA and its leaf cache; interception itself is not wired up yet).
 //!
 //! ## Syscalls
 //!
@@ -82,6 +82,7 @@ use ipnetwork::{Ipv4Network, Ipv6Network};
 use crate::policy::syntax::PolicyConfig;
 use crate::policy::Policy;
 use crate::secrets::{SecretSpec, Secrets};
+use crate::tls::TlsConfig;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -192,6 +193,9 @@ pub enum ConfigError {
     /// secret and its source, never the value).
     #[error("{0}")]
     Secrets(#[from] crate::secrets::SecretsError),
+    /// The `[tls]` section is invalid (the message names the key).
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsConfigError),
     /// The slot number exceeds [`MAX_SLOT`].
     #[error("slot {slot} is out of range (0..=65535)")]
     SlotOutOfRange { slot: u32 },
@@ -242,6 +246,9 @@ pub struct NetworkConfig {
     /// `[[secrets]]`: credentials the guest holds only as placeholders ([`crate::secrets`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<SecretSpec>,
+    /// `[tls]`: TLS interception's CA and leaf certificates ([`crate::tls`]).
+    #[serde(skip_serializing_if = "TlsConfig::is_default")]
+    pub tls: TlsConfig,
 }
 
 impl Default for NetworkConfig {
@@ -259,6 +266,7 @@ impl Default for NetworkConfig {
             ports: Vec::new(),
             autoconf: true,
             secrets: Vec::new(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -452,6 +460,8 @@ pub struct SlotConfig {
     pub autoconf: bool,
     /// The loaded `[[secrets]]`, values included (printed redacted).
     pub secrets: Arc<Secrets>,
+    /// `[tls]` as configured (the CA itself is built by [`crate::Network::new`]).
+    pub tls: TlsConfig,
 }
 
 impl SlotConfig {
@@ -600,6 +610,7 @@ impl NetworkConfig {
         self.policy.compile()?;
         ports::validate(&self.ports)?;
         crate::secrets::config::validate(&self.secrets)?;
+        crate::tls::config::validate(&self.tls)?;
         if let Some(mac) = iface.mac {
             if mac.is_multicast() {
                 return Err(ConfigError::GuestMac {
@@ -671,6 +682,7 @@ impl NetworkConfig {
             ports: self.ports.clone(),
             autoconf: self.autoconf,
             secrets: Arc::new(Secrets::load(&self.secrets)?),
+            tls: self.tls.clone(),
         })
     }
 }

@@ -22,8 +22,9 @@
 //!   [`ring`]s; a frame is never copied between the VMM side and the poll thread. Payload
 //!   bytes are copied between a frame and smoltcp's socket buffer, and between that and the
 //!   egress driver's socket buffer (the kernel copies the rest).
-//! - Only [`backend`] (TAP, namespaces), [`egress`] (host sockets) and [`pcap`] (the capture
-//!   file's writer thread) make syscalls; the
+//! - Only [`backend`] (TAP, namespaces), [`egress`] (host sockets), [`pcap`] (the capture
+//!   file's writer thread) and [`tls::ca`] (the interception CA's files, read or written once
+//!   in [`Network::new`]) make syscalls; the
 //!   [`wire`] classifier and emitters and the [`config`] derivation are pure.
 //! - Nothing a guest sends can make ringnet panic or grow without bound: every queue, flow
 //!   table and buffer has a limit and a counter in [`metrics::Stats`].
@@ -72,6 +73,7 @@ pub mod ring;
 pub mod secrets;
 pub mod slab;
 pub mod stack;
+pub mod tls;
 pub mod wire;
 
 pub use config::{HostRoutes, NetworkConfig, SlotConfig};

@@ -15,6 +15,8 @@
 //!
 //! - `ringnet vhost-user --socket PATH [--no-offload]`: serve a VMM's virtio-net device
 //!   over vhost-user (QEMU, cloud-hypervisor) until SIGINT / SIGTERM (`cli/vhost.rs`).
+//! - `ringnet ca --out FILE [--config FILE]`: write the TLS interception CA certificate
+//!   (`cli/ca.rs`).
 //!
 //! All take the policy (`--policy`, `--allow`, `--deny`) and the DNS upstreams (`--dns`)
 //! on top of the config file.
@@ -93,6 +95,9 @@ enum Cmd {
     VhostUser(cli::vhost::VhostArgs),
     /// Ask a running ringnet's control socket (--control PATH): stats, flows, events.
     Ctl(cli::ctl::CtlArgs),
+    /// Write the TLS interception CA certificate a guest must trust (generating and storing
+    /// the CA in tls.ca_dir on first use).
+    Ca(cli::ca::CaArgs),
 }
 
 #[derive(Args, Debug)]
@@ -215,7 +220,7 @@ fn main() -> ExitCode {
                     }
                     #[cfg(feature = "vhost-user")]
                     Cmd::VhostUser(args) => args.opts.rules = ordered_rules(sub),
-                    Cmd::Ctl(_) => {}
+                    Cmd::Ctl(_) | Cmd::Ca(_) => {}
                 }
             }
             c
@@ -245,7 +250,7 @@ fn main() -> ExitCode {
         Cmd::Qemu { opts, .. } => init_logging(opts.verbose, false),
         #[cfg(feature = "vhost-user")]
         Cmd::VhostUser(args) => init_logging(args.opts.verbose, true),
-        Cmd::Ctl(_) => init_logging(0, false),
+        Cmd::Ctl(_) | Cmd::Ca(_) => init_logging(0, false),
     }
     let result = match cli.cmd {
         Cmd::Run { opts, command } => run(&opts, &command),
@@ -259,6 +264,7 @@ fn main() -> ExitCode {
         #[cfg(feature = "vhost-user")]
         Cmd::VhostUser(args) => cli::vhost::run(&args),
         Cmd::Ctl(args) => cli::ctl::run(&args).map_err(Fail::new),
+        Cmd::Ca(args) => cli::ca::run(&args).map_err(Fail::new),
     };
     match result {
         Ok(code) => code,

@@ -142,6 +142,13 @@ counters!(
         /// Requests stopped because a placeholder was found where its secret may not go
         /// (`secrets::SecretStats::violations`): the flow is closed.
         secret_violations,
+        /// TLS interception leaf certificates issued (`tls::LeafStats::issued`; counted once
+        /// TLS interception drives the leaf cache).
+        tls_leaf_issued,
+        /// TLS interception leaf certificates evicted from the cache at `tls.leaf_cache`,
+        /// least recently used first (`tls::LeafStats::evicted`; counted once TLS
+        /// interception drives the leaf cache).
+        tls_leaf_evicted,
         /// Host clients of published TCP ports accepted (a flow to the guest started).
         inbound_accepted,
         /// Inbound TCP flows open now.

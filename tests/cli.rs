@@ -94,3 +94,86 @@ fn configuration_errors_are_one_line() {
     assert_one_line_error(&["run", "--slot", "65536", "--", "true"], "!65536");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `ringnet ca`: writes the CA certificate (generating and storing the CA once, then the
+/// same one), and its errors are one line. Needs no root.
+#[test]
+fn ca_writes_the_stored_ca_and_errors_are_one_line() {
+    let dir = std::env::temp_dir().join(format!("ringnet-cli-ca-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let config = dir.join("ringnet.toml");
+    let ca_dir = dir.join("state");
+    std::fs::write(
+        &config,
+        format!("[tls]\nca_dir = \"{}\"\n", ca_dir.display()),
+    )
+    .expect("write config");
+    let config = config.to_str().expect("utf-8 path");
+    let out1 = dir.join("one.pem");
+    let out2 = dir.join("two.pem");
+    for out in [&out1, &out2] {
+        let (code, stderr) = ringnet(&[
+            "ca",
+            "--config",
+            config,
+            "--out",
+            out.to_str().expect("utf-8"),
+        ]);
+        assert_eq!(code, Some(0), "{stderr}");
+    }
+    let pem = std::fs::read_to_string(&out1).expect("written");
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----\n"), "{pem}");
+    assert!(!pem.contains("PRIVATE"));
+    assert_eq!(
+        std::fs::read_to_string(&out2).expect("written"),
+        pem,
+        "the same CA"
+    );
+    assert_eq!(
+        std::fs::read_to_string(ca_dir.join("ca.pem")).expect("stored"),
+        pem
+    );
+
+    assert_one_line_error(&["ca"], "--out");
+    let missing = dir.join("nope/out.pem");
+    assert_one_line_error(
+        &[
+            "ca",
+            "--config",
+            config,
+            "--out",
+            missing.to_str().expect("utf-8"),
+        ],
+        "nope/out.pem",
+    );
+    let half = dir.join("half.toml");
+    std::fs::write(&half, "[tls]\nca_cert = \"/x.pem\"\n").expect("write config");
+    assert_one_line_error(
+        &[
+            "ca",
+            "--config",
+            half.to_str().expect("utf-8"),
+            "--out",
+            "-",
+        ],
+        "tls.ca_cert is set but tls.ca_key is not",
+    );
+    let files = dir.join("files.toml");
+    std::fs::write(
+        &files,
+        "[tls]\nca_cert = \"/nonexistent/ca.pem\"\nca_key = \"/nonexistent/ca.key\"\n",
+    )
+    .expect("write config");
+    assert_one_line_error(
+        &[
+            "ca",
+            "--config",
+            files.to_str().expect("utf-8"),
+            "--out",
+            "-",
+        ],
+        "cannot read /nonexistent/ca.pem",
+    );
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}

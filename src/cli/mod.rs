@@ -1,7 +1,8 @@
 //! The command line's observation services: the control socket ([`control`]), the
 //! Prometheus endpoint ([`http`]), the periodic rate line ([`interval`]), the packet
 //! capture (the library's [`ringnet::pcap`]), the `ringnet ctl` client ([`ctl`]), and the
-//! `ringnet qemu` subcommand ([`qemu`]).
+//! `ringnet qemu` subcommand ([`qemu`]); `ringnet ca` ([`ca`]) writes the TLS interception
+//! CA certificate.
 //!
 //! # Theory of operation
 //!
@@ -20,6 +21,7 @@
 //! (more are dropped for that client and counted in its stream), one scrape at a time on
 //! the metrics endpoint with a 2 s read deadline per request.
 
+pub mod ca;
 pub mod control;
 pub mod ctl;
 pub mod http;
