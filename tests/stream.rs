@@ -326,7 +326,9 @@ fn bad_length_drops_that_client() {
     let mut bad = FakeQemu::connect(&path.0);
     gateway_answers(&mut bad, 1);
     bad.sock.write_all(&u32::MAX.to_be_bytes()).unwrap();
-    bad.sock.write_all(&[0u8; 64]).unwrap();
+    // ringnet may close the connection as soon as it reads the prefix: this write may meet
+    // EPIPE, which is the behaviour under test, not a failure.
+    let _ = bad.sock.write_all(&[0u8; 64]);
     assert!(
         bad.closed_within(Duration::from_secs(2)),
         "connection still open after a bad length:\n{}",
