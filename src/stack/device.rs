@@ -34,7 +34,7 @@ use smoltcp::time::Instant;
 use crate::link::Offloads;
 use crate::pool::{Frame, Pool};
 use crate::ring::Ring;
-use crate::wire::gso;
+use crate::wire::{gso, vnet};
 
 /// The device, borrowed for one poll.
 pub struct GuestDevice<'a> {
@@ -71,14 +71,6 @@ pub struct TxToken<'a> {
     meta: PacketMeta,
 }
 
-/// `num_buffers = 1` in a zeroed virtio-net header (a guest with mergeable receive
-/// buffers reads it).
-pub fn set_one_buffer(hdr: &mut [u8]) {
-    if let Some(n) = hdr.get_mut(10..12) {
-        n.copy_from_slice(&1u16.to_le_bytes());
-    }
-}
-
 /// Point a unicast Ethernet frame at `mac`; leave group-addressed (broadcast, multicast:
 /// the I/G bit of the first octet) and runt frames alone.
 pub fn set_unicast_dst(frame: &mut [u8], mac: [u8; 6]) {
@@ -104,14 +96,12 @@ impl phy::TxToken for TxToken<'_> {
                     let (hdr, bytes) = frame.split_mut();
                     // Non-TCP frames are refused by prepare_tso and keep a zero header
                     // (smoltcp checksummed them).
-                    if let Ok(mut vh) = gso::prepare_tso(bytes, mss) {
-                        vh.num_buffers = u16::from(self.offloads.mrg_rxbuf);
+                    if let Ok(vh) = gso::prepare_tso(bytes, mss) {
                         vh.emit(hdr);
-                    } else if self.offloads.mrg_rxbuf {
-                        set_one_buffer(hdr);
                     }
-                } else if self.offloads.mrg_rxbuf {
-                    set_one_buffer(frame.hdr_mut());
+                }
+                if self.offloads.mrg_rxbuf {
+                    vnet::set_num_buffers(frame.hdr_mut(), 1);
                 }
                 if self.to_guest.push(frame) {
                     *self.sent += 1;

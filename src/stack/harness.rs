@@ -316,6 +316,22 @@ impl phy::TxToken for GuestTx<'_> {
     }
 }
 
+/// The harness guest's interface on `wire`: `cidrs`, a default IPv4 route via the gateway.
+fn guest_iface(
+    wire: &mut Wire,
+    hw: HardwareAddress,
+    cidrs: &[IpCidr],
+    seed: u64,
+    now: SmolInstant,
+) -> Interface {
+    let mut icfg = Config::new(hw);
+    icfg.random_seed = seed;
+    let mut iface = Interface::new(icfg, wire, now);
+    iface.update_ip_addrs(|a| a.extend(cidrs.iter().copied()));
+    let _ = iface.routes_mut().add_default_ipv4_route(GW);
+    iface
+}
+
 /// The guest: one smoltcp interface with TCP client sockets.
 pub struct Guest {
     iface: Interface,
@@ -332,14 +348,9 @@ impl Guest {
     fn new(cfg: &SlotConfig) -> Guest {
         let mut wire = Wire::default();
         let hw = HardwareAddress::Ethernet(EthernetAddress(cfg.guest_mac.0));
-        let mut icfg = Config::new(hw);
-        icfg.random_seed = 7;
-        let mut iface = Interface::new(icfg, &mut wire, SmolInstant::from_millis(0));
         let v4 = cfg.ipv4.expect("harness config has IPv4");
-        iface.update_ip_addrs(|a| {
-            let _ = a.push(IpCidr::new(IpAddress::Ipv4(v4.guest), v4.prefix_len));
-        });
-        let _ = iface.routes_mut().add_default_ipv4_route(v4.gateway);
+        let cidr = IpCidr::new(IpAddress::Ipv4(v4.guest), v4.prefix_len);
+        let iface = guest_iface(&mut wire, hw, &[cidr], 7, SmolInstant::from_millis(0));
         Guest {
             iface,
             wire,
@@ -496,13 +507,8 @@ impl Harness {
         // smoltcp reads the device's capabilities when its interface is built.
         let hw = self.guest.iface.hardware_addr();
         let cidrs: Vec<IpCidr> = self.guest.iface.ip_addrs().to_vec();
-        let mut icfg = Config::new(hw);
-        icfg.random_seed = 8;
         let now = SmolInstant::from_micros(self.clock.now().as_micros() as i64);
-        let mut iface = Interface::new(icfg, &mut self.guest.wire, now);
-        iface.update_ip_addrs(|a| a.extend(cidrs));
-        let _ = iface.routes_mut().add_default_ipv4_route(GW);
-        self.guest.iface = iface;
+        self.guest.iface = guest_iface(&mut self.guest.wire, hw, &cidrs, 8, now);
         self.turn();
     }
 

@@ -121,7 +121,7 @@ impl Port<'_> {
             Some(len) if len <= max_len => {
                 frame.set_len(len);
                 if self.offloads.mrg_rxbuf {
-                    device::set_one_buffer(frame.hdr_mut());
+                    crate::wire::vnet::set_num_buffers(frame.hdr_mut(), 1);
                 }
                 if self.link.to_guest.push(frame) {
                     *self.sent += 1;

@@ -64,6 +64,17 @@ pub struct VnetHdr {
     pub num_buffers: u16,
 }
 
+/// Offset of `num_buffers` in the header.
+const NUM_BUFFERS_AT: usize = 10;
+
+/// Set `num_buffers` in the wire-form header `hdr`, leaving the other fields; a header
+/// shorter than [`VNET_HDR_LEN`] is left alone.
+pub fn set_num_buffers(hdr: &mut [u8], n: u16) {
+    if let Some(field) = hdr.get_mut(NUM_BUFFERS_AT..NUM_BUFFERS_AT + 2) {
+        field.copy_from_slice(&n.to_le_bytes());
+    }
+}
+
 impl VnetHdr {
     /// Decode the wire form (any bytes are a header; what they claim is checked where it
     /// matters: [`crate::link::Offloads`]).
@@ -92,7 +103,7 @@ impl VnetHdr {
         buf[4..6].copy_from_slice(&self.gso_size.to_le_bytes());
         buf[6..8].copy_from_slice(&self.csum_start.to_le_bytes());
         buf[8..10].copy_from_slice(&self.csum_offset.to_le_bytes());
-        buf[10..12].copy_from_slice(&self.num_buffers.to_le_bytes());
+        buf[NUM_BUFFERS_AT..NUM_BUFFERS_AT + 2].copy_from_slice(&self.num_buffers.to_le_bytes());
     }
 }
 

@@ -45,8 +45,6 @@ const AVAIL_F_NO_INTERRUPT: u16 = 1;
 const RING_HEADER: u64 = 4;
 /// Bytes of a used-ring element (`le32 id, le32 len`).
 const USED_ELEM: u64 = 8;
-/// Offset of `num_buffers` in the virtio-net header.
-const NUM_BUFFERS_AT: usize = 10;
 
 /// A chain's buffers: guest address and length of each descriptor.
 pub(crate) type Segments = Vec<(GuestAddress, usize)>;
@@ -389,7 +387,7 @@ pub(crate) fn rx_pass<M: GuestMemory>(
 fn rx_header(frame: &Frame, num_buffers: u16) -> [u8; HDR_BYTES] {
     let mut hdr = [0u8; HDR_BYTES];
     hdr.copy_from_slice(frame.hdr());
-    hdr[NUM_BUFFERS_AT..NUM_BUFFERS_AT + 2].copy_from_slice(&num_buffers.to_le_bytes());
+    crate::wire::vnet::set_num_buffers(&mut hdr, num_buffers);
     hdr
 }
 
