@@ -135,20 +135,38 @@ counters!(
         policy_sni_mismatch,
         /// Open flows reset (TCP) or closed (UDP) because a new policy denies them.
         policy_revoked,
-        /// Secret placeholders replaced by real values in requests
-        /// (`secrets::SecretStats::substitutions`; counted once TLS interception drives the
-        /// rewriter).
+        /// Secret placeholders replaced by real values in intercepted requests
+        /// (`secrets::SecretStats::substitutions`).
         secret_substitutions,
+        /// Real secret values replaced by placeholders in intercepted responses
+        /// (`secrets::SecretStats::scrubbed`).
+        secret_scrubbed,
         /// Requests stopped because a placeholder was found where its secret may not go
         /// (`secrets::SecretStats::violations`): the flow is closed.
         secret_violations,
-        /// TLS interception leaf certificates issued (`tls::LeafStats::issued`; counted once
-        /// TLS interception drives the leaf cache).
+        /// TLS interception leaf certificates issued (`tls::LeafStats::issued`).
         tls_leaf_issued,
         /// TLS interception leaf certificates evicted from the cache at `tls.leaf_cache`,
-        /// least recently used first (`tls::LeafStats::evicted`; counted once TLS
-        /// interception drives the leaf cache).
+        /// least recently used first (`tls::LeafStats::evicted`).
         tls_leaf_evicted,
+        /// TCP flows to an intercepted port handed to the TLS workers.
+        tls_flows,
+        /// Of those, decrypted and relayed (the server verified, the guest's handshake done).
+        tls_intercepted,
+        /// Of those, spliced untouched: no SNI, a `tls.bypass` name, or not TLS.
+        tls_bypassed,
+        /// Intercepted flows whose server certificate failed verification (the guest's
+        /// handshake was refused with an alert).
+        tls_upstream_untrusted,
+        /// Intercepted flows ended by another TLS or rewriting error (a bad record, a
+        /// handshake the guest refused, an oversized ClientHello, a rewriter bound).
+        tls_failed,
+        /// Intercepted flows refused at once: every TLS worker's queue was full, or a socket
+        /// pair could not be made.
+        tls_refused,
+        /// UDP datagrams to an intercepted port dropped (QUIC is blocked while TLS
+        /// interception is on, so clients fall back to TCP).
+        tls_quic_blocked,
         /// Host clients of published TCP ports accepted (a flow to the guest started).
         inbound_accepted,
         /// Inbound TCP flows open now.

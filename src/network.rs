@@ -37,9 +37,13 @@ pub use crate::link::{POOL_SLOTS, RING_SLOTS};
 pub enum NetworkError {
     #[error("configuration: {0}")]
     Config(#[from] ConfigError),
-    /// The TLS interception CA could not be loaded or generated.
+    /// The TLS interception CA could not be loaded or generated, or an upstream trust
+    /// setting is unusable.
     #[error("tls: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    /// The TLS interception workers could not be started.
+    #[error("tls: {0}")]
+    Intercept(#[from] egress::intercept::InterceptError),
     #[error("{0}")]
     Link(#[from] LinkError),
     #[error("egress: {0}")]
@@ -68,6 +72,8 @@ pub struct Network {
     offloads: Offloads,
     /// The TLS interception CA, when `tls.enabled`.
     tls_ca: Option<Arc<crate::tls::Ca>>,
+    /// What the TLS workers share (upstream trust, leaves, secrets), when `tls.enabled`.
+    tls_shared: Option<Arc<crate::tls::session::Shared>>,
 }
 
 impl std::fmt::Debug for Network {
@@ -105,17 +111,27 @@ impl Network {
             );
         }
         // Before the guest boots, so that its CA certificate can be installed in it.
-        let tls_ca = if cfg.tls.enabled {
-            let ca = crate::tls::Ca::from_config(&cfg.tls)?;
+        let (tls_ca, tls_shared) = if cfg.tls.enabled {
+            let ca = Arc::new(crate::tls::Ca::from_config(&cfg.tls)?);
             tracing::debug!(slot = cfg.slot, ?ca, "TLS interception CA ready");
-            Some(Arc::new(ca))
+            let shared = crate::tls::session::Shared {
+                upstream: crate::tls::upstream::Upstream::from_config(&cfg.tls)?,
+                leaves: std::sync::Mutex::new(crate::tls::LeafCache::new(
+                    ca.clone(),
+                    cfg.tls.leaf_cache,
+                )?),
+                secrets: cfg.secrets.clone(),
+                tls: cfg.tls.clone(),
+            };
+            (Some(ca), Some(Arc::new(shared)))
         } else {
-            None
+            (None, None)
         };
         let link = Arc::new(Link::new()?);
         link.observe.term.set_events(&config.observe.terminate_on);
         Ok(Network {
             tls_ca,
+            tls_shared,
             cfg,
             link,
             thread: None,
@@ -303,7 +319,7 @@ impl Network {
         let (driver, note) = egress::select(self.cfg.egress.driver, limits)?;
         tracing::info!(slot = self.cfg.slot, "egress driver: {note}");
         self.driver_note = note;
-        let engine = Engine::new(
+        let mut engine = Engine::new(
             &self.cfg,
             self.link.clone(),
             driver,
@@ -316,6 +332,10 @@ impl Network {
             StackError::Publish(p) => NetworkError::Port(p.to_string()),
             e => NetworkError::Stack(e),
         })?;
+        if let Some(shared) = &self.tls_shared {
+            let workers = egress::intercept::Interceptor::start(shared.clone(), self.link.clone())?;
+            engine.set_interceptor(Arc::new(workers));
+        }
         let handle = std::thread::Builder::new()
             .name(format!("ringnet-poll-{}", self.cfg.slot))
             .spawn(move || engine.run())

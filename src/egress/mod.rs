@@ -38,6 +38,7 @@
 
 mod driver;
 mod epoll;
+pub mod intercept;
 pub mod listen;
 mod state;
 mod sys;

@@ -37,6 +37,9 @@ pub enum DenialReason {
     SniMismatch,
     /// A DNS query for a name the policy denies (answered NXDOMAIN).
     DnsName,
+    /// An intercepted request carried a secret's placeholder where the secret may not go
+    /// (`rule` names the secret and why); the flow was stopped.
+    SecretViolation,
 }
 
 impl DenialReason {
@@ -46,6 +49,7 @@ impl DenialReason {
             DenialReason::Default => "default",
             DenialReason::SniMismatch => "sni_mismatch",
             DenialReason::DnsName => "dns_name",
+            DenialReason::SecretViolation => "secret_violation",
         }
     }
 }

@@ -104,10 +104,13 @@ impl State {
 /// Fire `event` on `link` if it is configured and nothing fired before: stop the network,
 /// then call the hook once. True when this call fired.
 pub(crate) fn fire(link: &Link, event: TermEvent) -> bool {
+    link.observe.term.wants(event) && fire_now(link, event)
+}
+
+/// Fire `event` whether or not it is among the configured events (a secret whose
+/// `on_violation` is `block-and-terminate` asks for it itself), if nothing fired before.
+pub(crate) fn fire_now(link: &Link, event: TermEvent) -> bool {
     let st = &link.observe.term;
-    if !st.wants(event) {
-        return false;
-    }
     if st
         .fired
         .compare_exchange(0, event.bit(), Ordering::AcqRel, Ordering::Acquire)

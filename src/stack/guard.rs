@@ -223,6 +223,15 @@ impl Guard {
         self.policy.decide(&flow, &all, &self.gw).action == Action::Allow
     }
 
+    /// The names this guest resolved to `ip` through ringnet's DNS, still pinned.
+    pub fn pinned(&self, ip: IpAddr) -> Vec<String> {
+        self.pins
+            .names(ip, self.now)
+            .into_iter()
+            .map(String::from)
+            .collect()
+    }
+
     /// A TCP flow's SNI `name` against the domain that admitted it: false (counted,
     /// logged) when they disagree, or when the policy denies that name outright.
     pub fn sni_agrees(&self, dest: &Dest, name: &str, dst: SocketAddr) -> bool {

@@ -100,6 +100,7 @@ use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{IpAddress, IpCidr};
 
 use crate::config::SlotConfig;
+use crate::egress::intercept::Interceptor;
 use crate::egress::{Driver, EgressError, Event, Token};
 use crate::link::{GuestPort, Link, PortError};
 use crate::metrics::Stats;
@@ -247,6 +248,8 @@ pub(crate) struct Host<'a> {
     fd_warn: &'a mut limits::FdWarn,
     /// Time since the poll thread started.
     pub elapsed: Duration,
+    /// The TLS workers, when `tls.enabled`.
+    pub intercept: Option<&'a Interceptor>,
 }
 
 impl Host<'_> {
@@ -264,6 +267,7 @@ struct HostSide {
     fd_warn: limits::FdWarn,
     link: Arc<Link>,
     guard: guard::Guard,
+    intercept: Option<Arc<Interceptor>>,
 }
 
 impl HostSide {
@@ -275,6 +279,7 @@ impl HostSide {
             guard: &mut self.guard,
             fd_warn: &mut self.fd_warn,
             elapsed,
+            intercept: self.intercept.as_deref(),
         }
     }
 }
@@ -371,6 +376,7 @@ impl Engine {
                 fd_warn: limits::FdWarn::new(limits::fds_wanted(cfg)),
                 link: link.clone(),
                 guard,
+                intercept: None,
             },
             link,
             guest,
@@ -397,6 +403,12 @@ impl Engine {
                 .publish(spec.clone(), &mut engine.host.cx(elapsed))?;
         }
         Ok(engine)
+    }
+
+    /// Hand TCP flows to intercepted ports to `intercept`'s TLS workers (and refuse UDP to
+    /// them); called before [`Engine::run`].
+    pub fn set_interceptor(&mut self, intercept: Arc<Interceptor>) {
+        self.host.intercept = Some(intercept);
     }
 
     /// Run until the stop flag is set.

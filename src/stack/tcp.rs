@@ -62,7 +62,8 @@ use super::dns::DnsConn;
 use super::guard::Guard;
 use super::{Addrs, Host, Port, T_TCP};
 use crate::config::SlotConfig;
-use crate::egress::{Driver, Event, Recv, SockId, SockKind, Token};
+use crate::egress::intercept::{FlowSpec, STATUS_OK};
+use crate::egress::{Driver, EgressError, Event, Recv, SockId, SockKind, Token};
 use crate::metrics::Stats;
 use crate::policy::sni::{client_hello_sni, Sni, MAX_HELLO};
 use crate::policy::{Dest, Proto};
@@ -112,6 +113,9 @@ struct Flow {
     names: Vec<Box<str>>,
     /// Opened by a host client of a published port (counted in `inbound_active`).
     inbound: bool,
+    /// The host socket is a pair to a TLS worker whose status byte (the connect result)
+    /// has not been read yet.
+    tls_status: bool,
     /// When the flow was made.
     created: Instant,
     /// Observation ([`crate::observe::flows`]): payload bytes each way, the rule that
@@ -355,6 +359,7 @@ impl Flows {
             sni,
             names,
             inbound: false,
+            tls_status: false,
             created: host_now(host),
             from_guest_bytes: 0,
             to_guest_bytes: 0,
@@ -373,15 +378,43 @@ impl Flows {
         }
         Stats::inc(&stats.tcp_opened);
         self.connecting += 1;
-        let opened = host.driver.open(
-            SockKind::Tcp,
-            target,
-            self.connect_timeout,
-            Token(key.pack(T_TCP)),
-        );
+        let token = Token(key.pack(T_TCP));
+        let intercept = host.intercept.filter(|i| i.intercepts(dst.port()));
+        let opened = match intercept {
+            // The flow's host socket is a pair to a TLS worker, which connects `target`
+            // and answers with a status byte (read as this flow's connect result).
+            Some(i) => {
+                let spec = FlowSpec {
+                    target,
+                    fallback,
+                    connect_timeout: self.connect_timeout,
+                    pinned: host.guard.pinned(dst.ip()),
+                    guest: src.ip(),
+                    dst,
+                };
+                match i.open(spec) {
+                    Ok(fd) => host.driver.adopt(fd, SockKind::Tcp, target, token),
+                    Err(e) => {
+                        tracing::debug!(%dst, error = %e, "TLS interception refused a flow");
+                        Err(EgressError::Socket {
+                            kind: SockKind::Tcp,
+                            remote: target,
+                            source: std::io::Error::other(e),
+                        })
+                    }
+                }
+            }
+            None => host
+                .driver
+                .open(SockKind::Tcp, target, self.connect_timeout, token),
+        };
         let Some(flow) = self.slab.get_mut(key) else {
             unreachable!("flow {key:?} was inserted just above");
         };
+        if intercept.is_some() {
+            flow.tls_status = true;
+            flow.fallback = None;
+        }
         match opened {
             Ok(s) => {
                 flow.sock = Some(s);
@@ -430,10 +463,23 @@ impl Flows {
         let Some(flow) = self.slab.get_mut(key) else {
             return;
         };
-        if let Event::Connected { result, .. } = ev {
+        let result = match ev {
+            Event::Connected { result, .. } if !flow.tls_status => Some(result),
+            // An intercepted flow's connect result is the TLS worker's status byte.
+            Event::Readable { .. } if flow.tls_status && flow.phase == Phase::Connecting => {
+                match flow.sock.map(|s| read_status(&mut *host.driver, s)) {
+                    Some(None) => return, // not there yet
+                    Some(Some(r)) => Some(r),
+                    None => Some(Err(std::io::ErrorKind::NotConnected.into())),
+                }
+            }
+            _ => None,
+        };
+        if let Some(result) = result {
             if flow.phase != Phase::Connecting {
                 return;
             }
+            flow.tls_status = false;
             let sock = flow.set.get_mut::<tcp::Socket>(flow.handle);
             match result {
                 Ok(()) => {
@@ -913,6 +959,27 @@ fn service_local(flow: &mut Flow, cx: &mut Cx<'_>) -> Next {
     match s.state() {
         State::Closed | State::TimeWait if flow.host_shut => Next::Reap,
         _ => Next::Keep,
+    }
+}
+
+/// An intercepted flow's connect result: the TLS worker's status byte
+/// ([`crate::egress::intercept::STATUS_OK`], else failed); `None` while it has not come.
+fn read_status(driver: &mut dyn Driver, sock: SockId) -> Option<std::io::Result<()>> {
+    let mut status = None;
+    let r = driver.recv(sock, &mut |b: &[u8]| match b.first() {
+        Some(&byte) => {
+            status = Some(byte);
+            1
+        }
+        None => 0,
+    });
+    match (status, r) {
+        (Some(STATUS_OK), _) => Some(Ok(())),
+        (Some(_), _) | (None, Err(Recv::Eof)) => {
+            Some(Err(std::io::ErrorKind::ConnectionRefused.into()))
+        }
+        (None, Err(Recv::Error(e))) => Some(Err(e)),
+        (None, _) => None,
     }
 }
 

@@ -95,6 +95,7 @@ impl Flows {
             sni: None,
             names: Vec::new(),
             inbound: true,
+            tls_status: false,
             created: now,
             from_guest_bytes: 0,
             to_guest_bytes: 0,

@@ -195,6 +195,12 @@ impl Flows {
         addrs: &Addrs,
         host: &mut Host<'_>,
     ) -> Result<(), Refused> {
+        if host.intercept.is_some_and(|i| i.intercepts(dst.port())) {
+            // QUIC to an intercepted port: refused (like a denial), so the client falls back
+            // to TCP, where its TLS is intercepted.
+            Stats::inc(&host.stats.tls_quic_blocked);
+            return Err(Refused::Denied);
+        }
         let (target, _) = addrs.host_target(dst);
         let peer = Peer::Udp(src, dst);
         let (sock, key) = match self.lookup_or_open(peer, SockKind::Udp, target, host) {

@@ -15,6 +15,34 @@ pub const MAX_LEAF_CACHE: usize = 1 << 20;
 /// Default `tls.leaf_cache`.
 pub const DEFAULT_LEAF_CACHE: usize = 1024;
 
+/// Most `tls.workers` (interception threads).
+pub const MAX_WORKERS: usize = 64;
+
+/// Where upstream servers' certificates are verified against (`tls.upstream_roots`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RootSource {
+    /// The Mozilla root program, compiled in (`webpki-roots`).
+    Webpki,
+    /// The host's CA bundle ([`crate::tls::HOST_CA_BUNDLES`], read when the network starts).
+    Host,
+}
+
+/// `[[tls.upstream]]`: how servers whose name matches `hosts` are verified, instead of the
+/// defaults (`upstream_roots` and `upstream_ca_files`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamOverride {
+    /// Exact names or `*.suffix` (as `bypass`).
+    pub hosts: Vec<String>,
+    /// Root sources for these hosts (default none: only `ca_files`).
+    #[serde(default)]
+    pub roots: Vec<RootSource>,
+    /// CA certificate files (PEM) for these hosts.
+    #[serde(default)]
+    pub ca_files: Vec<PathBuf>,
+}
+
 /// What is wrong with a `[tls]` section.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TlsConfigError {
@@ -36,6 +64,15 @@ pub enum TlsConfigError {
     /// `leaf_cache` is 0 or above [`MAX_LEAF_CACHE`].
     #[error("tls.leaf_cache = {value} is out of range (1..={max})")]
     LeafCache { value: usize, max: usize },
+    /// `workers` is 0 or above [`MAX_WORKERS`].
+    #[error("tls.workers = {value} is out of range (1..={max})")]
+    Workers { value: usize, max: usize },
+    /// An upstream trust setting leaves no root to verify servers against.
+    #[error("{what}: no upstream_roots and no ca_files: no server could be verified")]
+    NoRoots { what: String },
+    /// A `[[tls.upstream]]` entry's `hosts` is empty or holds a bad name.
+    #[error("tls.upstream[{index}].hosts: {reason}")]
+    UpstreamHosts { index: usize, reason: String },
     /// `intercept_ports` is empty.
     #[error("tls.intercept_ports is empty: set tls.enabled = false to intercept nothing")]
     NoPorts,
@@ -50,9 +87,8 @@ pub enum TlsConfigError {
     Bypass { value: String, reason: &'static str },
 }
 
-/// `[tls]`: TLS interception (issue #14). Only the CA and its leaf certificates exist yet;
-/// `intercept_ports`, `bypass` and `trust_host_cas` are parsed and validated but nothing acts
-/// on them so far (no flow is intercepted).
+/// `[tls]`: TLS interception ([`crate::tls`]): the CA, its leaf certificates, which flows are
+/// intercepted and how upstream servers are verified.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
@@ -71,13 +107,26 @@ pub struct TlsConfig {
     pub ca_dir: Option<PathBuf>,
     /// Leaf certificates cached at most (least recently used evicted), `1..=1048576`.
     pub leaf_cache: usize,
-    /// Guest destination ports whose TLS would be intercepted (default `[443]`). Not wired up
-    /// yet.
+    /// Guest TCP destination ports whose TLS is intercepted (default `[443]`); UDP to these
+    /// ports (QUIC) is dropped while interception is on, so clients fall back to TCP.
     pub intercept_ports: Vec<u16>,
     /// Server names never intercepted: exact names, or `*.suffix` for every name below
-    /// `suffix` (not `suffix` itself). Not wired up yet.
+    /// `suffix` (not `suffix` itself). Their flows are spliced untouched: the server sees
+    /// the guest's own ClientHello.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub bypass: Vec<String>,
+    /// Threads doing the TLS work of intercepted flows (handshakes, record crypto,
+    /// rewriting), off the poll thread (default 1, `1..=64`).
+    pub workers: usize,
+    /// Roots that upstream servers' certificates are verified against (default
+    /// `["webpki", "host"]`).
+    pub upstream_roots: Vec<RootSource>,
+    /// More CA certificate files (PEM) trusted for every upstream server.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub upstream_ca_files: Vec<PathBuf>,
+    /// Per-host verification overrides (`[[tls.upstream]]`), first match wins.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub upstream: Vec<UpstreamOverride>,
     /// Give the guest the host's CA bundle besides ringnet's CA
     /// ([`crate::Network::host_cas_cert_pem`]); default false.
     pub trust_host_cas: bool,
@@ -93,6 +142,10 @@ impl Default for TlsConfig {
             leaf_cache: DEFAULT_LEAF_CACHE,
             intercept_ports: vec![443],
             bypass: Vec::new(),
+            workers: 1,
+            upstream_roots: vec![RootSource::Webpki, RootSource::Host],
+            upstream_ca_files: Vec::new(),
+            upstream: Vec::new(),
             trust_host_cas: false,
         }
     }
@@ -109,18 +162,9 @@ impl TlsConfig {
     /// below a `*.suffix` entry (ASCII case and one trailing dot ignored).
     #[must_use]
     pub fn bypasses(&self, server_name: &str) -> bool {
-        let name = server_name.strip_suffix('.').unwrap_or(server_name);
-        self.bypass.iter().any(|entry| {
-            let entry = entry.strip_suffix('.').unwrap_or(entry);
-            match entry.strip_prefix("*.") {
-                Some(suffix) => {
-                    name.len() > suffix.len() + 1
-                        && name.as_bytes()[name.len() - suffix.len() - 1] == b'.'
-                        && name[name.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
-                }
-                None => name.eq_ignore_ascii_case(entry),
-            }
-        })
+        self.bypass
+            .iter()
+            .any(|entry| name_matches(entry, server_name))
     }
 }
 
@@ -175,7 +219,54 @@ pub fn validate(tls: &TlsConfig) -> Result<(), TlsConfigError> {
     for entry in &tls.bypass {
         validate_bypass(entry)?;
     }
+    if !(1..=MAX_WORKERS).contains(&tls.workers) {
+        return Err(TlsConfigError::Workers {
+            value: tls.workers,
+            max: MAX_WORKERS,
+        });
+    }
+    if tls.upstream_roots.is_empty() && tls.upstream_ca_files.is_empty() {
+        return Err(TlsConfigError::NoRoots { what: "tls".into() });
+    }
+    for (index, o) in tls.upstream.iter().enumerate() {
+        if o.hosts.is_empty() {
+            return Err(TlsConfigError::UpstreamHosts {
+                index,
+                reason: "empty: name the hosts this entry is for".into(),
+            });
+        }
+        for h in &o.hosts {
+            validate_bypass(h).map_err(|e| TlsConfigError::UpstreamHosts {
+                index,
+                reason: match e {
+                    TlsConfigError::Bypass { value, reason } => format!("{value:?}: {reason}"),
+                    other => other.to_string(),
+                },
+            })?;
+        }
+        if o.roots.is_empty() && o.ca_files.is_empty() {
+            return Err(TlsConfigError::NoRoots {
+                what: format!("tls.upstream[{index}]"),
+            });
+        }
+    }
     Ok(())
+}
+
+/// True when `name` matches `pattern`: equal to an exact entry, or strictly below a
+/// `*.suffix` entry (ASCII case and one trailing dot ignored).
+#[must_use]
+pub fn name_matches(pattern: &str, name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let entry = pattern.strip_suffix('.').unwrap_or(pattern);
+    match entry.strip_prefix("*.") {
+        Some(suffix) => {
+            name.len() > suffix.len() + 1
+                && name.as_bytes()[name.len() - suffix.len() - 1] == b'.'
+                && name[name.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+        }
+        None => name.eq_ignore_ascii_case(entry),
+    }
 }
 
 fn validate_bypass(entry: &str) -> Result<(), TlsConfigError> {

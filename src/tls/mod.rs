@@ -33,6 +33,8 @@
 pub mod ca;
 pub mod config;
 pub mod leaf;
+pub mod session;
+pub mod upstream;
 
 use std::io;
 use std::path::PathBuf;
@@ -85,6 +87,9 @@ pub enum TlsError {
     /// The system random number generator failed.
     #[error("the system random number generator failed")]
     Random,
+    /// An upstream trust set holds no root (`what`: the config section).
+    #[error("{what}: no root certificate to verify upstream servers with")]
+    Roots { what: String },
     /// A server name is neither a DNS name nor an IP literal (shown escaped).
     #[error("server name \"{name}\" is not a DNS name or IP literal")]
     LeafName { name: String },
