@@ -590,6 +590,11 @@ fn run(opts: &Opts, command: &[String]) -> Result<ExitCode, Fail> {
         None => ns.command(&command[0]),
     };
     cmd.args(&command[1..]).envs(net.guest_env_vars());
+    // Kept until the command ended: it may read the bundle at any time.
+    let ca_bundle = cli::ca::GuestCaBundle::write(&net).map_err(Fail::new)?;
+    if let Some(b) = &ca_bundle {
+        cmd.envs(b.env());
+    }
     if let Some(lim) = nofile {
         use std::os::unix::process::CommandExt;
         // SAFETY: runs in the forked child before exec and only calls setrlimit(2), which

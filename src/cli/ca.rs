@@ -54,3 +54,64 @@ pub fn run(args: &CaArgs) -> Result<ExitCode, String> {
     tracing::info!(subject = ca.subject(), source = ?ca.source(), "CA certificate written");
     Ok(ExitCode::SUCCESS)
 }
+
+/// Environment variables `ringnet run` points at [`GuestCaBundle`]: OpenSSL and most
+/// runtimes (`SSL_CERT_FILE`), the curl tool (`CURL_CA_BUNDLE`), Python requests
+/// (`REQUESTS_CA_BUNDLE`), Node.js (`NODE_EXTRA_CA_CERTS`, added to its own roots) and git
+/// (`GIT_SSL_CAINFO`).
+pub const CA_ENV_VARS: [&str; 5] = [
+    "SSL_CERT_FILE",
+    "CURL_CA_BUNDLE",
+    "REQUESTS_CA_BUNDLE",
+    "NODE_EXTRA_CA_CERTS",
+    "GIT_SSL_CAINFO",
+];
+
+/// The CA bundle `ringnet run` gives its command with `tls.enabled`: ringnet's CA, then the
+/// host's CAs when `tls.trust_host_cas` is set. A temporary file (mode 0644: certificates
+/// are public) removed when this drops, after the command ended.
+pub struct GuestCaBundle {
+    pub path: PathBuf,
+}
+
+impl GuestCaBundle {
+    /// Writes the bundle for `net`; `Ok(None)` without TLS interception.
+    ///
+    /// # Errors
+    /// The file cannot be written (one line).
+    pub fn write(net: &ringnet::Network) -> Result<Option<GuestCaBundle>, String> {
+        let Some(mut pem) = net.ca_cert_pem() else {
+            return Ok(None);
+        };
+        if let Some(host) = net.host_cas_cert_pem() {
+            if !pem.ends_with(b"\n") {
+                pem.push(b'\n');
+            }
+            pem.extend_from_slice(&host);
+        }
+        let path = std::env::temp_dir().join(format!(
+            "ringnet-{}-{}-ca.pem",
+            std::process::id(),
+            net.config().slot
+        ));
+        let _ = std::fs::remove_file(&path);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(&pem))
+            .map_err(|e| format!("writing the CA bundle {}: {e}", path.display()))?;
+        Ok(Some(GuestCaBundle { path }))
+    }
+
+    /// `(variable, path)` for every one of [`CA_ENV_VARS`].
+    pub fn env(&self) -> impl Iterator<Item = (&'static str, &std::path::Path)> + '_ {
+        CA_ENV_VARS.iter().map(move |v| (*v, self.path.as_path()))
+    }
+}
+
+impl Drop for GuestCaBundle {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
