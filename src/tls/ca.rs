@@ -411,7 +411,7 @@ impl DirLock {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn temp_dir(tag: &str) -> PathBuf {

@@ -133,4 +133,6 @@ pub(crate) fn unix_time(now: SystemTime) -> time::OffsetDateTime {
 }
 
 #[cfg(test)]
+mod session_tests;
+#[cfg(test)]
 mod tests;
