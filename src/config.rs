@@ -61,8 +61,8 @@
 //!
 //! `[interface]`, `[egress]`, `[dns]` ([`DnsConfig`]), `[policy]`
 //! ([`crate::policy::syntax`]), `[[ports]]` ([`PortSpec`]) and `[[secrets]]`
-//! ([`crate::secrets::SecretSpec`]) and `[tls]` ([`crate::tls::TlsConfig`]: the interception
-//! CA and its leaf cache; interception itself is not wired up yet).
+//! ([`crate::secrets::SecretSpec`]) and `[tls]` ([`crate::tls::TlsConfig`]: TLS
+//! interception, its CA, leaf cache and upstream trust).
 //!
 //! ## Syscalls
 //!

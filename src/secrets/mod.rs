@@ -6,10 +6,10 @@
 //! name, a real value (inline, from a host environment variable or a file), the hosts it
 //! belongs to and where in a request it may be injected. The guest is given only a
 //! *placeholder* (`$RINGNET_SECRET_<ENV_VAR>` by default) in that variable
-//! ([`crate::SlotConfig::guest_env_vars`]). Once ringnet terminates the guest's TLS (not
-//! wired up yet: this module is the sans-IO core the TLS layer will drive), every decrypted
-//! request goes through an [`http1::Rewriter`], which swaps placeholders for values on the
-//! way out and real values back to placeholders on the way in.
+//! ([`crate::SlotConfig::guest_env_vars`]). ringnet terminates the guest's TLS
+//! ([`crate::tls::session`]), and every decrypted request goes through a rewriter
+//! ([`AnyRewriter`]: [`http1`], or HTTP/2 by ALPN), which swaps placeholders for values on
+//! the way out and real values back to placeholders on the way in.
 //!
 //! Pure code: bytes in, bytes and decisions out. No syscall except reading a `value_file`
 //! or a host environment variable when the configuration is derived ([`Secrets::load`]).

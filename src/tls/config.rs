@@ -1,5 +1,5 @@
-//! `[tls]`: the interception CA's files, the leaf cache's size, and (parsed and validated,
-//! not wired up yet) which flows are intercepted.
+//! `[tls]`: the interception CA's files, the leaf cache's size, which flows are intercepted
+//! (ports, bypass names), the worker threads, and how upstream servers are verified.
 //!
 //! Every key has a default, so an absent `[tls]` is `enabled = false`. [`validate`] runs with
 //! [`crate::NetworkConfig::validate`]; each [`TlsConfigError`] is one line naming the key.

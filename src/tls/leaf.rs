@@ -2,7 +2,7 @@
 //!
 //! # Theory of operation
 //!
-//! The TLS layer (not wired up yet) asks [`LeafCache::get`] for the certificate to present
+//! The TLS session ([`super::session`]) asks [`LeafCache::get`] for the certificate to present
 //! to the guest for the server name in its ClientHello (SNI). The cache answers a
 //! [`rustls::sign::CertifiedKey`] ready for a rustls `ResolvesServerCert`, from the cache when
 //! it holds a fresh entry for the name, else issued now and inserted. Sans-IO: the caller

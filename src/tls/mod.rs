@@ -1,34 +1,48 @@
-//! TLS interception, first piece (issue #14): the CA and the per-host leaf certificates.
+//! TLS interception (issue #14): the CA, per-host leaf certificates, upstream verification
+//! and the per-flow session that decrypts, rewrites and re-encrypts.
 //!
 //! # Theory of operation
 //!
-//! To read (and, with [`crate::secrets`], rewrite) a guest's HTTPS, ringnet will terminate the
+//! To read (and, with [`crate::secrets`], rewrite) a guest's HTTPS, ringnet terminates the
 //! guest's TLS itself, presenting a certificate for the name the guest asked for (SNI), and
-//! open its own TLS connection to the real server. The guest accepts that certificate because
+//! opens its own TLS connection to the real server. The guest accepts that certificate because
 //! it trusts ringnet's CA, installed in it before it boots
-//! ([`crate::Network::ca_cert_pem`], `ringnet ca --out FILE`).
+//! ([`crate::Network::ca_cert_pem`], `ringnet ca --out FILE`; `ringnet run` points
+//! `SSL_CERT_FILE` and friends at it).
 //!
 //! ```text
 //! [tls] ─Ca::from_config→ Ca (files, or generated once into ca_dir and reused)
 //!                          │ (built in Network::new: it exists before the guest boots)
 //!                          ▼
 //! SNI from the ClientHello ─LeafCache::get(name, now)→ Arc<rustls::sign::CertifiedKey>
+//!
+//! guest SYN to an intercepted port ─(poll thread)→ egress::intercept worker ─→ Session:
+//!   ClientHello → bypass? ─yes→ splice
+//!               └no→ handshake with the server (verified: upstream::Upstream)
+//!                    → leaf for the SNI → relay through the secrets rewriter
 //! ```
 //!
-//! What exists now: [`config`] (the `[tls]` section, all keys parsed and validated), [`ca`]
-//! (loading, generating and storing the CA) and [`leaf`] (issuing and caching leaves).
-//! Not wired up yet: intercepting flows (`intercept_ports`, `bypass`), the upstream TLS
-//! connection and its verification (`trust_host_cas` only selects what
-//! [`crate::Network::host_cas_cert_pem`] returns), the leaf counters in
-//! [`crate::metrics::Stats`].
+//! - [`config`]: the `[tls]` section. [`ca`]: loading, generating and storing the CA.
+//!   [`leaf`]: issuing and caching leaves (bounded LRU, counted).
+//! - [`upstream`]: the rustls client configurations servers are verified with (webpki
+//!   roots, the host's CA store, CA files, per-host overrides).
+//! - [`session`]: one flow, sans-IO (bytes in, bytes and decisions out). Its I/O, and the
+//!   threads that keep every handshake off the poll thread, are
+//!   [`crate::egress::intercept`].
+//!
+//! What is not done: client certificates from the guest (a guest that must present one to
+//! the server has to be bypassed), TLS 1.3 early data from the guest (refused by the
+//! guest-side rustls, so the client retries without), HTTP/2 server push scrubbing beyond
+//! header blocks.
 //!
 //! rustls with the `ring` provider signs and verifies (no aws-lc); rcgen builds certificates,
 //! x509-parser reads an operator's CA certificate.
 //!
 //! ## Syscalls
 //!
-//! Only [`ca`] (the CA's files, see there), [`default_ca_dir`] (environment lookups) and
-//! [`host_ca_bundle`] (reading one file). Leaf issue and the cache are pure.
+//! Only [`ca`] (the CA's files, see there), [`upstream`] (CA files and the host bundle, at
+//! start), [`default_ca_dir`] (environment lookups) and [`host_ca_bundle`] (reading one
+//! file). Leaf issue, the cache and sessions are pure.
 
 pub mod ca;
 pub mod config;

@@ -25,7 +25,9 @@ fn ringnet_ca() -> Arc<Ca> {
 }
 
 /// A server's CA and a certificate for `names` signed by it: (CA PEM, chain, key).
-fn server_identity(names: &[&str]) -> (String, Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+fn server_identity(
+    names: &[&str],
+) -> (String, Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -255,19 +257,34 @@ fn tls_session_intercepts_substitutes_and_scrubs() {
     assert_eq!(b.guest_error, None);
     assert!(!b.guest.is_handshaking(), "guest handshake done");
     assert_eq!(b.session.kind(), Kind::Intercepted);
-    assert_eq!(b.guest.alpn_protocol(), Some(&b"http/1.1"[..]), "the server's choice");
+    assert_eq!(
+        b.guest.alpn_protocol(),
+        Some(&b"http/1.1"[..]),
+        "the server's choice"
+    );
     let req = request(&format!("X-Key: {PLACEHOLDER}\r\n"));
     b.guest.writer().write_all(req.as_bytes()).unwrap();
     b.pump(usize::MAX);
     let got = b.server_plain();
-    assert!(contains(&got, &format!("X-Key: {VALUE}")), "{}", String::from_utf8_lossy(&got));
+    assert!(
+        contains(&got, &format!("X-Key: {VALUE}")),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
     assert!(!contains(&got, PLACEHOLDER));
     let body = format!("echo {VALUE}");
-    let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    let resp = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
     b.server.writer().write_all(resp.as_bytes()).unwrap();
     b.pump(usize::MAX);
     let seen = b.guest_plain();
-    assert!(contains(&seen, PLACEHOLDER), "{}", String::from_utf8_lossy(&seen));
+    assert!(
+        contains(&seen, PLACEHOLDER),
+        "{}",
+        String::from_utf8_lossy(&seen)
+    );
     assert!(!contains(&seen, VALUE), "the guest never sees the value");
     let st = b.session.take_stats();
     assert_eq!((st.substitutions, st.scrubbed), (1, 1));
@@ -286,7 +303,11 @@ fn tls_session_placeholder_split_across_records_and_reads() {
     b.pump(7);
     assert_eq!(b.result, Ok(()));
     let got = b.server_plain();
-    assert!(contains(&got, &format!("X-Key: {VALUE}")), "{}", String::from_utf8_lossy(&got));
+    assert!(
+        contains(&got, &format!("X-Key: {VALUE}")),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
 }
 
 #[test]
@@ -348,7 +369,10 @@ fn tls_session_not_tls_is_spliced() {
 fn tls_session_violations_stop_the_flow_before_the_placeholder_leaves() {
     // Not pinned (the guest never resolved api.test through ringnet), so the agreement
     // rule fails; and a request for a host the secret is not for.
-    for (pinned, host) in [(Vec::new(), "api.test"), (vec!["api.test".into()], "evil.test")] {
+    for (pinned, host) in [
+        (Vec::new(), "api.test"),
+        (vec!["api.test".into()], "evil.test"),
+    ] {
         let mut b = bed(Setup {
             pinned,
             ..Setup::default()
