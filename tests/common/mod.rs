@@ -50,6 +50,9 @@
 //!   netdevs ([`net_stream`], [`net_vhost_user`], [`net_user`]), the shared guest script
 //!   `tests/vm/guest.sh` ([`GuestPlan`]) and what the guest reported ([`VmOutput`]);
 //!   [`VmWorld`] is a host namespace with an HTTP server and dnsmasq for it;
+//! - `tls_server.rs`: an HTTPS server with its own test CA ([`TestCa`], [`TlsServer`],
+//!   [`ServerOpts`]), optionally inside a namespace, recording every [`Request`] and
+//!   connection ([`ConnInfo`]): the upstream of the TLS interception tests;
 //! - `frames.rs` ([`frames`], by path): the Ethernet/ARP/IPv4 frames a test guest sends
 //!   through a `GuestLink`.
 //!
@@ -67,6 +70,7 @@ mod ns;
 mod privileges;
 mod process;
 mod testbed;
+mod tls_server;
 mod vm;
 mod vmkit;
 
@@ -74,7 +78,7 @@ mod vmkit;
 #[allow(unused_imports)]
 pub use {
     attach::*, bg::*, cleanup::*, dns::*, inprocess::*, ns::*, privileges::*, process::*,
-    testbed::*, vm::*, vmkit::*,
+    testbed::*, tls_server::*, vm::*, vmkit::*,
 };
 
 /// A JSON line printed by a python helper (its ready line or its result line).
