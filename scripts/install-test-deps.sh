@@ -26,12 +26,14 @@
 #                   `apt-get download` and builds its initramfs under target/vmkit/
 #   passt           the reference stream-netdev backend tests/vm_kit.rs checks the VM kit with
 #   xz-utils zstd   decompress kernel modules when Debian ships them as .ko.xz / .ko.zst
+#   curl            the guest's HTTPS client in tests/tls.rs (HTTP/1.1 and HTTP/2 through
+#                   ringnet's TLS interception) and tests/tls_server_kit.rs
 # dnsperf (perf/dns.sh only) is not needed by the tests; perf/dns.sh installs it itself.
 set -euo pipefail
 
 PACKAGES=(iproute2 iputils-ping iputils-arping python3 procps kmod coreutils dnsmasq-base
 	bind9-dnsutils util-linux tshark python3-prometheus-client qemu-system-x86 passt xz-utils
-	zstd)
+	zstd curl)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
