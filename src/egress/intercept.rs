@@ -49,8 +49,8 @@
 //! `socketpair`, `socket`/`connect`/`read`/`write`/`shutdown`/`close`, `setsockopt`
 //! (`TCP_NODELAY`, `SO_LINGER`), `epoll_*` and an eventfd (mio), thread spawn.
 
-use std::io::{self, Read, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr};
+use std::io::{self, Read};
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -359,13 +359,13 @@ impl Loop {
             tracing::debug!(error = %e, "TLS worker: socket pair");
             return None;
         }
-        let mut guest = UnixStream::from_std(pair);
+        let guest = UnixStream::from_std(pair);
         let deadline = Instant::now() + spec.connect_timeout.max(Duration::from_millis(1));
         let host = match TcpStream::connect(spec.target) {
             Ok(h) => h,
             Err(e) => {
                 tracing::debug!(dst = %spec.dst, error = %e, "TLS worker: connect failed");
-                let _ = guest.write(&[STATUS_FAILED]);
+                let _ = send_to(&guest, &[STATUS_FAILED]);
                 return None;
             }
         };
@@ -393,7 +393,7 @@ impl Loop {
             .and_then(|()| r.register(&mut conn.host, token(idx, true), both))
         {
             tracing::debug!(error = %e, "TLS worker: register failed");
-            let _ = conn.guest.write(&[STATUS_FAILED]);
+            let _ = send_to(&conn.guest, &[STATUS_FAILED]);
             self.free.push(idx);
             return None;
         }
@@ -411,7 +411,7 @@ impl Loop {
                     if let Err(e) = c.host.set_nodelay(true) {
                         tracing::debug!(error = %e, "TCP_NODELAY failed");
                     }
-                    if c.guest.write(&[STATUS_OK]).is_err() {
+                    if send_to(&c.guest, &[STATUS_OK]).is_err() {
                         self.close(idx, true);
                         return;
                     }
@@ -443,7 +443,7 @@ impl Loop {
                         }
                     }
                     tracing::debug!(dst = %c.spec.dst, "TLS worker: connect failed: {why}");
-                    let _ = c.guest.write(&[STATUS_FAILED]);
+                    let _ = send_to(&c.guest, &[STATUS_FAILED]);
                     self.close(idx, false);
                     return;
                 }
@@ -603,7 +603,7 @@ impl Loop {
         // Best effort: the alert the session made for the guest.
         let out = &mut c.session.to_guest;
         if !out.is_empty() {
-            let _ = c.guest.write(out);
+            let _ = send_to(&c.guest, out);
         }
         self.close(idx, true);
     }
@@ -635,7 +635,7 @@ enum Ended {
 
 /// Writes what `out` holds to `sock` (until it would block); shuts the write side once
 /// `out` is empty and `done`. True when something happened.
-fn flush<S: Write + Shutdownable>(
+fn flush<S: AsRawFd>(
     sock: &mut S,
     side: &mut Side,
     out: &mut Vec<u8>,
@@ -643,7 +643,7 @@ fn flush<S: Write + Shutdownable>(
 ) -> Result<bool, Ended> {
     let mut progress = false;
     while side.writable && !out.is_empty() {
-        match sock.write(out) {
+        match super::sys::send(sock.as_raw_fd(), out) {
             Ok(0) => return Err(Ended::Io(io::ErrorKind::WriteZero.into())),
             Ok(n) => {
                 out.drain(..n);
@@ -656,7 +656,7 @@ fn flush<S: Write + Shutdownable>(
     }
     if out.is_empty() && done && !side.shut {
         side.shut = true;
-        if let Err(e) = sock.shut_write() {
+        if let Err(e) = super::sys::shutdown_write(sock.as_raw_fd()) {
             if e.kind() != io::ErrorKind::NotConnected {
                 return Err(Ended::Io(e));
             }
@@ -666,20 +666,10 @@ fn flush<S: Write + Shutdownable>(
     Ok(progress)
 }
 
-trait Shutdownable {
-    fn shut_write(&self) -> io::Result<()>;
-}
-
-impl Shutdownable for TcpStream {
-    fn shut_write(&self) -> io::Result<()> {
-        self.shutdown(Shutdown::Write)
-    }
-}
-
-impl Shutdownable for UnixStream {
-    fn shut_write(&self) -> io::Result<()> {
-        self.shutdown(Shutdown::Write)
-    }
+/// Writes `buf` to a socket without SIGPIPE (a closed peer is `EPIPE`: an embedding
+/// process may not ignore SIGPIPE).
+fn send_to(sock: &impl AsRawFd, buf: &[u8]) -> io::Result<usize> {
+    super::sys::send(sock.as_raw_fd(), buf)
 }
 
 /// `Ok(true)` once a non-blocking connect has finished, `Ok(false)` while it runs.

@@ -104,6 +104,9 @@ pub enum SessionError {
     /// No leaf certificate could be made for the server name.
     #[error("leaf certificate: {0}")]
     Leaf(super::TlsError),
+    /// rustls refused more input (its record buffer full): a bug, not the peer's doing.
+    #[error("TLS record buffer: {0}")]
+    Buffer(String),
     /// The secrets rewriter stopped the flow.
     #[error("{0}")]
     Rewrite(crate::secrets::http1::RewriteError),
@@ -359,6 +362,8 @@ impl Session {
                 error,
             }
         })?;
+        // What is written is encrypted and handed out at once; the caller bounds it.
+        client.set_buffer_limit(None);
         // Issue (or find) the leaf now, so that a name no leaf can be made for fails before
         // anything goes upstream.
         self.hello_at = now;
@@ -405,7 +410,7 @@ impl Session {
                     match client.read_tls(&mut rd) {
                         Ok(0) => break,
                         Ok(_) => {}
-                        Err(_) => break,
+                        Err(e) => return Err(SessionError::Buffer(e.to_string())),
                     }
                     if let Err(error) = client.process_new_packets() {
                         flush_client(client, &mut self.to_host);
@@ -451,6 +456,7 @@ impl Session {
                 return Err(SessionError::Guest(error));
             }
         };
+        server.set_buffer_limit(None);
         flush_server(&mut server, &mut self.to_guest);
         let rewriter = (!self.shared.secrets.is_empty()).then(|| {
             Box::new(AnyRewriter::for_alpn(
@@ -469,6 +475,7 @@ impl Session {
             guest_closed: false,
             host_closed: false,
         };
+        self.relay_from_host(&[])?;
         if early.is_empty() {
             Ok(())
         } else {
@@ -504,13 +511,17 @@ impl Session {
         let mut closed = false;
         while !rd.is_empty() {
             match server.read_tls(&mut rd) {
-                Ok(0) | Err(_) => break,
+                Ok(0) => break,
                 Ok(_) => {}
+                Err(e) => return Err(SessionError::Buffer(e.to_string())),
             }
             if let Err(e) = server.process_new_packets() {
                 flush_server(server, &mut self.to_guest);
                 return Err(SessionError::Guest(e));
             }
+            closed |= drain_plain(server.reader(), &mut self.plain);
+        }
+        if data.is_empty() {
             closed |= drain_plain(server.reader(), &mut self.plain);
         }
         flush_server(server, &mut self.to_guest);
@@ -524,8 +535,8 @@ impl Session {
             None => &self.plain,
         };
         if !out.is_empty() {
-            // Unbounded rustls buffer (`set_buffer_limit(None)` is the default for
-            // `writer()` after the handshake): the caller bounds what it reads.
+            // Cannot fail: the buffer is unbounded (`set_buffer_limit(None)`); the caller
+            // bounds what it reads.
             let _ = client.writer().write_all(out);
         }
         self.plain.clear();
@@ -550,8 +561,9 @@ impl Session {
         let mut closed = false;
         while !rd.is_empty() {
             match client.read_tls(&mut rd) {
-                Ok(0) | Err(_) => break,
+                Ok(0) => break,
                 Ok(_) => {}
+                Err(e) => return Err(SessionError::Buffer(e.to_string())),
             }
             if let Err(error) = client.process_new_packets() {
                 flush_client(client, &mut self.to_host);
@@ -560,6 +572,11 @@ impl Session {
                     error,
                 });
             }
+            closed |= drain_plain(client.reader(), &mut self.plain);
+        }
+        if data.is_empty() {
+            // Plaintext decrypted with the handshake's last flight (an HTTP/2 server's
+            // SETTINGS): handed on now, not at the server's next record.
             closed |= drain_plain(client.reader(), &mut self.plain);
         }
         flush_client(client, &mut self.to_host);
