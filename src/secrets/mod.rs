@@ -61,7 +61,6 @@
 //! `:authority` in the role of `Host`), [`scan`] for DATA frames, and HPACK decoding and
 //! re-encoding of header blocks in place of `httparse`.
 
-mod any_tmp;
 pub mod base64;
 pub mod config;
 pub mod http1;
@@ -74,7 +73,6 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-pub use any_tmp::AnyRewriter;
 pub use config::{
     SecretSpec, SecretValue, SecretsError, DEFAULT_PLACEHOLDER_PREFIX, MAX_PLACEHOLDER_LEN,
     MAX_SECRETS, MAX_VALUE_LEN, MIN_PLACEHOLDER_LEN,
