@@ -162,6 +162,9 @@ pub enum RewriteError {
     /// More than [`MAX_PIPELINED`] requests await their responses.
     #[error("more than {MAX_PIPELINED} requests await responses")]
     TooManyPipelined,
+    /// More HTTP/2 streams with state than [`super::http2::MAX_STREAMS`] in one direction.
+    #[error("more than {} HTTP/2 streams in progress", super::http2::MAX_STREAMS)]
+    TooManyStreams,
     /// An earlier call failed; the flow must be closed.
     #[error("the rewriter stopped after an earlier error")]
     Stopped,

@@ -7,9 +7,10 @@
 //! belongs to and where in a request it may be injected. The guest is given only a
 //! *placeholder* (`$RINGNET_SECRET_<ENV_VAR>` by default) in that variable
 //! ([`crate::SlotConfig::guest_env_vars`]). ringnet terminates the guest's TLS
-//! ([`crate::tls::session`]), and every decrypted request goes through a rewriter
-//! ([`AnyRewriter`]: [`http1`], or HTTP/2 by ALPN), which swaps placeholders for values on
-//! the way out and real values back to placeholders on the way in.
+//! ([`crate::tls::session`]), and every decrypted request goes through a rewriter, which
+//! swaps placeholders for values on the way out and real values back to placeholders on the
+//! way in: an [`AnyRewriter`] holding an [`http1::Rewriter`], or an [`http2::Rewriter`] when
+//! ALPN chose `h2`.
 //!
 //! Pure code: bytes in, bytes and decisions out. No syscall except reading a `value_file`
 //! or a host environment variable when the configuration is derived ([`Secrets::load`]).
@@ -51,19 +52,24 @@
 //! ## Limits
 //!
 //! [`MAX_SECRETS`] secrets, placeholders of [`MIN_PLACEHOLDER_LEN`]..=[`MAX_PLACEHOLDER_LEN`]
-//! bytes, values of at most [`MAX_VALUE_LEN`] bytes; the rewriter's own bounds are in
-//! [`http1`].
+//! bytes, values of at most [`MAX_VALUE_LEN`] bytes; the rewriters' own bounds are in
+//! [`http1`] and [`http2`].
 //!
 //! ## HTTP/2
 //!
-//! Out of scope for now. An HTTP/2 rewriter will sit beside [`http1`] (chosen by ALPN) and
-//! reuse everything but the framing: [`Secrets`] and [`FlowContext`] for decisions (with
-//! `:authority` in the role of `Host`), [`scan`] for DATA frames, and HPACK decoding and
-//! re-encoding of header blocks in place of `httparse`.
+//! [`http2::Rewriter`] sits beside [`http1`], chosen by ALPN ([`AnyRewriter::for_alpn`]),
+//! with the same interface, errors ([`http1::RewriteError`]) and decisions: [`Secrets`] and
+//! [`FlowContext`] (with `:authority` in the role of `Host`), [`scan`] for DATA frames (one
+//! carry per stream). In place of `httparse` it reads frames (RFC 9113) and decodes every
+//! header block with HPACK (RFC 7541); a block that needs a change is re-encoded without the
+//! dynamic table, DATA is re-framed, and the flow-control windows the peers see are kept in
+//! step through the WINDOW_UPDATE frames (see its module docs for the residual risk).
 
 pub mod base64;
 pub mod config;
 pub mod http1;
+pub mod http2;
+mod rewriter;
 pub mod scan;
 #[cfg(test)]
 mod tests;
@@ -72,6 +78,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+
+pub use rewriter::AnyRewriter;
 
 pub use config::{
     SecretSpec, SecretValue, SecretsError, DEFAULT_PLACEHOLDER_PREFIX, MAX_PLACEHOLDER_LEN,
@@ -421,7 +429,7 @@ pub struct SecretStats {
     pub scrubbed: u64,
     /// Violations (at most one per rewriter: it stops there).
     pub violations: u64,
-    /// Requests whose head exceeded [`http1::HEAD_MAX`].
+    /// Requests (or HTTP/2 header blocks) larger than [`http1::HEAD_MAX`].
     pub heads_too_large: u64,
 }
 
