@@ -762,6 +762,11 @@ fn attach(
                 continue;
             }
         };
+        if net.termination().fired().is_some() {
+            // The network was terminated (its poll thread closed the TAP, which the watch
+            // saw first): say why, not "deleted".
+            return Err(poll_thread_stopped(net, opts, &gone));
+        }
         net.termination()
             .trigger(ringnet::observe::TermEvent::GuestGone);
         // Dropping the namespace and TAP fds lets the kernel free a deleted namespace. The

@@ -215,7 +215,9 @@ fn header() {
     b.resolve("api.test");
     let out = b.curl(
         "api.test",
-        &format!("-D - -H 'Authorization: Bearer {PH}' -H 'X-Api-Key: {PH}' https://api.test/h1"),
+        &format!(
+            "--http1.1 -D - -H 'Authorization: Bearer {PH}' -H 'X-Api-Key: {PH}' https://api.test/h1"
+        ),
     );
     out.ok();
     let reqs = b.srv.wait_requests(1, CMD);
