@@ -44,7 +44,7 @@
 //! Every [`SessionError`] is final: the caller flushes what is in [`Session::to_guest`]
 //! (an alert, when one was made) and closes both sides, resetting the upstream one.
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Write};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -55,6 +55,7 @@ use rustls::{ClientConnection, ServerConfig, ServerConnection};
 
 use super::upstream::{provider, Upstream};
 use super::{LeafCache, TlsConfig};
+use crate::secrets::http1::Side;
 use crate::secrets::{AnyRewriter, FlowContext, SecretStats, Secrets};
 
 /// Largest ClientHello (all records up to it) kept for a bypass.
@@ -188,7 +189,6 @@ pub struct Session {
     latest: SecretStats,
     /// When the ClientHello was read (the leaf's clock).
     hello_at: SystemTime,
-    plain: Vec<u8>,
     rewritten: Vec<u8>,
 }
 
@@ -220,7 +220,6 @@ impl Session {
             reported: SecretStats::default(),
             latest: SecretStats::default(),
             hello_at: SystemTime::UNIX_EPOCH,
-            plain: Vec::new(),
             rewritten: Vec::new(),
         }
     }
@@ -509,37 +508,32 @@ impl Session {
         };
         let mut rd = data;
         let mut closed = false;
-        while !rd.is_empty() {
-            match server.read_tls(&mut rd) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) => return Err(SessionError::Buffer(e.to_string())),
+        loop {
+            if !rd.is_empty() {
+                match server.read_tls(&mut rd) {
+                    Ok(0) => rd = &[],
+                    Ok(_) => {}
+                    Err(e) => return Err(SessionError::Buffer(e.to_string())),
+                }
+                if let Err(e) = server.process_new_packets() {
+                    flush_server(server, &mut self.to_guest);
+                    return Err(SessionError::Guest(e));
+                }
             }
-            if let Err(e) = server.process_new_packets() {
-                flush_server(server, &mut self.to_guest);
-                return Err(SessionError::Guest(e));
+            // Plaintext straight from rustls' buffer through the rewriter into the other
+            // connection (which encrypts it at once).
+            closed |= pass_plain(
+                server.reader(),
+                rewriter.as_deref_mut(),
+                Side::FromGuest,
+                &mut self.rewritten,
+                &mut client.writer(),
+            )?;
+            if rd.is_empty() {
+                break;
             }
-            closed |= drain_plain(server.reader(), &mut self.plain);
-        }
-        if data.is_empty() {
-            closed |= drain_plain(server.reader(), &mut self.plain);
         }
         flush_server(server, &mut self.to_guest);
-        let out = match rewriter {
-            Some(rw) => {
-                self.rewritten.clear();
-                rw.from_guest(&self.plain, &mut self.rewritten)
-                    .map_err(SessionError::Rewrite)?;
-                &self.rewritten
-            }
-            None => &self.plain,
-        };
-        if !out.is_empty() {
-            // Cannot fail: the buffer is unbounded (`set_buffer_limit(None)`); the caller
-            // bounds what it reads.
-            let _ = client.writer().write_all(out);
-        }
-        self.plain.clear();
         flush_client(client, &mut self.to_host);
         if closed {
             self.guest_closed()?;
@@ -559,40 +553,35 @@ impl Session {
         };
         let mut rd = data;
         let mut closed = false;
-        while !rd.is_empty() {
-            match client.read_tls(&mut rd) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) => return Err(SessionError::Buffer(e.to_string())),
+        loop {
+            if !rd.is_empty() {
+                match client.read_tls(&mut rd) {
+                    Ok(0) => rd = &[],
+                    Ok(_) => {}
+                    Err(e) => return Err(SessionError::Buffer(e.to_string())),
+                }
+                if let Err(error) = client.process_new_packets() {
+                    flush_client(client, &mut self.to_host);
+                    return Err(SessionError::Upstream {
+                        name: String::new(),
+                        error,
+                    });
+                }
             }
-            if let Err(error) = client.process_new_packets() {
-                flush_client(client, &mut self.to_host);
-                return Err(SessionError::Upstream {
-                    name: String::new(),
-                    error,
-                });
+            // Also with no input: plaintext decrypted with the handshake's last flight (an
+            // HTTP/2 server's SETTINGS) is handed on now, not at the server's next record.
+            closed |= pass_plain(
+                client.reader(),
+                rewriter.as_deref_mut(),
+                Side::FromHost,
+                &mut self.rewritten,
+                &mut server.writer(),
+            )?;
+            if rd.is_empty() {
+                break;
             }
-            closed |= drain_plain(client.reader(), &mut self.plain);
-        }
-        if data.is_empty() {
-            // Plaintext decrypted with the handshake's last flight (an HTTP/2 server's
-            // SETTINGS): handed on now, not at the server's next record.
-            closed |= drain_plain(client.reader(), &mut self.plain);
         }
         flush_client(client, &mut self.to_host);
-        let out = match rewriter {
-            Some(rw) => {
-                self.rewritten.clear();
-                rw.from_host(&self.plain, &mut self.rewritten)
-                    .map_err(SessionError::Rewrite)?;
-                &self.rewritten
-            }
-            None => &self.plain,
-        };
-        if !out.is_empty() {
-            let _ = server.writer().write_all(out);
-        }
-        self.plain.clear();
         flush_server(server, &mut self.to_guest);
         if closed {
             self.host_closed()?;
@@ -695,17 +684,40 @@ fn offered_alpn(hello: &ClientHello<'_>) -> Vec<Vec<u8>> {
     })
 }
 
-/// Reads every plaintext byte rustls holds into `out`; true when the peer sent
-/// close_notify (or the stream ended uncleanly).
-fn drain_plain(mut reader: rustls::Reader<'_>, out: &mut Vec<u8>) -> bool {
-    let mut buf = [0u8; 16 * 1024];
+/// Moves every plaintext byte `reader` holds, without copying it out first, through `rw`
+/// (when secrets are configured) into `to` (the other connection's writer, which encrypts
+/// at once); true when the peer sent close_notify (or the stream ended uncleanly).
+fn pass_plain(
+    mut reader: rustls::Reader<'_>,
+    mut rw: Option<&mut AnyRewriter>,
+    side: Side,
+    scratch: &mut Vec<u8>,
+    to: &mut rustls::Writer<'_>,
+) -> Result<bool, SessionError> {
     loop {
-        match reader.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-            Err(_) => return true,
-        }
+        let chunk = match reader.fill_buf() {
+            Ok([]) => return Ok(true),
+            Ok(chunk) => chunk,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(_) => return Ok(true),
+        };
+        let n = chunk.len();
+        let out = match rw.as_deref_mut() {
+            Some(rw) => {
+                scratch.clear();
+                match side {
+                    Side::FromGuest => rw.from_guest(chunk, scratch),
+                    Side::FromHost => rw.from_host(chunk, scratch),
+                }
+                .map_err(SessionError::Rewrite)?;
+                &scratch[..]
+            }
+            None => chunk,
+        };
+        // Cannot fail: the connection's buffer is unbounded (`set_buffer_limit(None)`); the
+        // caller bounds what it reads.
+        let _ = to.write_all(out);
+        reader.consume(n);
     }
 }
 
