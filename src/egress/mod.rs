@@ -32,7 +32,11 @@
 //! The wake-up file descriptors of the poll thread (eventfds, the TAP fd) are registered
 //! with [`Driver::watch`] so that one `wait` is the thread's only blocking point.
 //!
-//! Syscalls are made by `sys.rs`, `driver.rs` and the two mechanisms only (`state.rs` is
+//! [`intercept`] is the I/O half of TLS interception: worker threads, each a mio loop over
+//! the intercepted flows handed to it (a unix socket pair to the poll thread, a TCP socket
+//! to the server), driving [`crate::tls::session::Session`]s off the poll thread.
+//!
+//! Syscalls are made by `sys.rs`, `driver.rs`, `intercept.rs` and the two mechanisms only (`state.rs` is
 //! handed its one read as a closure). A negative CQE result or a failed syscall becomes an
 //! `io::Error` in exactly one place each (`uring/op.rs`, `sys.rs`).
 
