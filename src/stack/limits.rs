@@ -47,9 +47,18 @@ pub fn host_sockets(cfg: &SlotConfig) -> usize {
 }
 
 /// File descriptors a process serving one guest network needs at its limits:
-/// [`host_sockets`] plus [`OWN_FDS`].
+/// [`host_sockets`] plus [`OWN_FDS`], plus with `tls.enabled` two more per TCP flow (an
+/// intercepted flow's host socket is a socket pair to a TLS worker, which holds the
+/// server's socket).
 pub fn fds_wanted(cfg: &SlotConfig) -> u64 {
-    host_sockets(cfg).saturating_add(OWN_FDS) as u64
+    let tls = if cfg.tls.enabled {
+        cfg.max_connections.saturating_mul(2)
+    } else {
+        0
+    };
+    host_sockets(cfg)
+        .saturating_add(tls)
+        .saturating_add(OWN_FDS) as u64
 }
 
 /// Which descriptor table was full.
@@ -256,6 +265,21 @@ mod tests {
         assert_eq!(
             fds_wanted(&slot),
             (1000 + 500 + CLOSING_SOCKETS + OWN_FDS) as u64
+        );
+        // TLS interception: a socket pair per flow besides the server's socket.
+        cfg.tls.enabled = true;
+        let slot = cfg
+            .derive(
+                0,
+                HostRoutes {
+                    ipv4: true,
+                    ipv6: false,
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            fds_wanted(&slot),
+            (3 * 1000 + 500 + CLOSING_SOCKETS + OWN_FDS) as u64
         );
     }
 }
