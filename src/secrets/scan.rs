@@ -27,6 +27,8 @@ pub struct Patterns {
     /// `(index, bytes)`, longest first.
     by_len: Vec<(usize, Box<[u8]>)>,
     first: Box<[bool]>,
+    /// The distinct first bytes (for a memchr jump to the next candidate position).
+    firsts: Vec<u8>,
     max_len: usize,
 }
 
@@ -59,9 +61,11 @@ impl Patterns {
             first[usize::from(p[0])] = true;
         }
         let max_len = by_len.first().map_or(0, |(_, p)| p.len());
+        let firsts = (0..=255u8).filter(|&b| first[usize::from(b)]).collect();
         Patterns {
             by_len,
             first,
+            firsts,
             max_len,
         }
     }
@@ -75,6 +79,19 @@ impl Patterns {
     #[must_use]
     pub fn max_len(&self) -> usize {
         self.max_len
+    }
+
+    /// The first position at or after `from` where some pattern could start (`buf.len()`
+    /// when none): memchr for up to three distinct first bytes, else a table scan.
+    fn next_start(&self, buf: &[u8], from: usize) -> usize {
+        let rest = &buf[from.min(buf.len())..];
+        let found = match self.firsts[..] {
+            [a] => memchr::memchr(a, rest),
+            [a, b] => memchr::memchr2(a, b, rest),
+            [a, b, c] => memchr::memchr3(a, b, c, rest),
+            _ => rest.iter().position(|&x| self.first[usize::from(x)]),
+        };
+        found.map_or(buf.len(), |j| from + j)
     }
 
     fn at(&self, buf: &[u8], i: usize, at_end: bool) -> At {
@@ -104,14 +121,14 @@ impl Patterns {
         if self.is_empty() {
             return found;
         }
-        let mut i = 0;
+        let mut i = self.next_start(buf, 0);
         while i < buf.len() {
             match self.at(buf, i, true) {
                 At::Match { idx, len } => {
                     found.push((i, idx));
-                    i += len;
+                    i = self.next_start(buf, i + len);
                 }
-                _ => i += 1,
+                _ => i = self.next_start(buf, i + 1),
             }
         }
         found
@@ -203,16 +220,17 @@ impl Scanner {
             start = i - carried;
         }
         let mut emitted = start;
-        let mut i = start;
+        let mut i = pats.next_start(input, start);
         while i < input.len() {
             match pats.at(input, i, at_end) {
-                At::None => i += 1,
+                At::None => i = pats.next_start(input, i + 1),
                 At::Match { idx, len } => {
                     out.extend_from_slice(&input[emitted..i]);
                     replace(idx, out)?;
                     matches += 1;
                     i += len;
                     emitted = i;
+                    i = pats.next_start(input, i);
                 }
                 At::Pending => {
                     out.extend_from_slice(&input[emitted..i]);
