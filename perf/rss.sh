@@ -288,8 +288,8 @@ done
 stop_bg "$SRV"
 cleanup
 
-python3 - "$OUTJ" "$OUTM" "$STAMP" "$HOST" "$(git -C "$REPO" log -1 --format=%h -- src Cargo.toml 2>/dev/null)" <<'EOF'
-import json, sys
+python3 - "$OUTJ" "$OUTM" "$STAMP" "$HOST" "$(git -C "$REPO" log -1 --format=%h -- src Cargo.toml 2>/dev/null)" "$WORK" <<'EOF'
+import json, os, re, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 idle = [r for r in rows if r.get("scenario", "idle") == "idle"]
 bulk = [r for r in rows if r.get("scenario") == "bulk"]
@@ -359,6 +359,23 @@ if bulk:
                    f"{mib(r['vmhwm_kib'])} | {mib(r['after_down_anon_kib'])} / "
                    f"{mib(r['after_down_file_kib'])} / {mib(r['after_down_shmem_kib'])} | "
                    f"{rate(r.get('up', {}))} / {rate(r.get('down', {}))} | {r.get('idle_trims', '–')} |")
+    # what stays resident: the backend's mappings after the last transfer (/proc/PID/smaps)
+    parts = []
+    for r in bulk:
+        f = os.path.join(sys.argv[6], f"smaps-{r['backend']}.txt")
+        if "error" in r or not os.path.exists(f):
+            continue
+        rss, name = {}, "?"
+        for line in open(f):
+            m = re.match(r"^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$", line)
+            if m:
+                name = os.path.basename(m.group(1).strip()) or "[anon]"
+            elif line.startswith("Rss:"):
+                rss[name] = rss.get(name, 0) + int(line.split()[1])
+        top = sorted(((v, k) for k, v in rss.items() if v > 0), reverse=True)
+        parts.append(f"- {r['backend']}: " + ", ".join(f"{k} {v / 1024:.1f}" for v, k in top[:8]))
+    if parts:
+        out += ["", "Resident after the down transfer, by mapping (MiB, /proc/PID/smaps Rss):", ""] + parts
 open(sys.argv[2], "w").write("\n".join(out) + "\n")
 print("\n".join(out))
 EOF
