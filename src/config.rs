@@ -164,6 +164,9 @@ pub enum ConfigError {
         value: u64,
         max: u64,
     },
+    /// `egress.idle_trim_ms` is neither 0 nor within [`IDLE_TRIM_RANGE_MS`].
+    #[error("egress.idle_trim_ms = {value} is out of range: 0 (never) or 100..=3600000")]
+    IdleTrim { value: u64 },
     /// The explicit `interface.mac` cannot be a guest's MAC.
     #[error("interface.mac = {value} is not usable as a guest MAC: {reason}")]
     GuestMac {
@@ -380,10 +383,19 @@ pub struct EgressConfig {
     /// yet acknowledged by the guest). Bigger than the other direction because host data
     /// lands in it straight from the host socket: it is all there is.
     pub tcp_to_guest_buffer_bytes: usize,
+    /// After this long without traffic (no guest frame, no host socket event) the poll
+    /// thread gives memory back: the frame pool's free slots, spare socket buffers and the
+    /// heap's free memory ([`crate::stack`]); once per idle period. 0 never trims; else
+    /// within [`IDLE_TRIM_RANGE_MS`]. Low values trim between the bursts of a slow trickle,
+    /// which then pays page faults for every slot it reuses.
+    pub idle_trim_ms: u64,
     /// CPU to pin the poll thread to; unpinned when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu: Option<usize>,
 }
+
+/// Allowed `egress.idle_trim_ms` other than 0 (never): 100 ms to 1 hour.
+pub const IDLE_TRIM_RANGE_MS: std::ops::RangeInclusive<u64> = 100..=3_600_000;
 
 impl Default for EgressConfig {
     fn default() -> Self {
@@ -396,6 +408,7 @@ impl Default for EgressConfig {
             max_udp_flows: 1024,
             tcp_buffer_bytes: 256 * 1024,
             tcp_to_guest_buffer_bytes: 1024 * 1024,
+            idle_trim_ms: 2000,
             cpu: None,
         }
     }
@@ -605,6 +618,11 @@ impl NetworkConfig {
                     max: MAX_TCP_BUFFER as u64,
                 });
             }
+        }
+        if egress.idle_trim_ms != 0 && !IDLE_TRIM_RANGE_MS.contains(&egress.idle_trim_ms) {
+            return Err(ConfigError::IdleTrim {
+                value: egress.idle_trim_ms,
+            });
         }
         self.dns.validate()?;
         self.policy.compile()?;

@@ -24,8 +24,12 @@
 //!   egress driver's socket buffer (the kernel copies the rest).
 //! - Only [`backend`] (TAP, namespaces), [`egress`] (host sockets), [`pcap`] (the capture
 //!   file's writer thread) and [`tls::ca`] (the interception CA's files, read or written once
-//!   in [`Network::new`]) make syscalls; the
+//!   in [`Network::new`]) make syscalls, besides [`mem`] (`madvise` of free pool slots and
+//!   `malloc_trim` when a link goes idle); the
 //!   [`wire`] classifier and emitters and the [`config`] derivation are pure.
+//! - An idle network gives its memory back: after `egress.idle_trim_ms` without traffic the
+//!   poll thread discards the free pool slots' pages, drops spare socket buffers and trims
+//!   the heap ([`stack`], [`pool::Pool::trim`]), so RSS falls back near its start value.
 //! - Nothing a guest sends can make ringnet panic or grow without bound: every queue, flow
 //!   table and buffer has a limit and a counter in [`metrics::Stats`].
 //!
@@ -63,6 +67,7 @@ pub mod config;
 pub mod dns;
 pub mod egress;
 pub mod link;
+pub mod mem;
 pub mod metrics;
 pub mod network;
 pub mod observe;

@@ -83,6 +83,12 @@ counters!(
         to_guest_dropped,
         /// Poll-loop iterations.
         polls,
+        /// Idle trims: times the poll thread gave memory back after `egress.idle_trim_ms`
+        /// without traffic (free pool slots, spare socket buffers, the heap).
+        idle_trims,
+        /// Bytes of free frame-pool slots that were resident and were given back by idle
+        /// trims (`mincore(2)` before `MADV_DONTNEED`), in total.
+        idle_trim_pool_bytes,
         /// ARP/NDP frames naming a MAC other than the guest's (dropped: they would repoint
         /// the gateway's neighbour entry for the guest and cut it off).
         neigh_spoofed,

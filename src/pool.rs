@@ -2,7 +2,8 @@
 //!
 //! # Theory of operation
 //!
-//! One allocation holds `count` slots of [`SLOT_BYTES`] each. A slot is laid out as the
+//! One allocation holds `count` slots of [`SLOT_BYTES`] each, [`STRIDE`] bytes apart (a
+//! slot starts on a 4 KiB boundary, so a slot's pages are its own). A slot is laid out as the
 //! 12-byte virtio-net header ([`crate::wire::vnet::VNET_HDR_LEN`]) followed by an Ethernet
 //! frame of up to [`MAX_FRAME`] bytes — big enough for a 64 KiB GSO super-frame — which is
 //! exactly what a TAP device with `IFF_VNET_HDR` reads and writes, so a slot can be handed to
@@ -29,6 +30,42 @@
 //! return `None` and the caller drops the frame and counts it ([`Pool::lease_failures`]).
 //! Memory is reserved, not touched: pages of a slot are first written when a frame lands in
 //! it.
+//!
+//! # Trimming (giving free slots' pages back)
+//!
+//! Touched pages stay resident after their frame is gone, so a link that once carried a
+//! bulk transfer holds the whole pool (64 MiB at [`crate::link::POOL_SLOTS`]) forever.
+//! [`Pool::trim`], called by the poll thread once its link has been idle for a while,
+//! hands the free slots' pages back to the kernel ([`crate::mem::discard`]:
+//! `MADV_DONTNEED`; the next write of such a page faults in a zero page).
+//!
+//! Invariant that makes it safe: **only a slot index the trimmer itself popped from the free
+//! list is discarded, and only pages lying wholly inside a run of such slots.** A popped
+//! index is owned exactly like a leased one — the free list hands each index out once, so
+//! while the trimmer holds it no `Frame` for it exists and no other thread can lease it —
+//! and a slot in use (a `Frame` alive on any thread, a frame on a ring) is never on the free
+//! list, so its bytes are never touched. With 4 KiB pages every slot is [`STRIDE`] / 4096
+//! whole pages of its own; with larger pages (16 or 64 KiB on some arm64 kernels) a page may
+//! span two slots, and it is discarded only when both are in the same popped run (ranges
+//! are rounded inwards), so the neighbour of a slot in use keeps the page they share.
+//!
+//! Race analysis (the VMM thread, the vhost-user worker or a TAP read may lease and drop
+//! frames while the poll thread trims):
+//! - ordering: a frame dropped on another thread pushes its index with release semantics and
+//!   the trimmer's pop acquires it, so the previous owner's writes are complete before the
+//!   pages are discarded; the trimmer's push releases the discarded state to the next
+//!   lessee's acquiring pop. A lessee never relies on old slot contents ([`Pool::lease`]
+//!   zeroes the header and length; the frame bytes are written before they are read).
+//! - concurrent lease: the trimmer takes at most [`TRIM_BATCH`] indices off the list at a
+//!   time and pushes them back after one batch of `madvise` calls, so a concurrent `lease`
+//!   fails (a counted drop, as for any empty pool) only if more than `count - TRIM_BATCH`
+//!   frames are in flight at that instant — which a link idle long enough to be trimmed does
+//!   not have. The free list never overflows: the indices out with the trimmer are exactly
+//!   like leased ones, so at most `count` indices are ever queued.
+//! - concurrent drop: a frame returned meanwhile lands behind the batch and is simply
+//!   visited (or not) by this trim; a slot may be discarded twice or missed, neither of
+//!   which matters.
+//! - termination: a trim visits at most as many indices as were free when it began.
 
 use std::cell::UnsafeCell;
 use std::ptr::NonNull;
@@ -42,6 +79,17 @@ pub const HDR_BYTES: usize = 12;
 pub const MAX_FRAME: usize = 65535 + 14 + 4;
 /// Bytes per slot (header + frame, rounded up to a cache line).
 pub const SLOT_BYTES: usize = (HDR_BYTES + MAX_FRAME).div_ceil(64) * 64;
+/// Distance between slot starts: [`SLOT_BYTES`] rounded up to 4 KiB, so that with 4 KiB
+/// pages no page holds bytes of two slots and a free slot's pages can be given back
+/// whatever its neighbours do ([`Pool::trim`]). The bytes between a slot's end and the next
+/// slot are never touched (address space, not memory).
+pub const STRIDE: usize = SLOT_BYTES.next_multiple_of(SLOT_ALIGN);
+/// Alignment of the first slot (and, through [`STRIDE`], of every slot).
+const SLOT_ALIGN: usize = 4096;
+
+/// Free slots the trimmer takes off the free list at a time ([`Pool::trim`]): the most a
+/// concurrent `lease` can find missing, and 4 MiB of slots per `madvise` batch.
+pub const TRIM_BATCH: usize = 64;
 
 /// Errors creating a pool.
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +101,8 @@ pub enum PoolError {
 /// The slots and their bookkeeping; lives at a fixed address for the pool's lifetime (or
 /// forever, when leaked).
 struct Slots {
-    /// Owns the allocation `base` points into (freed with it).
+    /// Owns the allocation `base` points into (freed with it): `count` × [`STRIDE`] bytes
+    /// plus room to align `base`.
     _bytes: Box<[UnsafeCell<u8>]>,
     /// Start of `bytes`, for slot addressing without a bounds check per access (every
     /// index a `Frame` holds is below `count`: it came from the free list).
@@ -63,6 +112,8 @@ struct Slots {
     free: ArrayQueue<u32>,
     count: usize,
     lease_failures: AtomicU64,
+    /// The memory page size ([`crate::mem::page_size`]), for [`Pool::trim`].
+    page: usize,
 }
 
 // SAFETY: the bytes of a slot are only reached through the `Frame` that owns its index, and
@@ -108,7 +159,7 @@ impl Frame {
     fn slot_ptr(&self) -> *mut u8 {
         // SAFETY: `idx < count` (it came from this pool's free list), so the slot lies inside
         // the allocation `base` points to.
-        unsafe { self.slots().base.add(self.idx as usize * SLOT_BYTES) }
+        unsafe { self.slots().base.add(self.idx as usize * STRIDE) }
     }
 
     /// The whole slot: header then frame capacity.
@@ -231,7 +282,8 @@ impl Pool {
             return Err(PoolError::BadSize(count));
         }
         // `vec![0; n]` of a zeroable type comes from calloc: pages are mapped on first touch.
-        let bytes: Vec<u8> = vec![0u8; count * SLOT_BYTES];
+        // Reserve one alignment unit more: the first slot starts at the first 4 KiB boundary.
+        let bytes: Vec<u8> = vec![0u8; count * STRIDE + SLOT_ALIGN];
         // SAFETY: `UnsafeCell<u8>` has the same layout as `u8` (repr(transparent)), so the
         // allocation can be reinterpreted without copying; length and capacity are unchanged.
         let bytes: Box<[UnsafeCell<u8>]> = unsafe {
@@ -248,7 +300,10 @@ impl Pool {
             free.push(i as u32).expect("free list sized to count");
         }
         // `UnsafeCell::raw_get` gives a mutable pointer without creating a reference.
-        let base = UnsafeCell::raw_get(bytes.as_ptr());
+        let start = UnsafeCell::raw_get(bytes.as_ptr());
+        // SAFETY: the offset is below SLOT_ALIGN, and the allocation has SLOT_ALIGN bytes
+        // beyond the `count * STRIDE` the slots use, so `base` and every slot stay inside it.
+        let base = unsafe { start.add(start.align_offset(SLOT_ALIGN)) };
         let slots = Box::new(Slots {
             _bytes: bytes,
             base,
@@ -256,6 +311,7 @@ impl Pool {
             free,
             count,
             lease_failures: AtomicU64::new(0),
+            page: crate::mem::page_size(),
         });
         Ok(Pool {
             slots: NonNull::from(Box::leak(slots)),
@@ -301,6 +357,74 @@ impl Pool {
                 None
             }
         }
+    }
+
+    /// Give the pages of the slots free now back to the kernel (see "Trimming" in the
+    /// module docs for why this is safe while other threads lease and return frames).
+    /// Returns how many bytes of them were resident. Slots in use are not touched; a free
+    /// slot's contents read as zero afterwards.
+    ///
+    /// A few `madvise(2)` calls per [`TRIM_BATCH`] slots: meant for an idle link, not the
+    /// data path.
+    pub fn trim(&self) -> usize {
+        let s = self.slots();
+        let mut batch = [0u32; TRIM_BATCH];
+        let mut left = s.free.len();
+        let mut released = 0;
+        while left > 0 {
+            let want = left.min(TRIM_BATCH);
+            let mut n = 0;
+            while n < want {
+                let Some(idx) = s.free.pop() else { break };
+                batch[n] = idx;
+                n += 1;
+            }
+            left -= want;
+            let held = &mut batch[..n];
+            held.sort_unstable();
+            let mut i = 0;
+            while i < held.len() {
+                // A run of consecutive slot indices: one contiguous byte range.
+                let mut j = i + 1;
+                while j < held.len() && held[j] == held[j - 1] + 1 {
+                    j += 1;
+                }
+                released += self.discard_run(held[i] as usize, held[j - 1] as usize + 1);
+                i = j;
+            }
+            for &idx in held.iter() {
+                // Invariant: the trimmer held these indices like frames do, so the free
+                // list (sized `count`) has room for them.
+                if s.free.push(idx).is_err() {
+                    unreachable!("frame pool free list overflow returning trimmed slot {idx}");
+                }
+            }
+            if n < want {
+                break; // the list ran dry: everything else is in use
+            }
+        }
+        released
+    }
+
+    /// Discard the whole pages inside slots `first..end` (all held by the trimmer).
+    fn discard_run(&self, first: usize, end: usize) -> usize {
+        let s = self.slots();
+        let page = s.page;
+        // The strides of slots `first..end` (each slot's unused tail included), rounded
+        // inwards to whole pages (a no-op with 4 KiB pages).
+        let from = s.base as usize + first * STRIDE;
+        let to = s.base as usize + end * STRIDE;
+        let (from, to) = (from.next_multiple_of(page), to - to % page);
+        if from >= to {
+            return 0;
+        }
+        // SAFETY:
+        // - `[from, to)` lies inside slots `first..end` of the pool's allocation (rounded
+        //   inwards to whole pages), a private anonymous allocation;
+        // - the caller popped every one of those slot indices from the free list, so no
+        //   `Frame` for them exists and no other thread can lease them until they are pushed
+        //   back: nothing else touches these bytes, and free slots' contents are not needed.
+        unsafe { crate::mem::discard(s.base.add(from - s.base as usize), to - from) }
     }
 }
 
@@ -375,6 +499,130 @@ mod tests {
         assert_eq!((a.available(), b.available()), (0, 1));
         drop(fa);
         assert_eq!((a.available(), b.available()), (1, 1));
+    }
+
+    /// Fill a whole slot with `v`.
+    fn fill(f: &mut Frame, v: u8) {
+        f.slot_mut().fill(v);
+    }
+
+    #[test]
+    fn slots_start_on_4k_boundaries() {
+        const _: () = assert!(STRIDE.is_multiple_of(4096) && STRIDE >= SLOT_BYTES);
+        let pool = Pool::new(3).unwrap();
+        let frames: Vec<Frame> = (0..3).map(|_| pool.lease().unwrap()).collect();
+        for f in &frames {
+            assert!((f.slot().as_ptr() as usize).is_multiple_of(4096));
+        }
+    }
+
+    #[test]
+    fn trim_releases_free_slots_and_leaves_slots_in_use_alone() {
+        let page = crate::mem::page_size();
+        let pool = Pool::new(8).unwrap();
+        let mut frames: Vec<Frame> = (0..8).map(|_| pool.lease().unwrap()).collect();
+        for f in &mut frames {
+            let v = 0x10 + f.index() as u8;
+            fill(f, v);
+            f.set_len(1000);
+        }
+        // Slots 2 and 5 stay in use; the rest go back to the free list.
+        let mut kept: Vec<Frame> = Vec::new();
+        for f in frames {
+            if matches!(f.index(), 2 | 5) {
+                kept.push(f);
+            }
+        }
+        assert_eq!(pool.available(), 6);
+        let released = pool.trim();
+        // Every page of the six free slots was resident (filled), and is released.
+        let per_slot = STRIDE / page * page;
+        let whole = SLOT_BYTES.div_ceil(page) * page;
+        assert!(
+            released >= 6 * (SLOT_BYTES / page) * page && released <= 6 * per_slot.max(whole),
+            "released {released}"
+        );
+        assert_eq!(
+            pool.available(),
+            6,
+            "every trimmed slot is back on the free list"
+        );
+        assert_eq!(pool.trim(), 0, "nothing left to release");
+        // Slots in use: every byte, header included, as written; lengths kept.
+        for f in &kept {
+            let v = 0x10 + f.index() as u8;
+            assert!(
+                f.slot().iter().all(|&b| b == v),
+                "slot {} changed",
+                f.index()
+            );
+            assert_eq!(f.len(), 1000);
+        }
+        // The free slots read as zero, and work as before.
+        let mut again: Vec<Frame> = (0..6).map(|_| pool.lease().unwrap()).collect();
+        assert!(pool.lease().is_none());
+        for f in &mut again {
+            assert!(!matches!(f.index(), 2 | 5));
+            assert!(
+                f.slot().iter().all(|&b| b == 0),
+                "slot {} not zero",
+                f.index()
+            );
+            fill(f, 0x77);
+            f.set_len(65549);
+            assert!(f.bytes().iter().all(|&b| b == 0x77));
+        }
+        for f in &kept {
+            let v = 0x10 + f.index() as u8;
+            assert!(f.slot().iter().all(|&b| b == v));
+        }
+    }
+
+    #[test]
+    fn trim_races_with_lease_and_drop_on_another_thread() {
+        use std::sync::atomic::AtomicBool;
+        use std::sync::Arc;
+        // More slots than two trim batches, so a lease finds one while a batch is out.
+        let pool = Arc::new(Pool::new(4 * TRIM_BATCH).unwrap());
+        let trims = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(AtomicBool::new(false));
+        let worker = {
+            let (pool, trims, done) = (pool.clone(), trims.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut held: Vec<Frame> = Vec::new();
+                let mut checked = 0;
+                for round in 0..200u32 {
+                    // Lease a few and write them whole, then hold them while at least one
+                    // whole trim runs, then check that not a byte changed.
+                    for k in 0..4u32 {
+                        if let Some(mut f) = pool.lease() {
+                            let v = ((round + k) as u8) | 1;
+                            fill(&mut f, v);
+                            held.push(f);
+                        }
+                    }
+                    let t0 = trims.load(Ordering::Acquire);
+                    while trims.load(Ordering::Acquire) < t0 + 2 {
+                        std::thread::yield_now();
+                    }
+                    for f in held.drain(..) {
+                        let v = f.slot()[0];
+                        assert!(v & 1 == 1, "slot {} was discarded while leased", f.index());
+                        assert!(f.slot().iter().all(|&b| b == v), "slot {} torn", f.index());
+                        checked += 1;
+                    }
+                }
+                done.store(true, Ordering::Release);
+                checked
+            })
+        };
+        while !done.load(Ordering::Acquire) && !worker.is_finished() {
+            pool.trim();
+            trims.fetch_add(1, Ordering::Release);
+        }
+        let checked = worker.join().expect("worker thread");
+        assert_eq!(checked, 800, "every lease found a free slot");
+        assert_eq!(pool.available(), 4 * TRIM_BATCH);
     }
 
     #[test]

@@ -74,6 +74,7 @@ fn empty_file_gives_defaults() {
     assert_eq!(config.egress.max_udp_flows, 1024);
     assert_eq!(config.egress.tcp_buffer_bytes, 262_144);
     assert_eq!(config.egress.tcp_to_guest_buffer_bytes, 1_048_576);
+    assert_eq!(config.egress.idle_trim_ms, 2000);
     assert_eq!(config.egress.cpu, None);
 }
 
@@ -96,6 +97,7 @@ udp_idle_timeout_ms = 2000
 max_udp_flows = 7
 tcp_buffer_bytes = 65536
 tcp_to_guest_buffer_bytes = 131072
+idle_trim_ms = 5000
 cpu = 3
 "#;
 
@@ -116,6 +118,7 @@ fn full_file_parses_and_round_trips() {
     assert_eq!(config.egress.max_udp_flows, 7);
     assert_eq!(config.egress.tcp_buffer_bytes, 65536);
     assert_eq!(config.egress.tcp_to_guest_buffer_bytes, 131072);
+    assert_eq!(config.egress.idle_trim_ms, 5000);
     assert_eq!(config.egress.cpu, Some(3));
 
     let text = toml::to_string(&config).unwrap();
@@ -281,6 +284,22 @@ fn zero_limits_are_rejected() {
         assert_eq!(
             msg,
             format!("{field} = 0 is invalid: it must be at least 1")
+        );
+    }
+}
+
+#[test]
+fn idle_trim_is_zero_or_in_range() {
+    for ok in [0, 100, 2000, 3_600_000] {
+        let text = format!("[egress]\nidle_trim_ms = {ok}");
+        let config = NetworkConfig::from_toml_str(&text).unwrap();
+        assert_eq!(config.egress.idle_trim_ms, ok);
+    }
+    for bad in [1, 99, 3_600_001] {
+        let msg = parse_err(&format!("[egress]\nidle_trim_ms = {bad}"));
+        assert_eq!(
+            msg,
+            format!("egress.idle_trim_ms = {bad} is out of range: 0 (never) or 100..=3600000")
         );
     }
 }

@@ -518,6 +518,10 @@ impl<I: SockIo> Driver for SockDriver<I> {
     fn open_sockets(&self) -> usize {
         self.t.socks.len()
     }
+
+    fn trim(&mut self) -> usize {
+        self.t.bufs.trim()
+    }
 }
 
 #[cfg(test)]

@@ -265,6 +265,13 @@ pub trait Driver {
     /// Sockets holding resources now: open ones, plus closed ones whose cancellation or
     /// graceful flush has not finished (bounded by [`Limits::max_sockets`]).
     fn open_sockets(&self) -> usize;
+
+    /// The link went idle: free what is kept only for reuse (spare data buffers and
+    /// datagram vectors); returns the bytes of capacity freed. Buffers holding data or lent
+    /// to the kernel are kept. The default frees nothing.
+    fn trim(&mut self) -> usize {
+        0
+    }
 }
 
 /// Build a driver: `Auto` tries io_uring first and falls back to epoll; the returned string

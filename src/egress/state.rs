@@ -15,6 +15,8 @@
 //!   [`SockState::recv_stream_into`], straight from the socket into its own memory.
 //! - Datagram sockets queue `Vec<u8>`s (at most `rx_datagrams` / `tx_datagrams`), recycled
 //!   through the pool's spare vectors.
+//! - Spares are dropped when the link goes idle ([`BufferPool::trim`], through
+//!   `Driver::trim`), so an idle driver holds no data buffer at all, spare or lent.
 
 use std::collections::VecDeque;
 use std::io;
@@ -91,6 +93,19 @@ impl BufferPool {
         v.clear();
         v.extend_from_slice(data);
         v
+    }
+
+    /// Drop every spare buffer and vector (the link went idle: give the memory back);
+    /// returns the bytes of buffer capacity dropped. Buffers in use are kept.
+    pub fn trim(&mut self) -> usize {
+        let mut bytes = 0;
+        for c in &mut self.classes {
+            bytes += c.spare.len() * c.size;
+            c.spare = Vec::new();
+        }
+        bytes += self.vecs.iter().map(Vec::capacity).sum::<usize>();
+        self.vecs = Vec::new();
+        bytes
     }
 
     fn recycle(&mut self, v: Vec<u8>) {
@@ -619,6 +634,22 @@ mod tests {
         r.consume(4);
         r.release(&mut p);
         assert!(!r.holds_memory());
+    }
+
+    #[test]
+    fn trim_drops_the_spares_and_keeps_buffers_in_use() {
+        let mut p = bufs(1 << 16);
+        let (mut a, mut b) = (ByteRing::new(1 << 16), ByteRing::new(1 << 16));
+        assert_eq!(a.push(b"spare soon", &mut p), 10);
+        assert_eq!(b.push(b"in use", &mut p), 6);
+        a.consume(10);
+        a.release(&mut p); // its small buffer becomes a spare
+        assert_eq!(p.trim(), SMALL_BUFFER);
+        assert_eq!(p.trim(), 0);
+        assert_eq!(b.data(), b"in use");
+        // The pool still serves: a fresh buffer is allocated.
+        assert_eq!(a.push(b"again", &mut p), 5);
+        assert_eq!(a.data(), b"again");
     }
 
     #[test]

@@ -45,6 +45,14 @@
 //! 4. Sleep in the egress driver's `wait` until a watched fd (the `from_guest` eventfd, the
 //!    port's fd, the stop eventfd) or a host socket has news, or smoltcp's next timer. With
 //!    no timer pending the thread sleeps indefinitely: an idle ringnet uses no CPU.
+//! 5. Idle trim (`idle`): once `egress.idle_trim_ms` (2 s) have passed without traffic — no
+//!    guest frame, no host socket or listener event; timers and control wake-ups do not
+//!    count — the thread gives memory back, once per idle period: the pages of the pool's
+//!    free slots ([`crate::pool::Pool::trim`], `MADV_DONTNEED`; slots in use, on any
+//!    thread, are never touched), the TCP sockets kept for reuse, the egress driver's spare
+//!    buffers, and glibc's free heap ([`crate::mem::trim_heap`]). Counted in `idle_trims`
+//!    and `idle_trim_pool_bytes`. On a busy link this costs one store per turn; the trim's
+//!    deadline joins the wait's timeout only while one is pending.
 //!
 //! Borrowing: protocol code gets two context values instead of the engine — a `Port`
 //! (the guest side: link, port, device capabilities, the time) and a `Host` (the egress
@@ -75,6 +83,9 @@ pub(crate) mod guard;
 mod guest;
 #[cfg(test)]
 mod harness;
+mod idle;
+#[cfg(test)]
+mod idle_tests;
 mod inbound;
 #[cfg(test)]
 mod inbound_tests;
@@ -315,6 +326,8 @@ pub struct Engine {
     ra_timer: Option<crate::autoconf::ra::Timer>,
     /// smoltcp's random seed (initial sequence numbers), stepped at each interface rebuild.
     iface_seed: u64,
+    /// When to give memory back (`egress.idle_trim_ms` after the last traffic).
+    idle: idle::IdleTrim,
 }
 
 impl Engine {
@@ -391,6 +404,7 @@ impl Engine {
             autoconf: cfg.autoconf,
             ra_timer: None,
             iface_seed: random_seed,
+            idle: idle::IdleTrim::new(cfg.egress.idle_trim_ms),
         };
         if cfg.autoconf && cfg.ipv6.is_some() {
             let now = engine.clock.elapsed();
@@ -455,6 +469,9 @@ impl Engine {
             taken += 1;
             self.ingest(frame, elapsed);
         }
+        if taken > 0 {
+            self.idle.busy(elapsed);
+        }
         more |= !self.link.from_guest.is_empty();
         let ra_delay = self.periodic_ra(elapsed);
         self.egress_and_service();
@@ -462,10 +479,16 @@ impl Engine {
 
         let elapsed = self.clock.elapsed();
         let now = smol_now(elapsed);
+        if self.idle.due(elapsed) {
+            self.trim_memory();
+        }
         let mut timeout = self
             .iface
             .poll_delay(now, &self.sockets)
             .map(|d| Duration::from_micros(d.total_micros()));
+        if let Some(t) = self.idle.delay(elapsed) {
+            timeout = Some(timeout.map_or(t, |x| x.min(t)));
+        }
         if let Some(t) = self.tcp.next_timer() {
             let d = Duration::from_micros((t - now).total_micros());
             timeout = Some(timeout.map_or(d, |x| x.min(d)));
@@ -501,8 +524,13 @@ impl Engine {
         }
         r?;
         let elapsed = self.clock.elapsed();
+        let mut traffic = false;
         for ev in events.drain(..) {
+            traffic |= is_traffic(&ev);
             self.on_event(ev, elapsed);
+        }
+        if traffic {
+            self.idle.busy(elapsed);
         }
         self.events = events;
         self.deliver_dns_replies();
@@ -899,12 +927,44 @@ impl Engine {
         }
     }
 
+    /// The link has been idle for `egress.idle_trim_ms`: give memory back (module docs,
+    /// step 5). Flows, sockets and frames in flight are untouched.
+    fn trim_memory(&mut self) {
+        let spares = self.tcp.drop_spares();
+        let driver = self.host.driver.trim();
+        let pool = self.link.pool.trim();
+        let heap = crate::mem::trim_heap();
+        self.idle.done();
+        let stats = &self.link.stats;
+        Stats::inc(&stats.idle_trims);
+        stats
+            .idle_trim_pool_bytes
+            .fetch_add(pool as u64, Ordering::Relaxed);
+        tracing::debug!(
+            pool_bytes = pool,
+            tcp_spare_sockets = spares,
+            driver_spare_bytes = driver,
+            heap,
+            "idle: memory given back"
+        );
+    }
+
     fn teardown(&mut self) {
         self.tcp.close_all(&mut *self.host.driver);
         self.udp.close_all(&mut *self.host.driver);
         self.dns.close_all(&mut *self.host.driver);
         self.ports.close_all(&mut *self.host.driver);
         self.link.from_guest.clear();
+    }
+}
+
+/// An event that is traffic for the idle trim: anything but the poll thread's own wake-up
+/// fds (the guest's frames are counted when they are taken from `from_guest`; the stop fd
+/// carries control requests).
+fn is_traffic(ev: &Event) -> bool {
+    match ev {
+        Event::Wake { token } => Key::unpack(token.0).0 != T_WAKE,
+        _ => true,
     }
 }
 

@@ -196,7 +196,8 @@ const EGRESS_BURST: usize = 16;
 /// above the mmap threshold: mmap, page faults and munmap for every connection (about 9 %
 /// of the poll thread in a connect/request/close loop). Reuse keeps the touched pages, so
 /// the cost is at most `SPARE_SOCKETS × (tcp_buffer_bytes + tcp_to_guest_buffer_bytes)` of
-/// resident memory (5 MiB at the defaults).
+/// resident memory (5 MiB at the defaults), and only while the link is busy: an idle link
+/// drops them ([`Flows::drop_spares`], the poll thread's idle trim).
 const SPARE_SOCKETS: usize = 4;
 
 /// One flow's socket set holding one fresh TCP socket: a receive buffer (guest→host
@@ -678,6 +679,14 @@ impl Flows {
             self.mark(key);
         }
         denied.len()
+    }
+
+    /// The link went idle: drop the sockets kept for reuse (their buffers are unmapped);
+    /// returns how many. The next SYNs allocate fresh ones.
+    pub fn drop_spares(&mut self) -> usize {
+        let n = self.spare.len();
+        self.spare = Vec::new();
+        n
     }
 
     /// Flows left to service (a VMM has not drained `to_guest` yet).
