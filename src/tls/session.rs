@@ -51,7 +51,7 @@ use std::time::SystemTime;
 use rustls::pki_types::ServerName;
 use rustls::server::{Accepted, Acceptor, ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls::{ClientConnection, ServerConfig, ServerConnection};
+use rustls::{ClientConnection, ConnectionCommon, ServerConfig, ServerConnection};
 
 use super::upstream::{provider, Upstream};
 use super::{LeafCache, TlsConfig};
@@ -367,7 +367,7 @@ impl Session {
         // anything goes upstream.
         self.hello_at = now;
         self.leaf(&sni, now)?;
-        flush_client(&mut client, &mut self.to_host);
+        flush(&mut client, &mut self.to_host);
         self.state = State::Upstream {
             accepted,
             client: Box::new(client),
@@ -412,13 +412,13 @@ impl Session {
                         Err(e) => return Err(SessionError::Buffer(e.to_string())),
                     }
                     if let Err(error) = client.process_new_packets() {
-                        flush_client(client, &mut self.to_host);
+                        flush(client, &mut self.to_host);
                         let name = sni.clone();
                         self.alert_guest();
                         return Err(SessionError::Upstream { name, error });
                     }
                 }
-                flush_client(client, &mut self.to_host);
+                flush(client, &mut self.to_host);
                 if client.is_handshaking() {
                     return Ok(());
                 }
@@ -456,7 +456,7 @@ impl Session {
             }
         };
         server.set_buffer_limit(None);
-        flush_server(&mut server, &mut self.to_guest);
+        flush(&mut server, &mut self.to_guest);
         let rewriter = (!self.shared.secrets.is_empty()).then(|| {
             Box::new(AnyRewriter::for_alpn(
                 alpn.as_deref(),
@@ -506,35 +506,14 @@ impl Session {
         else {
             return Ok(());
         };
-        let mut rd = data;
-        let mut closed = false;
-        loop {
-            if !rd.is_empty() {
-                match server.read_tls(&mut rd) {
-                    Ok(0) => rd = &[],
-                    Ok(_) => {}
-                    Err(e) => return Err(SessionError::Buffer(e.to_string())),
-                }
-                if let Err(e) = server.process_new_packets() {
-                    flush_server(server, &mut self.to_guest);
-                    return Err(SessionError::Guest(e));
-                }
-            }
-            // Plaintext straight from rustls' buffer through the rewriter into the other
-            // connection (which encrypts it at once).
-            closed |= pass_plain(
-                server.reader(),
-                rewriter.as_deref_mut(),
-                Side::FromGuest,
-                &mut self.rewritten,
-                &mut client.writer(),
-            )?;
-            if rd.is_empty() {
-                break;
-            }
-        }
-        flush_server(server, &mut self.to_guest);
-        flush_client(client, &mut self.to_host);
+        let closed = relay(
+            (&mut ***server, &mut self.to_guest),
+            (&mut ***client, &mut self.to_host),
+            data,
+            (rewriter.as_deref_mut(), Side::FromGuest),
+            &mut self.rewritten,
+            SessionError::Guest,
+        )?;
         if closed {
             self.guest_closed()?;
         }
@@ -551,38 +530,17 @@ impl Session {
         else {
             return Ok(());
         };
-        let mut rd = data;
-        let mut closed = false;
-        loop {
-            if !rd.is_empty() {
-                match client.read_tls(&mut rd) {
-                    Ok(0) => rd = &[],
-                    Ok(_) => {}
-                    Err(e) => return Err(SessionError::Buffer(e.to_string())),
-                }
-                if let Err(error) = client.process_new_packets() {
-                    flush_client(client, &mut self.to_host);
-                    return Err(SessionError::Upstream {
-                        name: String::new(),
-                        error,
-                    });
-                }
-            }
-            // Also with no input: plaintext decrypted with the handshake's last flight (an
-            // HTTP/2 server's SETTINGS) is handed on now, not at the server's next record.
-            closed |= pass_plain(
-                client.reader(),
-                rewriter.as_deref_mut(),
-                Side::FromHost,
-                &mut self.rewritten,
-                &mut server.writer(),
-            )?;
-            if rd.is_empty() {
-                break;
-            }
-        }
-        flush_client(client, &mut self.to_host);
-        flush_server(server, &mut self.to_guest);
+        let closed = relay(
+            (&mut ***client, &mut self.to_host),
+            (&mut ***server, &mut self.to_guest),
+            data,
+            (rewriter.as_deref_mut(), Side::FromHost),
+            &mut self.rewritten,
+            |error| SessionError::Upstream {
+                name: String::new(),
+                error,
+            },
+        )?;
         if closed {
             self.host_closed()?;
         }
@@ -608,7 +566,7 @@ impl Session {
                     let _ = client.writer().write_all(&self.rewritten);
                 }
                 client.send_close_notify();
-                flush_client(client, &mut self.to_host);
+                flush(client, &mut self.to_host);
                 self.host_done = true;
                 Ok(())
             }
@@ -645,7 +603,7 @@ impl Session {
                     let _ = server.writer().write_all(&self.rewritten);
                 }
                 server.send_close_notify();
-                flush_server(server, &mut self.to_guest);
+                flush(server, &mut self.to_guest);
                 self.guest_done = true;
                 Ok(())
             }
@@ -682,6 +640,50 @@ fn offered_alpn(hello: &ClientHello<'_>) -> Vec<Vec<u8>> {
             .map(<[u8]>::to_vec)
             .collect()
     })
+}
+
+/// One direction of the relay: ciphertext `data` into `from` (its peer's connection, with
+/// what it must send back going to `from_out`); the plaintext it yields, without being
+/// copied out first, through the rewriter into `to`, encrypted into `to_out`. Also with no
+/// input: plaintext decrypted with the handshake's last flight (an HTTP/2 server's
+/// SETTINGS) is handed on now, not at the peer's next record. True when `from`'s peer
+/// closed (close_notify, or the stream ended uncleanly).
+fn relay<F, T>(
+    (from, from_out): (&mut ConnectionCommon<F>, &mut Vec<u8>),
+    (to, to_out): (&mut ConnectionCommon<T>, &mut Vec<u8>),
+    data: &[u8],
+    (mut rw, side): (Option<&mut AnyRewriter>, Side),
+    scratch: &mut Vec<u8>,
+    tls_err: impl Fn(rustls::Error) -> SessionError,
+) -> Result<bool, SessionError> {
+    let mut rd = data;
+    let mut closed = false;
+    loop {
+        if !rd.is_empty() {
+            match from.read_tls(&mut rd) {
+                Ok(0) => rd = &[],
+                Ok(_) => {}
+                Err(e) => return Err(SessionError::Buffer(e.to_string())),
+            }
+            if let Err(e) = from.process_new_packets() {
+                flush(from, from_out);
+                return Err(tls_err(e));
+            }
+        }
+        closed |= pass_plain(
+            from.reader(),
+            rw.as_deref_mut(),
+            side,
+            scratch,
+            &mut to.writer(),
+        )?;
+        if rd.is_empty() {
+            break;
+        }
+    }
+    flush(from, from_out);
+    flush(to, to_out);
+    Ok(closed)
 }
 
 /// Moves every plaintext byte `reader` holds, without copying it out first, through `rw`
@@ -721,17 +723,10 @@ fn pass_plain(
     }
 }
 
-fn flush_client(c: &mut ClientConnection, out: &mut Vec<u8>) {
+/// Appends every TLS record `c` has to send to `out`.
+fn flush<D>(c: &mut ConnectionCommon<D>, out: &mut Vec<u8>) {
     while c.wants_write() {
         if c.write_tls(out).is_err() {
-            break;
-        }
-    }
-}
-
-fn flush_server(s: &mut ServerConnection, out: &mut Vec<u8>) {
-    while s.wants_write() {
-        if s.write_tls(out).is_err() {
             break;
         }
     }
