@@ -56,15 +56,23 @@ pub fn run(args: &CaArgs) -> Result<ExitCode, String> {
 }
 
 /// Environment variables `ringnet run` points at [`GuestCaBundle`]: OpenSSL and most
-/// runtimes (`SSL_CERT_FILE`), the curl tool (`CURL_CA_BUNDLE`), Python requests
-/// (`REQUESTS_CA_BUNDLE`), Node.js (`NODE_EXTRA_CA_CERTS`, added to its own roots) and git
-/// (`GIT_SSL_CAINFO`).
-pub const CA_ENV_VARS: [&str; 5] = [
+/// runtimes (`SSL_CERT_FILE`), Nix-built programs (`NIX_SSL_CERT_FILE`), the curl tool
+/// (`CURL_CA_BUNDLE`), Python requests, httplib2 and pip (`REQUESTS_CA_BUNDLE`,
+/// `HTTPLIB2_CA_CERTS`, `PIP_CERT`), Node.js (`NODE_EXTRA_CA_CERTS`, added to its own roots),
+/// git (`GIT_SSL_CAINFO`), the AWS SDKs (`AWS_CA_BUNDLE`) and gRPC
+/// (`GRPC_DEFAULT_SSL_ROOTS_FILE_PATH`). Set whatever the parent had, so an inherited value
+/// naming the host bundle cannot hide ringnet's CA.
+pub const CA_ENV_VARS: [&str; 10] = [
     "SSL_CERT_FILE",
+    "NIX_SSL_CERT_FILE",
     "CURL_CA_BUNDLE",
     "REQUESTS_CA_BUNDLE",
+    "HTTPLIB2_CA_CERTS",
+    "PIP_CERT",
     "NODE_EXTRA_CA_CERTS",
     "GIT_SSL_CAINFO",
+    "AWS_CA_BUNDLE",
+    "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH",
 ];
 
 /// The CA bundle `ringnet run` gives its command with `tls.enabled`: ringnet's CA, then the
