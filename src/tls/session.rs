@@ -151,8 +151,6 @@ enum State {
         server: Box<ServerConnection>,
         client: Box<ClientConnection>,
         rewriter: Option<Box<AnyRewriter>>,
-        guest_closed: bool,
-        host_closed: bool,
     },
     Bypass,
     Failed,
@@ -471,8 +469,6 @@ impl Session {
             server: Box::new(server),
             client,
             rewriter,
-            guest_closed: false,
-            host_closed: false,
         };
         self.relay_from_host(&[])?;
         if early.is_empty() {
@@ -550,24 +546,13 @@ impl Session {
     fn guest_closed(&mut self) -> Result<(), SessionError> {
         match &mut self.state {
             State::Relay {
-                client,
-                rewriter,
-                guest_closed,
-                ..
+                client, rewriter, ..
             } => {
-                if *guest_closed {
-                    return Ok(());
+                if !self.host_done {
+                    self.host_done = true;
+                    let rw = rewriter.as_deref_mut().map(|rw| (rw, Side::FromGuest));
+                    close_towards(client, &mut self.to_host, rw, &mut self.rewritten)?;
                 }
-                *guest_closed = true;
-                if let Some(rw) = rewriter {
-                    self.rewritten.clear();
-                    rw.guest_closed(&mut self.rewritten)
-                        .map_err(SessionError::Rewrite)?;
-                    let _ = client.writer().write_all(&self.rewritten);
-                }
-                client.send_close_notify();
-                flush(client, &mut self.to_host);
-                self.host_done = true;
                 Ok(())
             }
             State::Bypass => {
@@ -587,24 +572,13 @@ impl Session {
     fn host_closed(&mut self) -> Result<(), SessionError> {
         match &mut self.state {
             State::Relay {
-                server,
-                rewriter,
-                host_closed,
-                ..
+                server, rewriter, ..
             } => {
-                if *host_closed {
-                    return Ok(());
+                if !self.guest_done {
+                    self.guest_done = true;
+                    let rw = rewriter.as_deref_mut().map(|rw| (rw, Side::FromHost));
+                    close_towards(server, &mut self.to_guest, rw, &mut self.rewritten)?;
                 }
-                *host_closed = true;
-                if let Some(rw) = rewriter {
-                    self.rewritten.clear();
-                    rw.host_closed(&mut self.rewritten)
-                        .map_err(SessionError::Rewrite)?;
-                    let _ = server.writer().write_all(&self.rewritten);
-                }
-                server.send_close_notify();
-                flush(server, &mut self.to_guest);
-                self.guest_done = true;
                 Ok(())
             }
             State::Bypass => {
@@ -721,6 +695,29 @@ fn pass_plain(
         let _ = to.write_all(out);
         reader.consume(n);
     }
+}
+
+/// One side closed: what the rewriter still holds for that direction goes out, then
+/// close_notify, on `to` (the other connection), encrypted into `to_out`.
+fn close_towards<T>(
+    to: &mut ConnectionCommon<T>,
+    to_out: &mut Vec<u8>,
+    rw: Option<(&mut AnyRewriter, Side)>,
+    scratch: &mut Vec<u8>,
+) -> Result<(), SessionError> {
+    if let Some((rw, side)) = rw {
+        scratch.clear();
+        match side {
+            Side::FromGuest => rw.guest_closed(scratch),
+            Side::FromHost => rw.host_closed(scratch),
+        }
+        .map_err(SessionError::Rewrite)?;
+        // Cannot fail: the buffer is unbounded (`set_buffer_limit(None)`).
+        let _ = to.writer().write_all(scratch);
+    }
+    to.send_close_notify();
+    flush(to, to_out);
+    Ok(())
 }
 
 /// Appends every TLS record `c` has to send to `out`.
