@@ -15,6 +15,8 @@
 # Environment knobs passed through to the tests:
 #   RINGNET_TEST_BULK_BYTES  size of each bulk transfer in tests/egress.rs (default 1 GiB)
 #   RINGNET_TEST_VERBOSE     run ringnet with -v
+#   RINGNET_FUZZ_SECS        seconds per fuzz target in the closing smoke run (default 30;
+#                            0 skips it, saying so)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,3 +37,5 @@ cargo test --release --doc
 # summary line is the main run's.
 cargo test --release --benches
 cargo test --release --lib --bins --tests "$@"
+# Every fuzz target for RINGNET_FUZZ_SECS seconds (default 30) from its committed seeds.
+bash scripts/fuzz.sh smoke

@@ -22,7 +22,13 @@ use libfuzzer_sys::fuzz_target;
 use ringnet::secrets::http2::{RewriteError, Rewriter, BUFFERED_MAX, PREFACE};
 use ringnet::secrets::{FlowContext, OnViolation, Place, SecretSpec, SecretValue, Secrets};
 
-fn spec(env_var: &str, placeholder: &str, value: &str, hosts: &[&str], inject_in: &[Place]) -> SecretSpec {
+fn spec(
+    env_var: &str,
+    placeholder: &str,
+    value: &str,
+    hosts: &[&str],
+    inject_in: &[Place],
+) -> SecretSpec {
     SecretSpec {
         env_var: env_var.to_owned(),
         value: Some(SecretValue::new(value.as_bytes().to_vec())),
@@ -37,8 +43,20 @@ fn spec(env_var: &str, placeholder: &str, value: &str, hosts: &[&str], inject_in
 
 fn secrets() -> Arc<Secrets> {
     let specs = [
-        spec("ONE", "$SECRET1", "VALUE-ONE-LONGER", &["*.example.com"], &Place::ALL),
-        spec("TWO", "@TOKEN02", "v2", &["a.example.com"], &[Place::Headers]),
+        spec(
+            "ONE",
+            "$SECRET1",
+            "VALUE-ONE-LONGER",
+            &["*.example.com"],
+            &Place::ALL,
+        ),
+        spec(
+            "TWO",
+            "@TOKEN02",
+            "v2",
+            &["a.example.com"],
+            &[Place::Headers],
+        ),
     ];
     Arc::new(Secrets::load(&specs).expect("fixed secrets are valid"))
 }
@@ -62,7 +80,11 @@ fn feed(rw: &mut Rewriter, from_guest: bool, data: &[u8], seed: &mut u32, whole:
         } else {
             rw.from_host(piece, &mut out)
         };
-        assert!(rw.buffered() <= BUFFERED_MAX, "{} bytes held", rw.buffered());
+        assert!(
+            rw.buffered() <= BUFFERED_MAX,
+            "{} bytes held",
+            rw.buffered()
+        );
         if let Err(e) = r {
             return (out, Some(e));
         }

@@ -49,7 +49,10 @@ fuzz_target!(|data: &[u8]| {
     let mut round = 0usize;
     'feed: while fed < stream.len() {
         let spare = d.spare();
-        assert!(!spare.is_empty(), "no room with only an incomplete record buffered");
+        assert!(
+            !spare.is_empty(),
+            "no room with only an incomplete record buffered"
+        );
         // Vary the read size with the stream's bytes: 1..=step.
         let size = 1 + (usize::from(stream[(fed + round) % stream.len()]) % step);
         let n = size.min(spare.len()).min(stream.len() - fed);

@@ -73,8 +73,16 @@ fuzz_target!(|data: &[u8]| {
         } else if g.is_empty() {
             h = &[];
         }
-        assert!(s.to_host.len() <= fed + 64 * 1024, "to_host {} after {fed}", s.to_host.len());
-        assert!(s.to_guest.len() <= fed + 64 * 1024, "to_guest {} after {fed}", s.to_guest.len());
+        assert!(
+            s.to_host.len() <= fed + 64 * 1024,
+            "to_host {} after {fed}",
+            s.to_host.len()
+        );
+        assert!(
+            s.to_guest.len() <= fed + 64 * 1024,
+            "to_guest {} after {fed}",
+            s.to_guest.len()
+        );
         s.to_host.clear();
         s.to_guest.clear();
     }

@@ -1,4 +1,4 @@
-//! A virtual-clock harness for the poll thread (tests only).
+//! A virtual-clock harness for the poll thread (unit tests and fuzz targets only).
 //!
 //! - The guest is a second smoltcp interface (`Guest`) with real TCP client sockets; its
 //!   frames go onto `from_guest` and it receives whatever the engine puts on `to_guest`
@@ -514,10 +514,26 @@ impl Harness {
 
     /// Put a raw frame from the guest on `from_guest` (it is taken by the next turn).
     pub fn inject(&mut self, bytes: &[u8]) {
-        let mut f = self.link.pool.lease().expect("harness pool has room");
+        assert!(
+            self.inject_with_hdr(&[0; 12], bytes),
+            "the harness pool has room and from_guest has space"
+        );
+    }
+
+    /// Put a raw frame from the guest on `from_guest` behind virtio-net header `hdr`.
+    /// Returns false (and drops the frame) when it is larger than a pool slot or
+    /// `from_guest` is full, as a port would.
+    pub fn inject_with_hdr(&mut self, hdr: &[u8; 12], bytes: &[u8]) -> bool {
+        let Some(mut f) = self.link.pool.lease() else {
+            return false;
+        };
+        if bytes.len() > f.capacity_mut().len() {
+            return false;
+        }
         f.capacity_mut()[..bytes.len()].copy_from_slice(bytes);
         f.set_len(bytes.len());
-        assert!(self.link.from_guest.push(f), "from_guest full");
+        f.hdr_mut().copy_from_slice(hdr);
+        self.link.from_guest.push(f)
     }
 
     /// Turns while virtual time advances by `d` in steps of 5 ms.
@@ -547,6 +563,11 @@ impl Harness {
             }
             self.clock.advance(STEP);
         }
+    }
+
+    /// The engine's addresses (gateway, guest, MACs).
+    pub fn addrs(&self) -> super::Addrs {
+        self.engine.addrs
     }
 
     /// A counter of the engine's stats.

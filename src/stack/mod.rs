@@ -81,8 +81,10 @@ mod dns_tests;
 pub mod gateway;
 pub(crate) mod guard;
 mod guest;
-#[cfg(test)]
-mod harness;
+// The virtual-clock harness: for unit tests, and for the fuzz targets in `fuzz/` (cargo-fuzz
+// builds every crate with `--cfg fuzzing`), which drive the whole engine with it.
+#[cfg(any(test, all(fuzzing, feature = "cli")))]
+pub mod harness;
 mod idle;
 #[cfg(test)]
 mod idle_tests;

@@ -77,6 +77,8 @@
 //! (a non-socket is an error); the socket is removed when the server is dropped.
 
 mod device;
+#[cfg(any(test, fuzzing))]
+pub mod hostile;
 mod queue;
 #[cfg(test)]
 mod tests;
