@@ -3,7 +3,8 @@
 #
 #   scripts/fuzz.sh smoke [TARGET...]     every target (or those named) for RINGNET_FUZZ_SECS
 #                                         seconds (default 30) from its committed seeds
-#                                         (fuzz/seeds/TARGET, copied to a scratch corpus);
+#                                         (fuzz/seeds/TARGET, into a scratch corpus), one
+#                                         target per core at a time (RINGNET_FUZZ_JOBS);
 #                                         scripts/test.sh runs this, so CI does
 #   scripts/fuzz.sh campaign [TARGET...]  every target until RINGNET_FUZZ_RUNS executions
 #                                         (default 10,000,000) on its persistent corpus
@@ -25,7 +26,8 @@
 # crates.io when missing (`cargo install cargo-fuzz --locked`, ~2 minutes once).
 #
 # Knobs: RINGNET_FUZZ_SECS (smoke seconds per target; 0 skips the smoke with a printed
-# line), RINGNET_FUZZ_RUNS, RINGNET_FUZZ_JOBS (campaign).
+# line), RINGNET_FUZZ_RUNS (campaign executions per target), RINGNET_FUZZ_JOBS (targets at
+# a time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -82,15 +84,36 @@ run() {
 	echo "$t ${execs:-0} ${rate:-0} $((SECONDS - start))"
 }
 
+# pool CMD TARGET...: CMD TARGET for every target, RINGNET_FUZZ_JOBS at a time (default:
+# one per core in a smoke run, 1 in a campaign); fails when any fails.
+pool() {
+	local cmd=$1
+	shift
+	local pids=() t p
+	for t in "$@"; do
+		"$cmd" "$t" &
+		pids+=($!)
+		if [ ${#pids[@]} -ge "$jobs" ]; then
+			wait "${pids[0]}" || return 1
+			pids=("${pids[@]:1}")
+		fi
+	done
+	for p in "${pids[@]}"; do wait "$p" || return 1; done
+}
+
 case "$mode" in
 smoke)
+	jobs=${RINGNET_FUZZ_JOBS:-$(nproc)}
 	scratch=$(mktemp -d)
 	trap 'rm -rf "$scratch"' EXIT
-	for t in "${targets[@]}"; do
+	smoke_one() {
+		local t=$1 line name execs rate took
 		mkdir -p "$scratch/$t"
-		read -r name execs rate took < <(run "$t" "$scratch/$t" -max_total_time="$secs") || exit 1
+		line=$(run "$t" "$scratch/$t" -max_total_time="$secs") || return 1
+		read -r name execs rate took <<<"$line"
 		printf 'fuzz: %-18s %10d executions in %3d s (%d/s), 0 crashes\n' "$name" "$execs" "$took" "$rate"
-	done
+	}
+	pool smoke_one "${targets[@]}"
 	;;
 campaign)
 	runs=${RINGNET_FUZZ_RUNS:-10000000}
@@ -98,28 +121,17 @@ campaign)
 	mkdir -p fuzz/results
 	out="fuzz/results/campaign-$(date -u +%Y%m%d).md"
 	[ -f "$out" ] || printf '| target | executions | rate (/s) | seconds | crashes | corpus | date |\n|---|---|---|---|---|---|---|\n' >"$out"
-	one() {
-		local t=$1
+	campaign_one() {
+		local t=$1 line name execs rate took n
 		mkdir -p "fuzz/corpus/$t"
-		local line
 		line=$(run "$t" "fuzz/corpus/$t" -runs="$runs") || return 1
 		read -r name execs rate took <<<"$line"
-		local n
 		n=$(find "fuzz/corpus/$t" -type f | wc -l)
 		printf '| %s | %d | %d | %d | 0 | %d files | %s |\n' "$name" "$execs" "$rate" "$took" "$n" \
 			"$(date -u +%Y-%m-%dT%H:%MZ)" >>"$out"
 		echo "fuzz: $name: $execs executions in $took s, 0 crashes"
 	}
-	pids=()
-	for t in "${targets[@]}"; do
-		one "$t" &
-		pids+=($!)
-		if [ ${#pids[@]} -ge "$jobs" ]; then
-			wait "${pids[0]}" || exit 1
-			pids=("${pids[@]:1}")
-		fi
-	done
-	for p in "${pids[@]}"; do wait "$p" || exit 1; done
+	pool campaign_one "${targets[@]}"
 	echo "fuzz: results in $out"
 	;;
 *)
