@@ -29,7 +29,9 @@
 //! Limits: the slot count is fixed at construction. An empty pool makes [`Pool::lease`]
 //! return `None` and the caller drops the frame and counts it ([`Pool::lease_failures`]).
 //! Memory is reserved, not touched: pages of a slot are first written when a frame lands in
-//! it.
+//! it. The free list hands out the slot freed last first (a LIFO of "hot" slots, with the
+//! never-touched or trimmed "cold" ones behind it: `FreeList`), so a busy link touches
+//! only as many slots as it has frames in flight, not the whole pool.
 //!
 //! # Trimming (giving free slots' pages back)
 //!
@@ -56,20 +58,21 @@
 //!   pages are discarded; the trimmer's push releases the discarded state to the next
 //!   lessee's acquiring pop. A lessee never relies on old slot contents ([`Pool::lease`]
 //!   zeroes the header and length; the frame bytes are written before they are read).
-//! - concurrent lease: the trimmer takes at most [`TRIM_BATCH`] indices off the list at a
-//!   time and pushes them back after one batch of `madvise` calls, so a concurrent `lease`
-//!   fails (a counted drop, as for any empty pool) only if more than `count - TRIM_BATCH`
+//! - concurrent lease: the trimmer takes at most [`TRIM_BATCH`] indices off the hot stack
+//!   at a time and pushes them onto the cold queue after one batch of `madvise` calls, where
+//!   `lease` finds them, so a concurrent `lease` fails (a counted drop, as for any empty pool) only if more than `count - TRIM_BATCH`
 //!   frames are in flight at that instant — which a link idle long enough to be trimmed does
 //!   not have. The free list never overflows: the indices out with the trimmer are exactly
 //!   like leased ones, so at most `count` indices are ever queued.
-//! - concurrent drop: a frame returned meanwhile lands behind the batch and is simply
+//! - concurrent drop: a frame returned meanwhile lands on the hot stack and is simply
 //!   visited (or not) by this trim; a slot may be discarded twice or missed, neither of
 //!   which matters.
-//! - termination: a trim visits at most as many indices as were free when it began.
+//! - termination: a trim visits at most as many indices as were on the hot stack when it
+//!   began.
 
 use std::cell::UnsafeCell;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crossbeam_queue::ArrayQueue;
 
@@ -91,6 +94,125 @@ const SLOT_ALIGN: usize = 4096;
 /// concurrent `lease` can find missing, and 4 MiB of slots per `madvise` batch.
 pub const TRIM_BATCH: usize = 64;
 
+/// The free slot indices, in two lists:
+/// - **hot**: slots whose pages may be resident (freed since the last trim), a lock-free
+///   LIFO stack, so a busy link keeps reusing the few slots it has in flight and touches
+///   no others; every `Frame::drop` pushes here;
+/// - **cold**: slots untouched since the pool was made or since the trim that discarded
+///   them, a FIFO ([`ArrayQueue`]); `lease` takes from here only when the hot stack is
+///   empty (more frames in flight than ever since the last trim).
+///
+/// A FIFO alone would cycle every slot of the pool through a bulk transfer and keep all of
+/// them resident; the stack alone cannot be trimmed without holding all of it (it gives
+/// back what was pushed last). [`Pool::trim`] pops the hot stack, discards the pages, and
+/// pushes the indices onto the cold queue, where a concurrent `lease` finds them.
+///
+/// The stack (Treiber's) is linked through `next`, one entry per slot. `head` packs the top
+/// index (low 32 bits; [`NIL`] when empty) with a tag (high 32 bits) that every successful
+/// change bumps, so a pop that read `next[top]` of a top that was popped and pushed back
+/// meanwhile fails its compare-and-swap instead of linking a stale successor (the ABA
+/// problem): that would need exactly 2^32 changes between one thread's load and its CAS.
+/// `next[i]` is written only by the thread pushing `i` (which owns it), before the release
+/// CAS that publishes it; a pop reads it after an acquire load of `head`, and a stale read
+/// (the index was popped meanwhile) is harmless: the CAS fails.
+struct FreeList {
+    head: AtomicU64,
+    next: Box<[AtomicU32]>,
+    /// Indices on the hot stack.
+    hot: AtomicUsize,
+    cold: ArrayQueue<u32>,
+    count: usize,
+}
+
+/// The empty-stack index.
+const NIL: u32 = u32::MAX;
+
+impl FreeList {
+    /// All of `0..count` free and cold. `count` ≤ 65536 (`Pool::new` checks).
+    fn new(count: usize) -> FreeList {
+        let cold = ArrayQueue::new(count);
+        for i in 0..count {
+            // Invariant: the queue has capacity `count`, so `count` pushes fit; count ≤ 65536.
+            #[allow(clippy::cast_possible_truncation)]
+            cold.push(i as u32).expect("free list sized to count");
+        }
+        FreeList {
+            head: AtomicU64::new(u64::from(NIL)),
+            next: (0..count).map(|_| AtomicU32::new(NIL)).collect(),
+            hot: AtomicUsize::new(0),
+            cold,
+            count,
+        }
+    }
+
+    /// A free index: the hot stack's top, else the cold queue's head.
+    #[inline]
+    fn pop(&self) -> Option<u32> {
+        self.pop_hot().or_else(|| self.cold.pop())
+    }
+
+    #[inline]
+    fn pop_hot(&self) -> Option<u32> {
+        let mut head = self.head.load(Ordering::Acquire);
+        loop {
+            // Invariant: the low half of `head` is an index or NIL (packed below).
+            #[allow(clippy::cast_possible_truncation)]
+            let top = head as u32;
+            if top == NIL {
+                return None;
+            }
+            let below = self.next[top as usize].load(Ordering::Relaxed);
+            let new = (head & !0xffff_ffff).wrapping_add(1 << 32) | u64::from(below);
+            match self
+                .head
+                .compare_exchange_weak(head, new, Ordering::Acquire, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    self.hot.fetch_sub(1, Ordering::Relaxed);
+                    return Some(top);
+                }
+                Err(now) => head = now,
+            }
+        }
+    }
+
+    /// Put `idx` (owned by the caller) on the hot stack; `Err` if the lists already hold
+    /// every index (an index returned twice: a bug).
+    #[inline]
+    fn push(&self, idx: u32) -> Result<(), u32> {
+        if self.hot.fetch_add(1, Ordering::Relaxed) + self.cold.len() >= self.count {
+            self.hot.fetch_sub(1, Ordering::Relaxed);
+            return Err(idx);
+        }
+        let mut head = self.head.load(Ordering::Relaxed);
+        loop {
+            #[allow(clippy::cast_possible_truncation)]
+            self.next[idx as usize].store(head as u32, Ordering::Relaxed);
+            let new = (head & !0xffff_ffff).wrapping_add(1 << 32) | u64::from(idx);
+            match self
+                .head
+                .compare_exchange_weak(head, new, Ordering::Release, Ordering::Relaxed)
+            {
+                Ok(_) => return Ok(()),
+                Err(now) => head = now,
+            }
+        }
+    }
+
+    /// Put `idx` (owned by the caller, its pages discarded) on the cold queue.
+    fn push_cold(&self, idx: u32) -> Result<(), u32> {
+        self.cold.push(idx)
+    }
+
+    fn hot_len(&self) -> usize {
+        self.hot.load(Ordering::Relaxed)
+    }
+
+    fn len(&self) -> usize {
+        self.hot_len() + self.cold.len()
+    }
+}
+
 /// Errors creating a pool.
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
@@ -109,7 +231,7 @@ struct Slots {
     base: *mut u8,
     /// Frame length (bytes after the header) of each slot.
     lens: Box<[AtomicU32]>,
-    free: ArrayQueue<u32>,
+    free: FreeList,
     count: usize,
     lease_failures: AtomicU64,
     /// The memory page size ([`crate::mem::page_size`]), for [`Pool::trim`].
@@ -293,12 +415,7 @@ impl Pool {
                 bytes.len(),
             ))
         };
-        let free = ArrayQueue::new(count);
-        for i in 0..count {
-            // Invariant: the queue has capacity `count`, so `count` pushes fit; count ≤ 65536.
-            #[allow(clippy::cast_possible_truncation)]
-            free.push(i as u32).expect("free list sized to count");
-        }
+        let free = FreeList::new(count);
         // `UnsafeCell::raw_get` gives a mutable pointer without creating a reference.
         let start = UnsafeCell::raw_get(bytes.as_ptr());
         // SAFETY: the offset is below SLOT_ALIGN, and the allocation has SLOT_ALIGN bytes
@@ -369,13 +486,13 @@ impl Pool {
     pub fn trim(&self) -> usize {
         let s = self.slots();
         let mut batch = [0u32; TRIM_BATCH];
-        let mut left = s.free.len();
+        let mut left = s.free.hot_len();
         let mut released = 0;
         while left > 0 {
             let want = left.min(TRIM_BATCH);
             let mut n = 0;
             while n < want {
-                let Some(idx) = s.free.pop() else { break };
+                let Some(idx) = s.free.pop_hot() else { break };
                 batch[n] = idx;
                 n += 1;
             }
@@ -394,13 +511,13 @@ impl Pool {
             }
             for &idx in held.iter() {
                 // Invariant: the trimmer held these indices like frames do, so the free
-                // list (sized `count`) has room for them.
-                if s.free.push(idx).is_err() {
+                // list (bounded by `count`) has room for them.
+                if s.free.push_cold(idx).is_err() {
                     unreachable!("frame pool free list overflow returning trimmed slot {idx}");
                 }
             }
             if n < want {
-                break; // the list ran dry: everything else is in use
+                break; // the hot list ran dry: everything else is in use or cold already
             }
         }
         released
@@ -514,6 +631,60 @@ mod tests {
         for f in &frames {
             assert!((f.slot().as_ptr() as usize).is_multiple_of(4096));
         }
+    }
+
+    #[test]
+    fn a_busy_pool_reuses_the_slots_it_has_in_flight() {
+        // LIFO: 10,000 rounds of up to 8 frames in flight touch 8 slots, not the pool.
+        let pool = Pool::new(256).unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        let mut out: Vec<Frame> = Vec::new();
+        for round in 0..10_000usize {
+            while out.len() < 1 + round % 8 {
+                let f = pool.lease().unwrap();
+                seen.insert(f.index());
+                out.push(f);
+            }
+            out.drain(..(round * 7) % (out.len() + 1));
+        }
+        drop(out);
+        assert_eq!(seen.len(), 8, "slots used: {seen:?}");
+        assert_eq!(pool.available(), 256);
+    }
+
+    #[test]
+    fn trim_visits_every_free_slot_once_then_reuse_is_lifo_again() {
+        let pool = Pool::new(3 * TRIM_BATCH + 5).unwrap();
+        let mut frames: Vec<Frame> = (0..pool.capacity())
+            .map(|_| pool.lease().unwrap())
+            .collect();
+        for f in &mut frames {
+            fill(f, 0x77);
+            f.set_len(100);
+        }
+        // One stays in use; the rest are freed in index order (the last on top).
+        let kept = frames.remove(100);
+        drop(frames);
+        let released = pool.trim();
+        let page = crate::mem::page_size();
+        let n = pool.capacity() - 1;
+        let per_slot = STRIDE / page * page;
+        let whole = SLOT_BYTES.div_ceil(page) * page;
+        assert!(
+            released >= n * (SLOT_BYTES / page) * page && released <= n * per_slot.max(whole),
+            "released {released}"
+        );
+        assert_eq!(pool.trim(), 0, "nothing left to release");
+        assert_eq!(pool.available(), n);
+        // Trimmed slots are cold: leased in turn; a slot freed again is hot and reused first.
+        let a = pool.lease().unwrap();
+        let b = pool.lease().unwrap();
+        assert_ne!(a.index(), b.index());
+        let ai = a.index();
+        drop(a);
+        let again = pool.lease().unwrap();
+        assert_eq!(again.index(), ai);
+        drop((kept, b, again));
     }
 
     #[test]
