@@ -5,7 +5,8 @@
 //!   configured from the slot's derived addresses, CMD run inside it with a private
 //!   `/etc/resolv.conf` naming the gateway (bind-mounted in a mount namespace of its own;
 //!   the host's file is untouched); exits with CMD's status and leaves nothing behind (the
-//!   namespace is anonymous).
+//!   namespace is anonymous). Without root, a helper makes the namespaces inside a user
+//!   namespace of its own and CMD runs as uid 0 there (`cli/rootless.rs`).
 //! - `ringnet attach --netns PATH [--tap NAME] [--configure]`: serve an existing namespace
 //!   until SIGINT / SIGTERM, or until the guest goes away (the namespace is deleted, the TAP
 //!   is deleted): then exit status 1. A TAP set down and up again keeps being served; with

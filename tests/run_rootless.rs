@@ -66,7 +66,9 @@ fn userns_blockers() -> Vec<String> {
         ),
     ] {
         if read(path).as_deref() == Some(bad) {
-            v.push(format!("unprivileged user namespaces are disabled ({what})"));
+            v.push(format!(
+                "unprivileged user namespaces are disabled ({what})"
+            ));
         }
     }
     v
@@ -190,7 +192,11 @@ fn uids(pid: u32) -> Vec<u32> {
         .unwrap_or_default()
         .lines()
         .find_map(|l| l.strip_prefix("Uid:"))
-        .map(|v| v.split_whitespace().filter_map(|n| n.parse().ok()).collect())
+        .map(|v| {
+            v.split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -295,7 +301,10 @@ echo "ca $(grep -c 'BEGIN CERTIFICATE' "$SSL_CERT_FILE")"
 echo "done"
 "#
     );
-    let cmd = as_nobody(&stage, &["run", "--config", config, "--", "sh", "-c", &script]);
+    let cmd = as_nobody(
+        &stage,
+        &["run", "--config", config, "--", "sh", "-c", &script],
+    );
     let mut rn = host.spawn(&cmd);
     let first = rn
         .next_line(Duration::from_secs(30))
@@ -317,7 +326,10 @@ echo "done"
     let ringnet_net = fs::metadata(format!("/proc/{ringnet_pid}/ns/net"))
         .expect("ringnet's netns")
         .ino();
-    assert_eq!(ringnet_net, host_net, "ringnet is not in the host namespace");
+    assert_eq!(
+        ringnet_net, host_net,
+        "ringnet is not in the host namespace"
+    );
     assert_ne!(ns_of(cmd_pid, "net"), ns_of(ringnet_pid, "net"));
     assert_ne!(ns_of(cmd_pid, "user"), ns_of(ringnet_pid, "user"));
     fs::write(go, "").expect("the go file");

@@ -25,9 +25,9 @@
 pub mod netns;
 pub mod stream;
 pub mod tap;
-#[cfg(feature = "vhost-user")]
-pub mod vhost_user;
 #[cfg(feature = "cli")]
 pub mod userns;
+#[cfg(feature = "vhost-user")]
+pub mod vhost_user;
 #[cfg(feature = "cli")]
 pub mod watch;

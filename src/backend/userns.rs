@@ -131,8 +131,10 @@ fn userns_knobs() -> String {
 /// Write `text` to the `/proc/self` file `file` (a uid/gid map or `setgroups`).
 fn write_proc_self(file: &'static str, text: &str) -> Result<(), UsernsError> {
     std::fs::write(format!("/proc/self/{file}"), text).map_err(|source| {
-        let hint = if std::fs::read_to_string("/proc/sys/kernel/apparmor_restrict_unprivileged_userns")
-            .is_ok_and(|v| v.trim() == "1")
+        let hint = if std::fs::read_to_string(
+            "/proc/sys/kernel/apparmor_restrict_unprivileged_userns",
+        )
+        .is_ok_and(|v| v.trim() == "1")
         {
             " (kernel.apparmor_restrict_unprivileged_userns=1 leaves an unconfined program's user \
              namespace without capabilities)"
@@ -228,11 +230,7 @@ pub fn send(sock: &OwnedFd, msg: &[u8], fds: &[RawFd]) -> Result<(), UsernsError
             (*c).cmsg_level = libc::SOL_SOCKET;
             (*c).cmsg_type = libc::SCM_RIGHTS;
             (*c).cmsg_len = libc::CMSG_LEN(fd_bytes as u32) as _;
-            std::ptr::copy_nonoverlapping(
-                fds.as_ptr().cast::<u8>(),
-                libc::CMSG_DATA(c),
-                fd_bytes,
-            );
+            std::ptr::copy_nonoverlapping(fds.as_ptr().cast::<u8>(), libc::CMSG_DATA(c), fd_bytes);
         }
         if libc::sendmsg(sock.as_raw_fd(), &hdr, libc::MSG_NOSIGNAL) < 0 {
             return Err(UsernsError::Send(io::Error::last_os_error()));
