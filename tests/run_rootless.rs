@@ -20,7 +20,9 @@
 //!   in the host namespace; the command's network and user namespaces are new ones, `id -u`
 //!   inside is 0; its resolv.conf names the gateway; DNS, TCP both ways, ping, UDP work;
 //!   the CA bundle variable names a readable bundle (TLS interception on, CA stored in a
-//!   `ca_dir` nobody owns); exit status 0; no named namespace was created.
+//!   `ca_dir` nobody owns); `-p 127.0.0.1:18080:8080` (nobody binds it in the host
+//!   namespace) reaches a server of the command; exit status 0; no named namespace was
+//!   created.
 //!
 //! Unprivileged user namespaces must be allowed (`kernel.unprivileged_userns_clone`,
 //! `user.max_user_namespaces`, `kernel.apparmor_restrict_unprivileged_userns`): otherwise
@@ -43,6 +45,9 @@ const NAME: &str = "allowed.test";
 const NAME_V4: &str = "198.51.100.8";
 const NAME_V6: &str = "2001:db8::8";
 const BYTES: u64 = 8 << 20;
+/// `-p 127.0.0.1:HOST_PORT:GUEST_PORT` of the main run.
+const HOST_PORT: u16 = 18080;
+const GUEST_PORT: u16 = 8080;
 
 /// Kernel settings that forbid unprivileged user namespaces here (empty: none does).
 fn userns_blockers() -> Vec<String> {
@@ -122,8 +127,9 @@ impl Drop for TunMode {
     }
 }
 
-/// A 0755 directory nobody can read: ringnet's binary, the python helpers, the config and a
-/// CA directory owned by nobody. Removed on drop.
+/// A 0755 directory nobody can read: ringnet's binary, the python helpers, the config, and
+/// the directories `ca` (the CA's) and `rw` (the command's files) owned by nobody. Removed on
+/// drop.
 struct Stage {
     dir: PathBuf,
 }
@@ -138,13 +144,20 @@ impl Stage {
         chmod(stage.path("ringnet"), 0o755);
         fs::create_dir(stage.path("helpers")).expect("mkdir helpers");
         chmod(stage.path("helpers"), 0o755);
-        for h in ["rnhelp.py", "tcp_client.py", "udp_client.py"] {
+        for h in [
+            "rnhelp.py",
+            "tcp_client.py",
+            "tcp_server.py",
+            "udp_client.py",
+        ] {
             let to = format!("helpers/{h}");
             fs::copy(helper(h), stage.path(&to)).expect("copying a helper");
             chmod(stage.path(&to), 0o644);
         }
         fs::create_dir(stage.path("ca")).expect("mkdir ca");
         std::os::unix::fs::chown(stage.path("ca"), Some(NOBODY), Some(NOBODY)).expect("chown ca");
+        fs::create_dir(stage.path("rw")).expect("mkdir rw");
+        std::os::unix::fs::chown(stage.path("rw"), Some(NOBODY), Some(NOBODY)).expect("chown rw");
         stage
     }
 
@@ -184,6 +197,15 @@ fn as_nobody<'a>(stage: &Stage, args: &[&'a str]) -> Vec<&'a str> {
     ];
     v.extend_from_slice(args);
     v
+}
+
+/// Named namespaces other than the test harness's own (`rn-PID-N-TAG`, made by this and by
+/// any other test process running meanwhile).
+fn unharnessed(names: Vec<String>) -> Vec<String> {
+    names
+        .into_iter()
+        .filter(|n| !n.starts_with("rn-"))
+        .collect()
 }
 
 /// The `Uid:` line of `/proc/PID/status` (real, effective, saved, fs).
@@ -253,7 +275,7 @@ fn rootless_run() {
     let tls = format!("[tls]\nenabled = true\nca_dir = \"{}\"\n", stage.path("ca"));
     fs::write(config, dns_config(&["198.51.100.7:53"], &[], &tls)).expect("writing the config");
     chmod(config, 0o644);
-    let netns_before = netns_list();
+    let netns_before = unharnessed(netns_list());
     let slot = Slot::new(0);
 
     // 1. /dev/net/tun as this machine has it: a clear refusal when nobody may not use it.
@@ -282,8 +304,12 @@ fn rootless_run() {
     let go = stage.path("go");
     let helpers = stage.path("helpers");
     let (gw4, gw6) = (slot.gw_v4.to_string(), slot.gw_v6.to_string());
+    let ready = stage.path("rw/server-ready");
     let script = format!(
         r#"
+python3 -B -u {helpers}/tcp_server.py --bind 0.0.0.0 --port {GUEST_PORT} --timeout 80 > {ready} &
+server=$!
+i=0; while [ ! -s {ready} ] && [ $i -lt 150 ]; do sleep 0.1; i=$((i+1)); done
 echo "pids $PPID $$"
 i=0; while [ ! -e {go} ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
 echo "uid $(id -u) $(id -g)"
@@ -298,12 +324,16 @@ echo "tcp_down $(python3 -B -u {helpers}/tcp_client.py bulk --target {SINK_V4} -
 echo "tcp_up $(python3 -B -u {helpers}/tcp_client.py bulk --target {SINK_V4} --port {tcp_port} --direction up --bytes {BYTES} --timeout 40)"
 echo "udp $(python3 -B -u {helpers}/udp_client.py --target {SINK_V4} --port {udp_port} --count 50 --max-size 1400 --timeout 40)"
 echo "ca $(grep -c 'BEGIN CERTIFICATE' "$SSL_CERT_FILE")"
+kill $server
 echo "done"
 "#
     );
+    let publish = format!("127.0.0.1:{HOST_PORT}:{GUEST_PORT}");
     let cmd = as_nobody(
         &stage,
-        &["run", "--config", config, "--", "sh", "-c", &script],
+        &[
+            "run", "--config", config, "-p", &publish, "--", "sh", "-c", &script,
+        ],
     );
     let mut rn = host.spawn(&cmd);
     let first = rn
@@ -332,6 +362,15 @@ echo "done"
     );
     assert_ne!(ns_of(cmd_pid, "net"), ns_of(ringnet_pid, "net"));
     assert_ne!(ns_of(cmd_pid, "user"), ns_of(ringnet_pid, "user"));
+    // A published port above 1024, bound by nobody in the host namespace, reaches the
+    // command's server.
+    let port = HOST_PORT.to_string();
+    let out = host.helper(
+        "tcp_client.py",
+        &["connect", "--target", "127.0.0.1", "--port", &port],
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.json()["ok"], true, "-p {publish}: {out}");
     fs::write(go, "").expect("the go file");
 
     let mut lines = Vec::new();
@@ -381,5 +420,9 @@ echo "done"
     assert_eq!(udp["replied"], 50, "{udp}");
     let certs: u32 = tagged(&lines, "ca").trim().parse().unwrap_or(0);
     assert!(certs >= 1, "no CA in the bundle: {story}");
-    assert_eq!(netns_list(), netns_before, "a named namespace appeared");
+    assert_eq!(
+        unharnessed(netns_list()),
+        netns_before,
+        "a named namespace appeared"
+    );
 }
