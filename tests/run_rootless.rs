@@ -24,6 +24,10 @@
 //!   namespace) reaches a server of the command; exit status 0; no named namespace was
 //!   created.
 //!
+//! `userns_disabled_is_one_line`: with `user.max_user_namespaces=0` (set in a user namespace
+//! of root's own, where the limit applies to this process only), the rootless path says
+//! which setting disables it, in one line.
+//!
 //! Unprivileged user namespaces must be allowed (`kernel.unprivileged_userns_clone`,
 //! `user.max_user_namespaces`, `kernel.apparmor_restrict_unprivileged_userns`): otherwise
 //! SKIP, or fail under `CI=true`.
@@ -424,5 +428,36 @@ echo "done"
         unharnessed(netns_list()),
         netns_before,
         "a named namespace appeared"
+    );
+}
+
+/// With unprivileged user namespaces disabled, `run` without capabilities says so in one
+/// line. Made safely for this one process: root's own user namespace (`unshare -U -r`) gets
+/// `user.max_user_namespaces=0` (the limit is per user namespace), and ringnet runs there
+/// as uid 0 with no capabilities at all (setpriv), so it takes the rootless path.
+#[test]
+fn userns_disabled_is_one_line() {
+    require_privileges!("unshare", "setpriv");
+    let _wd = Watchdog::new(Duration::from_secs(60));
+    let script = format!(
+        "echo 0 > /proc/sys/user/max_user_namespaces && \
+         exec setpriv --bounding-set=-all --inh-caps=-all {} run -- true",
+        ringnet_bin()
+    );
+    let out = run_args(
+        &[
+            "unshare",
+            "--user",
+            "--map-root-user",
+            "--net",
+            "sh",
+            "-c",
+            &script,
+        ],
+        Duration::from_secs(30),
+    );
+    assert_one_line_error(
+        &out,
+        "unprivileged user namespaces are disabled (user.max_user_namespaces=0)",
     );
 }

@@ -160,9 +160,11 @@ pub fn enter() -> Result<(), UsernsError> {
     let (uid, gid) = ids();
     // SAFETY: unshare(2) takes no pointers; the caller is single-threaded (see above).
     if unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET) } != 0 {
+        // errno first: reading the knobs makes syscalls of its own.
+        let source = io::Error::last_os_error();
         return Err(UsernsError::Disabled {
             knobs: userns_knobs(),
-            source: io::Error::last_os_error(),
+            source,
         });
     }
     write_proc_self("setgroups", "deny")?;

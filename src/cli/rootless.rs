@@ -174,7 +174,7 @@ pub fn guest(args: &GuestArgs) -> ExitCode {
         return ExitCode::from(2);
     }
     let tell = |msg: String| {
-        let _ = userns::send(&sock, msg.as_bytes(), &[]);
+        let _ = userns::send(&sock, format!("ERR {msg}").as_bytes(), &[]);
         ExitCode::from(2)
     };
     let ns = match setup(args) {
