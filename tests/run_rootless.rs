@@ -140,7 +140,8 @@ struct Stage {
 
 impl Stage {
     fn new() -> Stage {
-        let dir = std::env::temp_dir().join(unique_name("rootless"));
+        // /tmp, not $TMPDIR: every ancestor must be searchable by nobody.
+        let dir = Path::new("/tmp").join(unique_name("rootless"));
         let stage = Stage { dir };
         fs::create_dir(&stage.dir).expect("creating the stage directory");
         chmod(stage.path("."), 0o755);

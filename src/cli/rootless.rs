@@ -3,7 +3,8 @@
 //!
 //! # Theory of operation
 //!
-//! ringnet (unprivileged, multi-threaded soon) starts a helper: itself again
+//! ringnet (unprivileged, and possibly running threads already, which rules out unsharing a
+//! user namespace itself) starts a helper: itself again
 //! (`/proc/self/exe rootless-guest`, a hidden subcommand), with one end of a `SOCK_SEQPACKET`
 //! socketpair, the guest link's settings ([`GuestLink`]), the private resolv.conf, the
 //! command's environment and the command. The helper, single-threaded:
