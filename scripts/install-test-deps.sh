@@ -12,7 +12,8 @@
 #                   (run in the foreground inside the test's host namespace; no service)
 #   bind9-dnsutils  dig, the guest's DNS client in tests/dns.rs and tests/policy.rs
 #   util-linux      unshare (a private mount namespace for `ringnet run` with its own
-#                   /etc/resolv.conf in tests/dns.rs) and nsenter
+#                   /etc/resolv.conf in tests/dns.rs), nsenter, and setpriv (tests/run_rootless.rs
+#                   runs `ringnet run` as nobody)
 #   tshark          reads the `--pcap` capture in tests/observe_cli.rs (packet count, echo,
 #                   TCP handshake); installed with DEBIAN_FRONTEND=noninteractive, so
 #                   wireshark-common's setuid question takes its default (no)

@@ -5,7 +5,8 @@
 //!   configured from the slot's derived addresses, CMD run inside it with a private
 //!   `/etc/resolv.conf` naming the gateway (bind-mounted in a mount namespace of its own;
 //!   the host's file is untouched); exits with CMD's status and leaves nothing behind (the
-//!   namespace is anonymous).
+//!   namespace is anonymous). Without root, a helper makes the namespaces inside a user
+//!   namespace of its own and CMD runs as uid 0 there (`cli/rootless.rs`).
 //! - `ringnet attach --netns PATH [--tap NAME] [--configure]`: serve an existing namespace
 //!   until SIGINT / SIGTERM, or until the guest goes away (the namespace is deleted, the TAP
 //!   is deleted): then exit status 1. A TAP set down and up again keeps being served; with
@@ -26,6 +27,7 @@
 //! the limit ringnet was started with), with a warning when even the hard limit is below
 //! what the configured flow limits need.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -33,7 +35,7 @@ use std::time::Duration;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use ringnet::backend::netns::NetNs;
+use ringnet::backend::netns::{GuestLink, NetNs};
 use ringnet::backend::tap::Tap;
 use ringnet::backend::watch::{GuestEvent, GuestWatch};
 use ringnet::config::{EgressDriver, NetworkConfig};
@@ -98,6 +100,9 @@ enum Cmd {
     /// Write the TLS interception CA certificate a guest must trust (generating and storing
     /// the CA in tls.ca_dir on first use).
     Ca(cli::ca::CaArgs),
+    /// Internal: the namespace helper of `run` without root (`cli/rootless.rs`).
+    #[command(name = "rootless-guest", hide = true)]
+    RootlessGuest(cli::rootless::GuestArgs),
 }
 
 #[derive(Args, Debug)]
@@ -220,7 +225,7 @@ fn main() -> ExitCode {
                     }
                     #[cfg(feature = "vhost-user")]
                     Cmd::VhostUser(args) => args.opts.rules = ordered_rules(sub),
-                    Cmd::Ctl(_) | Cmd::Ca(_) => {}
+                    Cmd::Ctl(_) | Cmd::Ca(_) | Cmd::RootlessGuest(_) => {}
                 }
             }
             c
@@ -250,7 +255,7 @@ fn main() -> ExitCode {
         Cmd::Qemu { opts, .. } => init_logging(opts.verbose, false),
         #[cfg(feature = "vhost-user")]
         Cmd::VhostUser(args) => init_logging(args.opts.verbose, true),
-        Cmd::Ctl(_) | Cmd::Ca(_) => init_logging(0, false),
+        Cmd::Ctl(_) | Cmd::Ca(_) | Cmd::RootlessGuest(_) => init_logging(0, false),
     }
     let result = match cli.cmd {
         Cmd::Run { opts, command } => run(&opts, &command),
@@ -265,6 +270,7 @@ fn main() -> ExitCode {
         Cmd::VhostUser(args) => cli::vhost::run(&args),
         Cmd::Ctl(args) => cli::ctl::run(&args).map_err(Fail::new),
         Cmd::Ca(args) => cli::ca::run(&args).map_err(Fail::new),
+        Cmd::RootlessGuest(args) => Ok(cli::rootless::guest(&args)),
     };
     match result {
         Ok(code) => code,
@@ -387,7 +393,8 @@ fn check_privileges() -> Result<(), Fail> {
     // SAFETY: geteuid(2) has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Err(Fail::new(
-            "must run as root (it creates network namespaces and TAP devices)",
+            "attach must run as root (it enters an existing network namespace and opens a TAP \
+             there); `ringnet run` works without root",
         ));
     }
     if !std::path::Path::new("/dev/net/tun").exists() {
@@ -477,23 +484,34 @@ struct Serving {
     net: Network,
     /// The TAP's name in the guest namespace.
     tap: String,
-    /// `RLIMIT_NOFILE` as ringnet was started with it.
-    nofile: Option<libc::rlimit>,
     /// Control socket, metrics endpoint, rate line, capture: stopped when dropped (after
     /// the network).
     observers: cli::Observers,
 }
 
-fn start(opts: &Opts, ns: &NetNs, tap_name: &str, configure: bool) -> Result<Serving, Fail> {
+/// The configured network, not started yet, and `RLIMIT_NOFILE` as ringnet was started with
+/// it (the limit is raised here).
+fn open_network(opts: &Opts) -> Result<(Network, Option<libc::rlimit>), Fail> {
     let cfg = load_config(opts)?;
-    let mut net = Network::new(&cfg, opts.slot)?;
+    let net = Network::new(&cfg, opts.slot)?;
     let nofile = raise_fd_limit(&net);
+    Ok((net, nofile))
+}
+
+/// Open (and with `configure`, configure) the TAP in `ns` and serve it.
+fn start(opts: &Opts, ns: &NetNs, tap_name: &str, configure: bool) -> Result<Serving, Fail> {
+    let (net, _) = open_network(opts)?;
     let name = tap_name.to_string();
     let tap = ns.run(move || Tap::open(&name))??;
-    let tap_name = tap.name().to_string();
     if configure {
-        ns.configure_guest(&tap_name, net.config())?;
+        ns.configure_guest(tap.name(), net.config())?;
     }
+    serve(opts, net, tap)
+}
+
+/// Start the observers and the poll thread serving `tap`.
+fn serve(opts: &Opts, mut net: Network, tap: Tap) -> Result<Serving, Fail> {
+    let tap_name = tap.name().to_string();
     let observers = cli::Observers::start(&net, &opts.observe)?;
     net.start_port(Box::new(tap))?;
     let c = net.config();
@@ -514,7 +532,6 @@ fn start(opts: &Opts, ns: &NetNs, tap_name: &str, configure: bool) -> Result<Ser
     Ok(Serving {
         net,
         tap: tap_name,
-        nofile,
         observers,
     })
 }
@@ -575,40 +592,64 @@ fn poll_thread_stopped(net: Network, opts: &Opts, gone: &str) -> Fail {
 }
 
 fn run(opts: &Opts, command: &[String]) -> Result<ExitCode, Fail> {
-    check_privileges()?;
+    let rootless = cli::rootless::needed()?;
     let sigs = block_signals();
-    let ns = NetNs::create()?;
+    let (net, nofile) = open_network(opts)?;
+    let resolv = GuestResolvConf::write(&net);
+    let resolv_path = resolv.as_ref().map(|r| r.path.as_path());
+    // Kept until the command ended: it may read the bundle at any time.
+    let ca_bundle = cli::ca::GuestCaBundle::write(&net).map_err(Fail::new)?;
+    let mut env: Vec<(OsString, OsString)> = net
+        .guest_env_vars()
+        .into_iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
+    if let Some(b) = &ca_bundle {
+        env.extend(b.env().map(|(k, p)| (k.into(), p.into())));
+    }
+    // The namespace: held until ringnet exits, so the TAP outlives whatever the command
+    // leaves behind.
+    let (_ns, serving, mut child) = if rootless {
+        let link = GuestLink::of(net.config());
+        let mut guest =
+            cli::rootless::Guest::spawn(&link, "eth0", resolv_path, command, &env, nofile)?;
+        let (tap, ns) = guest.receive()?;
+        let serving = serve(opts, net, tap).map_err(|f| Fail {
+            msg: cli::rootless::port_hint(f.msg),
+            code: f.code,
+        })?;
+        (ns, serving, guest.go()?)
+    } else {
+        let ns = NetNs::create()?;
+        let tap = ns.run(|| Tap::open("eth0"))??;
+        ns.configure_guest(tap.name(), net.config())?;
+        let serving = serve(opts, net, tap)?;
+        let mut cmd = match resolv_path {
+            Some(path) => ns.command_with_resolv_conf(&command[0], path)?,
+            None => ns.command(&command[0]),
+        };
+        cmd.args(&command[1..]).envs(env);
+        if let Some(lim) = nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: runs in the forked child before exec and only calls setrlimit(2),
+            // which is async-signal-safe; `lim` is a copied plain value.
+            unsafe {
+                cmd.pre_exec(move || {
+                    libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| Fail::new(format!("cannot run {:?}: {e}", command[0])))?;
+        (ns, serving, child)
+    };
     let Serving {
         net,
         tap,
-        nofile,
         observers: _observers,
-    } = start(opts, &ns, "eth0", true)?;
-    let resolv = GuestResolvConf::write(&net);
-    let mut cmd = match &resolv {
-        Some(r) => ns.command_with_resolv_conf(&command[0], &r.path)?,
-        None => ns.command(&command[0]),
-    };
-    cmd.args(&command[1..]).envs(net.guest_env_vars());
-    // Kept until the command ended: it may read the bundle at any time.
-    let ca_bundle = cli::ca::GuestCaBundle::write(&net).map_err(Fail::new)?;
-    if let Some(b) = &ca_bundle {
-        cmd.envs(b.env());
-    }
-    if let Some(lim) = nofile {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: runs in the forked child before exec and only calls setrlimit(2), which
-        // is async-signal-safe; `lim` is a copied plain value.
-        unsafe {
-            cmd.pre_exec(move || {
-                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-                Ok(())
-            });
-        }
-    }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| Fail::new(format!("cannot run {:?}: {e}", command[0])))?;
+    } = serving;
     // Mounted in the child's own mount namespace by now: the file can go.
     drop(resolv);
     let pid = child.id() as libc::pid_t;

@@ -12,8 +12,8 @@
 //! its link comes back up.
 //! Only this module and `egress/` make syscalls on the data path.
 //!
-//! `netns` and `watch` (namespaces, running `ip`, watching the guest side) are the `ringnet`
-//! binary's plumbing and need the `cli` feature; [`tap::Tap`] is part of the engine: an
+//! `netns`, `userns` and `watch` (namespaces, rootless ones included, running `ip`, watching
+//! the guest side) are the `ringnet` binary's plumbing and need the `cli` feature; [`tap::Tap`] is part of the engine: an
 //! embedder serves a TAP it opened with `Network::start_port(Box::new(tap))`, and a QEMU
 //! stream the same way.
 //!
@@ -25,6 +25,8 @@
 pub mod netns;
 pub mod stream;
 pub mod tap;
+#[cfg(feature = "cli")]
+pub mod userns;
 #[cfg(feature = "vhost-user")]
 pub mod vhost_user;
 #[cfg(feature = "cli")]

@@ -9,6 +9,10 @@
 //! `ip`, starting the guest command) happens on a thread or in a child that first calls
 //! `setns(2)`; the ringnet process itself stays in its own namespace, where its egress
 //! sockets live.
+//!
+//! Without root, the namespace is made by a helper process in a user namespace of its own
+//! (`userns`), which configures it with the same [`NetNs::configure_link`] and hands ringnet
+//! the TAP and the namespace fd.
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -258,54 +262,82 @@ impl NetNs {
     /// MTU and transmit queue ([`tap_tx_queue`]), addresses and default routes for the
     /// active families (none for an offline slot: the link only).
     pub fn configure_guest(&self, tap: &str, cfg: &SlotConfig) -> Result<(), NetnsError> {
-        let mac = cfg.guest_mac.to_string();
-        let mtu = cfg.mtu.to_string();
-        let qlen = tap_tx_queue(cfg.max_connections).to_string();
+        self.configure_link(tap, &GuestLink::of(cfg))
+    }
+
+    /// Configure the guest side of `tap` in this namespace as `link` says (what
+    /// [`NetNs::configure_guest`] does for a slot).
+    pub fn configure_link(&self, tap: &str, link: &GuestLink) -> Result<(), NetnsError> {
+        let mtu = link.mtu.to_string();
+        let qlen = link.txqueuelen.to_string();
         self.ip(&["link", "set", "lo", "up"])?;
         self.ip(&[
             "link",
             "set",
             tap,
             "address",
-            &mac,
+            &link.mac,
             "mtu",
             &mtu,
             "txqueuelen",
             &qlen,
             "up",
         ])?;
-        if let Some(v4) = &cfg.ipv4 {
-            let addr = format!("{}/{}", v4.guest, v4.prefix_len);
-            self.ip(&["-4", "addr", "replace", &addr, "dev", tap])?;
+        if let Some((addr, gateway)) = &link.ipv4 {
+            self.ip(&["-4", "addr", "replace", addr, "dev", tap])?;
             self.ip(&[
-                "-4",
-                "route",
-                "replace",
-                "default",
-                "via",
-                &v4.gateway.to_string(),
-                "dev",
-                tap,
+                "-4", "route", "replace", "default", "via", gateway, "dev", tap,
             ])?;
         }
-        if let Some(v6) = &cfg.ipv6 {
+        if let Some((addr, gateway)) = &link.ipv6 {
             // Configured statically here: the gateway's router advertisements (autoconf)
             // must not add a SLAAC address and a second default route next to these.
             self.ignore_router_adverts(tap)?;
-            let addr = format!("{}/{}", v6.guest, v6.prefix_len);
-            self.ip(&["-6", "addr", "replace", &addr, "dev", tap, "nodad"])?;
+            self.ip(&["-6", "addr", "replace", addr, "dev", tap, "nodad"])?;
             self.ip(&[
-                "-6",
-                "route",
-                "replace",
-                "default",
-                "via",
-                &v6.gateway.to_string(),
-                "dev",
-                tap,
+                "-6", "route", "replace", "default", "via", gateway, "dev", tap,
             ])?;
         }
         Ok(())
+    }
+}
+
+/// The guest side of a TAP as [`NetNs::configure_link`] sets it up, in `ip`'s words: what a
+/// slot's configuration amounts to, and what `ringnet run` without root hands its namespace
+/// helper on the command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuestLink {
+    /// The guest MAC (`02:6d:73:…`).
+    pub mac: String,
+    pub mtu: u32,
+    /// The TAP's transmit queue length ([`tap_tx_queue`]).
+    pub txqueuelen: usize,
+    /// `ADDR/LEN` and the default gateway, for an active IPv4.
+    pub ipv4: Option<(String, String)>,
+    /// `ADDR/LEN` and the default gateway, for an active IPv6.
+    pub ipv6: Option<(String, String)>,
+}
+
+impl GuestLink {
+    /// The link of slot configuration `cfg`.
+    pub fn of(cfg: &SlotConfig) -> GuestLink {
+        GuestLink {
+            mac: cfg.guest_mac.to_string(),
+            mtu: cfg.mtu,
+            txqueuelen: tap_tx_queue(cfg.max_connections),
+            ipv4: cfg.ipv4.as_ref().map(|v4| {
+                (
+                    format!("{}/{}", v4.guest, v4.prefix_len),
+                    v4.gateway.to_string(),
+                )
+            }),
+            ipv6: cfg.ipv6.as_ref().map(|v6| {
+                (
+                    format!("{}/{}", v6.guest, v6.prefix_len),
+                    v6.gateway.to_string(),
+                )
+            }),
+        }
     }
 }
 

@@ -53,6 +53,8 @@ pub enum TapError {
     VnetHdr(io::Error),
     #[error("TUNSETOFFLOAD failed: {0}")]
     Offload(io::Error),
+    #[error("making the adopted TAP fd non-blocking failed: {0}")]
+    Adopt(io::Error),
     #[error("the TAP device {0:?} was deleted")]
     Gone(String),
     #[error("reading from TAP {name:?} failed: {source}")]
@@ -140,6 +142,29 @@ impl Tap {
             .trim_end_matches('\0')
             .to_string();
         Ok(Tap { fd, name: real })
+    }
+
+    /// Adopt a TAP that [`Tap::open`] opened elsewhere (in another process, whose fd was
+    /// passed over a unix socket): `fd` must be such a device fd and `name` its interface
+    /// name. The fd is made non-blocking again (a no-op: the flag belongs to the shared open
+    /// file, which `open` set).
+    pub fn adopt(fd: OwnedFd, name: &str) -> Result<Tap, TapError> {
+        // SAFETY: fcntl(2) F_GETFL / F_SETFL on a descriptor we own; no memory is passed.
+        let r = unsafe {
+            let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+            if flags < 0 {
+                flags
+            } else {
+                libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK)
+            }
+        };
+        if r < 0 {
+            return Err(TapError::Adopt(io::Error::last_os_error()));
+        }
+        Ok(Tap {
+            fd,
+            name: name.to_string(),
+        })
     }
 
     /// The interface name the kernel gave the device.

@@ -27,6 +27,7 @@ pub mod ctl;
 pub mod http;
 pub mod interval;
 pub mod qemu;
+pub mod rootless;
 #[cfg(feature = "vhost-user")]
 pub mod vhost;
 
