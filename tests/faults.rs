@@ -28,6 +28,9 @@
 //!   --pid`) while it runs; the guest holds 300 connections: the ones beyond the limit are
 //!   refused (RST), `host_fd_exhausted` counts them, one warning names `ulimit -n`; once
 //!   they are closed a new TCP connection and a UDP flow work again.
+//! - `uring_sq_full`: `[egress] uring_entries = 8` (`--egress uring`), 200 connections
+//!   echoing 64 KiB each at once: the SQ overflows again and again (`uring_sq_full` > 0),
+//!   the driver submits and retries, every echo comes back intact (no lost completion).
 
 #[macro_use]
 mod common;
@@ -55,8 +58,16 @@ struct Bed {
 }
 
 fn start() -> Bed {
-    let mut opts = Opts::default().config(CONFIG);
-    opts.extra = vec!["--stats".into()];
+    start_with("", &[])
+}
+
+/// [`CONFIG`] followed by `more` (keys of `[egress]`), ringnet with `args` too.
+fn start_with(more: &str, args: &[&str]) -> Bed {
+    let mut opts = Opts::default().config(&format!("{CONFIG}{more}"));
+    opts.extra = std::iter::once("--stats")
+        .chain(args.iter().copied())
+        .map(String::from)
+        .collect();
     let tb = Testbed::start(opts);
     let pid = tb.ringnet.pid();
     assert_eq!(comm(pid), "ringnet");
@@ -136,8 +147,16 @@ impl Bed {
             self.rss0,
             hwm_kib(self.pid)
         );
-        assert!(fds_ok, "fds {fds} not back to {} within {within:?}", self.fds0);
-        assert!(rss_ok, "RSS {rss} KiB not back to {} + {RSS_SLACK_KIB} KiB", self.rss0);
+        assert!(
+            fds_ok,
+            "fds {fds} not back to {} within {within:?}",
+            self.fds0
+        );
+        assert!(
+            rss_ok,
+            "RSS {rss} KiB not back to {} + {RSS_SLACK_KIB} KiB",
+            self.rss0
+        );
         self.tb.ringnet.assert_alive();
         self.connect_ok("after the fault");
     }
@@ -259,10 +278,9 @@ fn guest_vanishes() {
     let filter = format!("( dport = :{} )", b.port);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let ss = b
-            .tb
-            .guest
-            .exec(&["ss", "-Htn", "state", "established", &filter], SHORT);
+        let ss =
+            b.tb.guest
+                .exec(&["ss", "-Htn", "state", "established", &filter], SHORT);
         if ss.stdout.lines().count() >= 4 {
             break;
         }
@@ -287,8 +305,15 @@ fn guest_vanishes() {
     // `--configure` puts the addresses back; wait for the IPv4 one and the route.
     let v4 = format!("inet {}/30 ", b.tb.slot().guest_v4);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !(b.tb.guest.ip(&["-o", "addr", "show", "dev", "eth0"]).contains(&v4)
-        && b.tb.guest.ip(&["-4", "route", "show", "default"]).contains("via"))
+    while !(b
+        .tb
+        .guest
+        .ip(&["-o", "addr", "show", "dev", "eth0"])
+        .contains(&v4)
+        && b.tb
+            .guest
+            .ip(&["-4", "route", "show", "default"])
+            .contains("via"))
     {
         assert!(Instant::now() < deadline, "eth0 not configured again");
         std::thread::sleep(Duration::from_millis(100));
@@ -303,10 +328,9 @@ fn fd_exhaustion_256() {
     require_privileges!("python3", "prlimit");
     let _wd = Watchdog::new(LIMIT);
     let mut b = start();
-    let (_udp, udp_ready) = b
-        .tb
-        .host
-        .spawn_helper("udp_echo_server.py", &["--bind", "127.0.0.1"]);
+    let (_udp, udp_ready) =
+        b.tb.host
+            .spawn_helper("udp_echo_server.py", &["--bind", "127.0.0.1"]);
     let pid = b.pid.to_string();
     must(&["prlimit", "--pid", &pid, "--nofile=256:256"]);
     let udp_port = port(&udp_ready);
@@ -349,4 +373,41 @@ fn fd_exhaustion_256() {
         .filter(|l| l.contains("EMFILE") && l.contains("ulimit -n"))
         .count();
     assert!(warnings >= 1, "no EMFILE warning: {stderr}");
+}
+
+#[test]
+fn uring_sq_full() {
+    require_privileges!("python3");
+    let _wd = Watchdog::new(LIMIT);
+    // The smallest submission queue: 200 flows echoing 64 KiB each at once overflow it.
+    let mut b = start_with("uring_entries = 8\n", &["--egress", "uring"]);
+    let out = b.tb.guest.helper(
+        "tcp_client.py",
+        &[
+            "echo-many",
+            "--target",
+            &b.gw,
+            "--port",
+            &b.port,
+            "--conns",
+            "200",
+            "--size",
+            "65536",
+            "--connect-timeout",
+            "30",
+            "--timeout",
+            "90",
+        ],
+        Duration::from_secs(100),
+    );
+    assert!(
+        out.json()["ok"] == true,
+        "every echo intact with an 8-entry SQ: {out}"
+    );
+    b.back_to_baseline("uring_sq_full", Duration::from_secs(15));
+    let stderr = b.finish();
+    let full = counter(&stderr, "uring_sq_full");
+    eprintln!("faults: uring_sq_full: the SQ was full {full} times");
+    assert!(full > 0, "the SQ never filled: {stderr}");
+    assert!(!stderr.contains("io_uring submit failed"), "{stderr}");
 }

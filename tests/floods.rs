@@ -216,7 +216,9 @@ fn flood(kind: &str, count: u64) {
 
     // Still answering: both gateways ping, and a new connection echoes.
     for (fam, gw) in [("-4", &gw4), ("-6", &gw6)] {
-        let out = tb.guest.exec(&["ping", fam, "-c", "2", "-W", "3", gw], SHORT);
+        let out = tb
+            .guest
+            .exec(&["ping", fam, "-c", "2", "-W", "3", gw], SHORT);
         assert!(out.success() && out.stdout.contains("2 received"), "{out}");
     }
     let out = tb.guest.helper(
@@ -224,7 +226,10 @@ fn flood(kind: &str, count: u64) {
         &["connect", "--target", &gw4, "--port", &port],
         SHORT,
     );
-    assert!(out.json()["ok"] == true, "a new connection after the flood: {out}");
+    assert!(
+        out.json()["ok"] == true,
+        "a new connection after the flood: {out}"
+    );
 
     let peak_sampled = samples.iter().map(|x| x.rss_kib).max().unwrap_or(0);
     let peak_fds = samples.iter().map(|x| x.fds).max().unwrap_or(0);
@@ -235,7 +240,11 @@ fn flood(kind: &str, count: u64) {
     tb.ringnet.assert_alive();
     let status = tb.ringnet.stop();
     let stderr = tb.ringnet.stderr();
-    assert!(status.success(), "ringnet exit {status}:\n{}", tail(&stderr, 4000));
+    assert!(
+        status.success(),
+        "ringnet exit {status}:\n{}",
+        tail(&stderr, 4000)
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
     let c = |n: &str| stats_counter(&stderr, n).unwrap_or(0);
     let (frames, _, ring_drops) = link_counters(&stderr, "from_guest").expect("from_guest line");
@@ -287,13 +296,19 @@ fn account(kind: &str, sent: u64, before_stack: u64, c: &dyn Fn(&str) -> u64) {
                 ended >= opened && c("tcp_connecting") == 0,
                 "{opened} opened, {ended} ended"
             );
-            assert!(c("tcp_connect_evicted") > 0, "the max_connecting cap never acted");
+            assert!(
+                c("tcp_connect_evicted") > 0,
+                "the max_connecting cap never acted"
+            );
         }
         "udp" => {
             // Ten thousand destinations round-robin, 1,024 flows at most: every datagram
             // that reached the stack opened a flow (its destination's was evicted since).
             let opened = c("udp_opened");
-            assert!(opened >= reached.min(10_000), "{reached} reached, {opened} opened");
+            assert!(
+                opened >= reached.min(10_000),
+                "{reached} reached, {opened} opened"
+            );
             let ended = c("udp_evicted") + c("udp_expired") + c("udp_active");
             assert_eq!(ended, opened, "UDP flows unaccounted for");
             assert!(c("udp_evicted") > 0, "the max_udp_flows cap never acted");

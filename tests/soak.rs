@@ -137,7 +137,10 @@ fn mixed_traffic() {
         ("dns", "answered"),
         ("churn", "udp_flows"),
     ] {
-        assert!(res[kind][key].as_u64().unwrap_or(0) > 0, "no {kind} {key}: {out}");
+        assert!(
+            res[kind][key].as_u64().unwrap_or(0) > 0,
+            "no {kind} {key}: {out}"
+        );
     }
     assert!(
         samples.len() as u64 >= secs * 9 / 10,

@@ -80,8 +80,8 @@ mod vmkit;
 // Re-exported for `use common::*;` (unused in the binaries that need only some of them).
 #[allow(unused_imports)]
 pub use {
-    attach::*, bg::*, cleanup::*, dns::*, inprocess::*, ns::*, privileges::*, process::*, procstat::*,
-    testbed::*, tls_server::*, vm::*, vmkit::*,
+    attach::*, bg::*, cleanup::*, dns::*, inprocess::*, ns::*, privileges::*, process::*,
+    procstat::*, testbed::*, tls_server::*, vm::*, vmkit::*,
 };
 
 /// A JSON line printed by a python helper (its ready line or its result line).

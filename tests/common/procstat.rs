@@ -158,7 +158,9 @@ pub fn slope(points: &[(f64, f64)]) -> f64 {
 /// `to_guest`; (frames, bytes, drops) of `dir` ("from_guest" / "to_guest").
 pub fn link_counters(stats: &str, dir: &str) -> Option<(u64, u64, u64)> {
     let prefix = format!("{dir} frames ");
-    let l = stats.lines().find_map(|l| l.strip_prefix(prefix.as_str()))?;
+    let l = stats
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))?;
     let w: Vec<&str> = l.split_whitespace().collect();
     // F bytes B drops D
     match w.as_slice() {
