@@ -17,6 +17,10 @@
 #   RINGNET_TEST_VERBOSE     run ringnet with -v
 #   RINGNET_FUZZ_SECS        seconds per fuzz target in the closing smoke run (default 30;
 #                            0 skips it, saying so)
+#   RINGNET_FLOOD_SECS       how long each flood and the legit upload under it run in
+#                            tests/floods.rs (default 6)
+#   RINGNET_FLOOD_SCALE      multiplies every flood's frame count in tests/floods.rs (default 1)
+#   RINGNET_SOAK_SECS        duration of tests/soak.rs (default 300, the issue's 5 minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

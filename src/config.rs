@@ -167,6 +167,9 @@ pub enum ConfigError {
     /// `egress.idle_trim_ms` is neither 0 nor within [`IDLE_TRIM_RANGE_MS`].
     #[error("egress.idle_trim_ms = {value} is out of range: 0 (never) or 100..=3600000")]
     IdleTrim { value: u64 },
+    /// `egress.uring_entries` is not within 8..=32768.
+    #[error("egress.uring_entries = {value} is out of range: 8..=32768")]
+    UringEntries { value: u32 },
     /// The explicit `interface.mac` cannot be a guest's MAC.
     #[error("interface.mac = {value} is not usable as a guest MAC: {reason}")]
     GuestMac {
@@ -389,6 +392,10 @@ pub struct EgressConfig {
     /// within [`IDLE_TRIM_RANGE_MS`]. Low values trim between the bursts of a slow trickle,
     /// which then pays page faults for every slot it reuses.
     pub idle_trim_ms: u64,
+    /// io_uring submission queue entries (8..=32768; the kernel rounds up to a power of
+    /// two). When the SQ is full the driver submits what it has queued and retries;
+    /// `uring_sq_full` counts those times. Small values only for testing that path.
+    pub uring_entries: u32,
     /// CPU to pin the poll thread to; unpinned when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu: Option<usize>,
@@ -409,6 +416,7 @@ impl Default for EgressConfig {
             tcp_buffer_bytes: 256 * 1024,
             tcp_to_guest_buffer_bytes: 1024 * 1024,
             idle_trim_ms: 2000,
+            uring_entries: 4096,
             cpu: None,
         }
     }
@@ -622,6 +630,11 @@ impl NetworkConfig {
         if egress.idle_trim_ms != 0 && !IDLE_TRIM_RANGE_MS.contains(&egress.idle_trim_ms) {
             return Err(ConfigError::IdleTrim {
                 value: egress.idle_trim_ms,
+            });
+        }
+        if !(8..=32768).contains(&egress.uring_entries) {
+            return Err(ConfigError::UringEntries {
+                value: egress.uring_entries,
             });
         }
         self.dns.validate()?;

@@ -83,6 +83,9 @@ counters!(
         to_guest_dropped,
         /// Poll-loop iterations.
         polls,
+        /// Times the io_uring egress driver found its submission queue full
+        /// (`egress.uring_entries`) and submitted what was queued before adding more.
+        uring_sq_full,
         /// Idle trims: times the poll thread gave memory back after `egress.idle_trim_ms`
         /// without traffic (free pool slots, spare socket buffers, the heap).
         idle_trims,

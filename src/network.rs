@@ -314,6 +314,7 @@ impl Network {
             tx_buffer: buf,
             rx_buffer: buf,
             max_sockets: crate::stack::limits::host_sockets(&self.cfg),
+            uring_entries: self.cfg.egress.uring_entries,
             ..Limits::default()
         };
         let (driver, note) = egress::select(self.cfg.egress.driver, limits)?;

@@ -305,6 +305,23 @@ fn idle_trim_is_zero_or_in_range() {
 }
 
 #[test]
+fn uring_entries_in_range() {
+    assert_eq!(NetworkConfig::default().egress.uring_entries, 4096);
+    for ok in [8, 100, 32768] {
+        let text = format!("[egress]\nuring_entries = {ok}");
+        let config = NetworkConfig::from_toml_str(&text).unwrap();
+        assert_eq!(config.egress.uring_entries, ok);
+    }
+    for bad in [0, 7, 32769] {
+        let msg = parse_err(&format!("[egress]\nuring_entries = {bad}"));
+        assert_eq!(
+            msg,
+            format!("egress.uring_entries = {bad} is out of range: 8..=32768")
+        );
+    }
+}
+
+#[test]
 fn unusable_guest_mac_is_rejected() {
     let msg = parse_err("[interface]\nmac = \"01:00:5e:00:00:01\"");
     assert!(msg.contains("interface.mac = 01:00:5e:00:00:01") && msg.contains("multicast"));

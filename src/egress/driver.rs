@@ -198,6 +198,11 @@ pub trait SockIo: Sized {
 
     fn new(limits: &Limits) -> Result<Self, EgressError>;
 
+    /// [`Driver::sq_full`] of the mechanism.
+    fn sq_full(&self) -> u64 {
+        0
+    }
+
     /// The mechanism's state for a new socket.
     fn new_sock(connect: &Connect) -> Self::Sock;
 
@@ -521,6 +526,10 @@ impl<I: SockIo> Driver for SockDriver<I> {
 
     fn trim(&mut self) -> usize {
         self.t.bufs.trim()
+    }
+
+    fn sq_full(&self) -> u64 {
+        self.io.sq_full()
     }
 }
 

@@ -97,6 +97,10 @@ pub struct Limits {
     pub max_datagram: usize,
     /// Open sockets at most; `open` beyond it fails with [`EgressError::TooManySockets`].
     pub max_sockets: usize,
+    /// io_uring submission queue entries (the kernel rounds up to a power of two); when the
+    /// SQ is full the driver submits what is queued and retries (counted,
+    /// [`Driver::sq_full`]). Ignored by epoll.
+    pub uring_entries: u32,
 }
 
 impl Default for Limits {
@@ -108,6 +112,7 @@ impl Default for Limits {
             rx_datagrams: 64,
             max_datagram: 65535,
             max_sockets: 16384,
+            uring_entries: 4096,
         }
     }
 }
@@ -270,6 +275,11 @@ pub trait Driver {
     /// datagram vectors); returns the bytes of capacity freed. Buffers holding data or lent
     /// to the kernel are kept. The default frees nothing.
     fn trim(&mut self) -> usize {
+        0
+    }
+
+    /// Times a submission found the io_uring SQ full and had to submit first (0 for epoll).
+    fn sq_full(&self) -> u64 {
         0
     }
 }

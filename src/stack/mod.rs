@@ -525,6 +525,10 @@ impl Engine {
             self.link.from_guest.unpark();
         }
         r?;
+        self.link.stats.uring_sq_full.store(
+            self.host.driver.sq_full(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let elapsed = self.clock.elapsed();
         let mut traffic = false;
         for ev in events.drain(..) {

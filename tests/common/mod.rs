@@ -41,6 +41,8 @@
 //! - `attach.rs`: the slot plan ([`Slot`]), `ringnet attach` ([`Ringnet`]), `ringnet run`
 //!   with a python guest script, ringnet's `--stats` counters;
 //! - `testbed.rs`: [`Testbed`] (host + guest + ringnet) and its [`Opts`];
+//! - `procstat.rs`: a process's VmRSS/VmHWM and fd count from /proc, a [`Sampler`] of both
+//!   on a thread, a least-squares [`slope`], and the `--stats` ring lines ([`link_counters`]);
 //! - `inprocess.rs`: [`InProcess`], a `Network` serving a guest TAP from the test process;
 //! - `dns.rs`: an upstream DNS server in the host namespace ([`DnsServer`], dnsmasq, built
 //!   by [`Dnsmasq`]), ringnet's `[dns]` config ([`dns_config`]) and the guest's [`dig`];
@@ -69,6 +71,7 @@ mod inprocess;
 mod ns;
 mod privileges;
 mod process;
+mod procstat;
 mod testbed;
 mod tls_server;
 mod vm;
@@ -78,7 +81,7 @@ mod vmkit;
 #[allow(unused_imports)]
 pub use {
     attach::*, bg::*, cleanup::*, dns::*, inprocess::*, ns::*, privileges::*, process::*,
-    testbed::*, tls_server::*, vm::*, vmkit::*,
+    procstat::*, testbed::*, tls_server::*, vm::*, vmkit::*,
 };
 
 /// A JSON line printed by a python helper (its ready line or its result line).

@@ -7,6 +7,10 @@ with "ok" (the verdict) and details:
                                           ...) and "seconds" until it happened
   bulk       --target H --port P --direction up|down --bytes N [--seed S]
                                           N bytes one way, sha256 of both ends compared
+  bulk       ... --direction up --for-seconds T
+                                          upload for T seconds (the 1 MiB block being sent
+                                          then is finished), then EOF; the server (op
+                                          sink) replies with its count and sha256
   echo-many  --target H --port P --conns C --size N
                                           C concurrent connections, each echoing its own
                                           N random bytes (asyncio)
@@ -78,7 +82,19 @@ def cmd_bulk(a):
     s = dial(a, a.connect_timeout)
     s.settimeout(a.io_timeout)
     h = rnhelp.sha256()
-    if a.direction == "up":
+    if a.direction == "up" and a.for_seconds:
+        request(s, op="sink")
+        n = 0
+        for chunk in rnhelp.stream(1 << 50, a.seed):
+            h.update(chunk)
+            s.sendall(chunk)
+            n += len(chunk)
+            if rnhelp.now() - t0 >= a.for_seconds:
+                break
+        s.shutdown(socket.SHUT_WR)
+        remote = json.loads(rnhelp.recv_line(s) or b"{}")
+        a.bytes = n
+    elif a.direction == "up":
         request(s, op="upload", bytes=a.bytes)
         n = 0
         for chunk in rnhelp.stream(a.bytes, a.seed):
@@ -224,6 +240,7 @@ def main():
     ap.add_argument("--direction", choices=["up", "down"], default="up")
     ap.add_argument("--bytes", type=int, default=1 << 20)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--for-seconds", type=float, default=0, help="bulk up: by time")
     ap.add_argument("--conns", type=int, default=500)
     ap.add_argument("--size", type=int, default=65536)
     ap.add_argument("--hold", type=int, default=10)

@@ -4,7 +4,7 @@
 //!
 //! # Theory of operation
 //!
-//! One ring (SQ 4096 entries, CQ sized for every socket's ops) carries every socket
+//! One ring (SQ `[egress] uring_entries`, 4096 by default; CQ sized for every socket's ops) carries every socket
 //! operation; a `wait` round is one `io_uring_enter(2)` with an `EXT_ARG` timeout that
 //! submits the queued SQEs and waits for a completion, then drains the CQ. Every SQE's
 //! `user_data` is the socket's slab [`Key`] packed with its [`Op`] as the tag
@@ -50,8 +50,9 @@ use crate::slab::{Key, Slab};
 /// The io_uring implementation of [`super::Driver`].
 pub type UringDriver = SockDriver<UringIo>;
 
-/// Submission queue entries.
-const SQ_ENTRIES: u32 = 4096;
+/// Submission queue entries at least ([`Limits::uring_entries`] below it is raised): a
+/// connect needs a linked pair, and one `wait` queues a few per socket.
+pub const MIN_SQ_ENTRIES: u32 = 8;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 enum RxOp {
@@ -75,6 +76,8 @@ pub struct UringSock {
 struct Sq {
     ring: IoUring,
     inflight: usize,
+    /// Times a push found the SQ full and submitted first ([`super::Driver::sq_full`]).
+    full: u64,
 }
 
 impl Sq {
@@ -102,6 +105,7 @@ impl Sq {
                 return;
             }
             drop(sq);
+            self.full += 1;
             self.submit_some();
         }
     }
@@ -425,20 +429,29 @@ impl SockIo for UringIo {
     type Sock = UringSock;
 
     fn new(limits: &Limits) -> Result<UringIo, EgressError> {
+        let entries = limits.uring_entries.clamp(MIN_SQ_ENTRIES, 32768);
         let cq = (limits.max_sockets.saturating_mul(4))
             .next_power_of_two()
-            .clamp(2 * SQ_ENTRIES as usize, 65536);
+            .clamp(2 * entries.next_power_of_two() as usize, 65536);
         let ring = IoUring::builder()
             // cq <= 65536: fits.
             .setup_cqsize(cq as u32)
-            .build(SQ_ENTRIES)
+            .build(entries)
             .map_err(EgressError::UringSetup)?;
         Ok(UringIo {
-            sq: Sq { ring, inflight: 0 },
+            sq: Sq {
+                ring,
+                inflight: 0,
+                full: 0,
+            },
             watches: Vec::new(),
             cqes: Vec::new(),
             lingers: Vec::new(),
         })
+    }
+
+    fn sq_full(&self) -> u64 {
+        self.sq.full
     }
 
     fn new_sock(connect: &Connect) -> UringSock {
