@@ -396,6 +396,14 @@ pub struct EgressConfig {
     /// two). When the SQ is full the driver submits what it has queued and retries;
     /// `uring_sq_full` counts those times. Small values only for testing that path.
     pub uring_entries: u32,
+    /// Evictions a full flow table may make per second, per table (TCP pending connects at
+    /// `max_connecting`, UDP/ICMP flows at `max_udp_flows`), with a burst of as many. A
+    /// flood of new flows to distinct destinations would otherwise cost a host socket
+    /// (socket, connect, close: tens of µs of kernel time) per frame and starve the flows
+    /// already open; beyond the budget the new flow's first frame is dropped silently
+    /// (`tcp_syn_shed`, `udp_flow_shed`) and the guest retries. A table that is not full
+    /// never sheds. 0: no budget (every new flow evicts).
+    pub evictions_per_sec: u32,
     /// CPU to pin the poll thread to; unpinned when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu: Option<usize>,
@@ -417,6 +425,7 @@ impl Default for EgressConfig {
             tcp_to_guest_buffer_bytes: 1024 * 1024,
             idle_trim_ms: 2000,
             uring_entries: 4096,
+            evictions_per_sec: 1000,
             cpu: None,
         }
     }

@@ -57,6 +57,9 @@ counters!(
         /// Pending host connects given up at the `max_connecting` cap, oldest first (the
         /// guest got RST).
         tcp_connect_evicted,
+        /// SYNs dropped (no RST: the guest retries) because `max_connecting` connects were
+        /// pending and the eviction budget (`evictions_per_sec`) was spent: a connect flood.
+        tcp_syn_shed,
         /// TCP flows the guest reset (in any state, including an abandoned connect).
         tcp_guest_reset,
         /// TCP flows reset because the host socket failed or was reset (the guest got RST).
@@ -70,6 +73,9 @@ counters!(
         udp_expired,
         /// UDP flows evicted (oldest first) at the flow limit.
         udp_evicted,
+        /// Datagrams of new UDP/ICMP flows dropped because the flow table was full and the
+        /// eviction budget (`evictions_per_sec`) was spent: a flood of new destinations.
+        udp_flow_shed,
         /// UDP datagrams dropped (host socket queue full, open failed, reply too large).
         udp_dropped,
         /// UDP flows open now.

@@ -283,3 +283,67 @@ mod tests {
         );
     }
 }
+
+/// A token bucket on work a guest can force at will (`egress.evictions_per_sec`): `take`
+/// succeeds at most `per_sec` times per second on average, with a burst of `per_sec`.
+/// Time comes from the caller; `per_sec` 0 always succeeds.
+#[derive(Debug)]
+pub struct Budget {
+    per_sec: u64,
+    /// Tokens, in millionths (one token = 1,000,000).
+    micro: u64,
+    last: Duration,
+}
+
+impl Budget {
+    pub fn new(per_sec: u32) -> Budget {
+        Budget {
+            per_sec: u64::from(per_sec),
+            micro: u64::from(per_sec) * 1_000_000,
+            last: Duration::ZERO,
+        }
+    }
+
+    /// Spend one token at `now` (the caller's monotonic time); false when none is left.
+    pub fn take(&mut self, now: Duration) -> bool {
+        if self.per_sec == 0 {
+            return true;
+        }
+        let cap = self.per_sec * 1_000_000;
+        let dt = now.saturating_sub(self.last);
+        self.last = self.last.max(now);
+        // µs elapsed × tokens per second = millionths of a token.
+        let earned = u64::try_from(dt.as_micros())
+            .unwrap_or(u64::MAX)
+            .saturating_mul(self.per_sec);
+        self.micro = self.micro.saturating_add(earned).min(cap);
+        if self.micro >= 1_000_000 {
+            self.micro -= 1_000_000;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::*;
+
+    #[test]
+    fn a_budget_allows_its_burst_then_its_rate() {
+        let mut b = Budget::new(100);
+        let t0 = Duration::from_secs(5);
+        assert_eq!((0..250).filter(|_| b.take(t0)).count(), 100, "the burst");
+        // 10 ms later: one more token.
+        let t1 = t0 + Duration::from_millis(10);
+        assert_eq!((0..10).filter(|_| b.take(t1)).count(), 1);
+        // A long pause refills to the burst, not beyond.
+        let t2 = t1 + Duration::from_secs(60);
+        assert_eq!((0..250).filter(|_| b.take(t2)).count(), 100);
+        // Time going backwards earns nothing.
+        assert!(!b.take(t0));
+        let mut free = Budget::new(0);
+        assert!((0..10_000).all(|_| free.take(Duration::ZERO)));
+    }
+}

@@ -102,6 +102,8 @@ mod policy_tests;
 mod port;
 pub(crate) mod tcp;
 pub(crate) mod udp;
+#[cfg(test)]
+mod udp_tests;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::Ordering;
@@ -685,10 +687,14 @@ impl Engine {
             }
             Verdict::Tcp { src, dst, flags } => {
                 let mut host = self.host.cx(elapsed);
-                if let Some(key) = self.tcp.on_frame(src, dst, flags, &self.addrs, &mut host) {
-                    let mut port = self.guest.port(smol_now(elapsed));
-                    self.tcp.ingress(key, frame, &mut self.iface, &mut port);
-                    return;
+                match self.tcp.on_frame(src, dst, flags, &self.addrs, &mut host) {
+                    Ok(key) => {
+                        let mut port = self.guest.port(smol_now(elapsed));
+                        self.tcp.ingress(key, frame, &mut self.iface, &mut port);
+                        return;
+                    }
+                    Err(tcp::NoFlow::Shed) => return,
+                    Err(tcp::NoFlow::Reset) => {}
                 }
             }
             Verdict::Udp { src, dst, payload } => {

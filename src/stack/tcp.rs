@@ -156,6 +156,15 @@ enum Next {
 }
 
 /// The TCP flow table.
+/// Why a guest TCP segment has no flow ([`Flows::on_frame`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoFlow {
+    /// smoltcp answers it with RST (no SYN, denied, at a limit).
+    Reset,
+    /// Dropped without an answer: a SYN beyond the eviction budget.
+    Shed,
+}
+
 pub struct Flows {
     slab: Slab<Flow>,
     map: HashMap<(SocketAddr, SocketAddr), Key>,
@@ -168,6 +177,8 @@ pub struct Flows {
     connecting: usize,
     connect_order: VecDeque<Key>,
     max_connecting: usize,
+    /// Evictions of pending connects allowed (`egress.evictions_per_sec`).
+    evict_budget: super::limits::Budget,
     /// smoltcp receive buffer (guest→host window) per flow.
     to_host_bytes: usize,
     /// smoltcp send buffer (host→guest) per flow.
@@ -229,6 +240,7 @@ impl Flows {
             connecting: 0,
             connect_order: VecDeque::new(),
             max_connecting: cfg.egress.max_connecting.max(1),
+            evict_budget: super::limits::Budget::new(cfg.egress.evictions_per_sec),
             to_host_bytes: cfg.egress.tcp_buffer_bytes,
             to_guest_bytes: cfg.egress.tcp_to_guest_buffer_bytes,
             connect_timeout: Duration::from_millis(cfg.egress.connect_timeout_ms),
@@ -279,8 +291,9 @@ impl Flows {
     }
 
     /// A guest TCP segment from `src` to `dst` arrived: find its flow, or make one for a
-    /// SYN. Returns the flow the segment belongs to; `None` means no flow (smoltcp, with no
-    /// socket to match, answers with RST).
+    /// SYN. Returns the flow the segment belongs to; `Err(NoFlow::Reset)` means no flow
+    /// (smoltcp, with no socket to match, answers with RST), `Err(NoFlow::Shed)` that the
+    /// SYN is to be dropped without an answer (a connect flood: the guest retries).
     pub fn on_frame(
         &mut self,
         src: SocketAddr,
@@ -288,27 +301,35 @@ impl Flows {
         flags: TcpFlags,
         addrs: &Addrs,
         host: &mut Host<'_>,
-    ) -> Option<Key> {
+    ) -> Result<Key, NoFlow> {
         let stats = host.stats;
         if let Some(&key) = self.map.get(&(src, dst)) {
             self.mark(key);
-            return Some(key);
+            return Ok(key);
         }
         if !flags.syn || flags.ack || flags.rst {
-            return None;
+            return Err(NoFlow::Reset);
         }
         let local = addrs.is_gateway(dst.ip()) && dst.port() == 53;
         let admission = if local {
             None
         } else {
             // Denied: no flow, so smoltcp answers the SYN with RST.
-            Some(host.guard.admit(Proto::Tcp, src.ip(), dst)?)
+            Some(
+                host.guard
+                    .admit(Proto::Tcp, src.ip(), dst)
+                    .ok_or(NoFlow::Reset)?,
+            )
         };
         if self.slab.len() >= self.max {
             Stats::inc(&stats.tcp_refused_limit);
-            return None;
+            return Err(NoFlow::Reset);
         }
         if !local && self.connecting >= self.max_connecting {
+            if !self.evict_budget.take(host.elapsed) {
+                Stats::inc(&stats.tcp_syn_shed);
+                return Err(NoFlow::Shed);
+            }
             self.evict_oldest_connect(&mut *host.driver, stats);
         }
         let (mut set, handle) = match self.spare.pop() {
@@ -331,7 +352,7 @@ impl Flows {
         };
         if sock.listen(ep).is_err() {
             self.spare.push((set, handle));
-            return None; // port 0
+            return Err(NoFlow::Reset); // port 0
         }
         let (target, fallback) = addrs.host_target(dst);
         let (names, sni, rule) = match admission {
@@ -367,7 +388,7 @@ impl Flows {
             rule,
         };
         // Room was checked above (`slab.len() < max`, the slab's own bound).
-        let key = self.slab.insert(flow)?;
+        let key = self.slab.insert(flow).ok_or(NoFlow::Reset)?;
         if local {
             // The gateway's DNS answers at once: no host connect, the SYN-ACK goes out.
             if let Some(flow) = self.slab.get_mut(key) {
@@ -375,7 +396,7 @@ impl Flows {
             }
             self.map.insert((src, dst), key);
             self.mark(key);
-            return Some(key);
+            return Ok(key);
         }
         Stats::inc(&stats.tcp_opened);
         self.connecting += 1;
@@ -437,7 +458,7 @@ impl Flows {
         }
         self.map.insert((src, dst), key);
         self.mark(key);
-        Some(key)
+        Ok(key)
     }
 
     /// Hand the guest segment in `frame` to flow `key`'s socket.

@@ -255,6 +255,35 @@ fn an_unanswered_synack_ends_at_the_guest_timeout() {
 }
 
 #[test]
+fn syns_beyond_the_eviction_budget_are_shed_and_retried() {
+    // 4 pending connects allowed, 2 evictions per second.
+    let mut h = Harness::new(
+        "[egress]\nmax_connecting = 4\nevictions_per_sec = 2\ntcp_guest_timeout_ms = 4000\n",
+    );
+    for _ in 0..6 {
+        connecting(&mut h);
+    }
+    assert_eq!(h.stat("tcp_connect_evicted"), 2, "the burst");
+    // The seventh SYN finds the budget spent: no host socket, no RST.
+    let before = h.host().ids().len();
+    let g = h.guest.connect(PORT);
+    h.run_for(Duration::from_millis(200));
+    assert_eq!(h.host().ids().len(), before, "a shed SYN opens no socket");
+    assert!(h.stat("tcp_syn_shed") >= 1);
+    assert_eq!(
+        h.guest.sock(g).state(),
+        State::SynSent,
+        "the guest got no RST"
+    );
+    // Its retransmission, once the budget refilled, gets in.
+    assert!(
+        h.run_until(Duration::from_secs(5), |h| h.host().ids().len() > before),
+        "the retried SYN opened no host socket"
+    );
+    assert_eq!(h.stat("tcp_connect_evicted"), 3);
+}
+
+#[test]
 fn the_oldest_pending_connect_is_evicted_at_the_cap() {
     let mut h = harness();
     let mut first = None;

@@ -80,6 +80,8 @@ pub struct Flows {
     max_peers: usize,
     idle: Duration,
     next_sweep: Duration,
+    /// Evictions allowed at a full table (`egress.evictions_per_sec`).
+    evict_budget: super::limits::Budget,
 }
 
 impl Flows {
@@ -91,6 +93,7 @@ impl Flows {
             max_peers: cfg.max_udp_peers.max(1),
             idle: Duration::from_millis(cfg.egress.udp_idle_timeout_ms),
             next_sweep: Duration::ZERO,
+            evict_budget: super::limits::Budget::new(cfg.egress.evictions_per_sec),
         }
     }
 
@@ -112,8 +115,13 @@ impl Flows {
             Peer::Echo(src, dst, _) => (Proto::Icmp, src, SocketAddr::new(dst, 0)),
         };
         let admission = host.guard.admit(proto, src, dst).ok_or(Refused::Denied)?;
-        // The sweep of idle flows is lazy: a full table first gives up its oldest.
+        // The sweep of idle flows is lazy: a full table first gives up its oldest, within
+        // the eviction budget (a flood of new destinations sheds instead).
         if self.slab.len() >= self.slab.max() {
+            if !self.evict_budget.take(host.elapsed) {
+                Stats::inc(&host.stats.udp_flow_shed);
+                return Err(Refused::Failed);
+            }
             self.evict_oldest(host);
         }
         let flow = Flow {

@@ -1,0 +1,53 @@
+//! UDP flows on the virtual-clock harness: the flow table at its limit.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use crate::stack::harness::Harness;
+use crate::wire::classify::{emit_udp, udp_payload_offset};
+
+/// A datagram from the guest's port 40000 to 198.51.100.7:`port`.
+fn datagram(h: &Harness, port: u16) -> Vec<u8> {
+    let a = h.addrs();
+    let src = SocketAddr::new(IpAddr::V4(a.guest4.unwrap()), 40000);
+    let dst = SocketAddr::from(([198, 51, 100, 7], port));
+    let mut buf = vec![0u8; 200];
+    let off = udp_payload_offset(false);
+    buf[off..off + 4].copy_from_slice(b"ping");
+    let n = emit_udp(&mut buf, a.guest_mac, a.gw_mac, src, dst, 4).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+#[test]
+fn new_destinations_beyond_the_eviction_budget_are_shed() {
+    let mut h = Harness::new("[egress]\nmax_udp_flows = 4\nevictions_per_sec = 3\n");
+    // 4 fill the table, 3 evict (the burst), 5 are shed.
+    for port in 1000..1012 {
+        let f = datagram(&h, port);
+        h.inject(&f);
+        h.turn();
+    }
+    assert_eq!(h.stat("udp_opened"), 7);
+    assert_eq!(h.stat("udp_evicted"), 3);
+    assert_eq!(h.stat("udp_flow_shed"), 5);
+    // A known destination is never shed; a second later the budget is back.
+    let f = datagram(&h, 1011);
+    h.inject(&f);
+    h.turn();
+    assert_eq!(
+        h.stat("udp_flow_shed"),
+        6,
+        "1011 was shed, so it is not known"
+    );
+    let f = datagram(&h, 1006);
+    h.inject(&f);
+    h.turn();
+    assert_eq!(h.stat("udp_flow_shed"), 6, "a flow in the table");
+    h.run_for(Duration::from_secs(1));
+    let f = datagram(&h, 1011);
+    h.inject(&f);
+    h.turn();
+    assert_eq!(h.stat("udp_evicted"), 4);
+    assert_eq!(h.stat("udp_flow_shed"), 6);
+}
