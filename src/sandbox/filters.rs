@@ -57,6 +57,8 @@ fn base(r: &mut Rules) -> Result<(), SandboxError> {
         SYS_mremap,
         SYS_brk,
         SYS_madvise,
+        // `mem::discard`: which pool pages are resident before giving them back.
+        SYS_mincore,
         SYS_futex,
         SYS_sched_yield,
         SYS_clock_gettime,
