@@ -135,6 +135,10 @@ fn rules(role: Role) -> Result<Rules, SandboxError> {
     use libc::*;
     let mut r = Rules::new();
     base(&mut r)?;
+    // Answered ENOSYS by the prefilter.
+    for nr in refused(role) {
+        allow(&mut r, nr);
+    }
     match role {
         Role::Poll => {
             sockets(&mut r, true)?;
@@ -178,7 +182,7 @@ fn rules(role: Role) -> Result<Rules, SandboxError> {
             // Threads of its own (a control client each): `clone` with `CLONE_THREAD` only
             // (no new process, no new namespace); `clone3`'s flags are in memory a filter
             // cannot read, so it is answered `ENOSYS` by the filter installed first
-            // ([`clone3_enosys`]) and glibc falls back to `clone`.
+            // ([`prefilter`]) and glibc falls back to `clone`.
             let rule = SeccompRule::new(vec![
                 cond(0, Op::MaskedEq(CLONE_THREAD as u64), CLONE_THREAD as u64)?,
                 cond(
@@ -197,10 +201,10 @@ fn rules(role: Role) -> Result<Rules, SandboxError> {
             ])
             .map_err(SandboxError::Build)?;
             r.insert(SYS_clone, vec![rule]);
-            allow(&mut r, SYS_clone3);
             allow(&mut r, SYS_set_robust_list);
             allow(&mut r, SYS_rseq);
-            allow(&mut r, SYS_prctl);
+            // The new threads' names.
+            allow_arg_in(&mut r, SYS_prctl, 0, &[PR_SET_NAME as u64])?;
             allow(&mut r, SYS_sched_getaffinity);
         }
     }
@@ -218,12 +222,28 @@ pub fn program(role: Role, on_violation: SeccompAction) -> Result<seccompiler::B
     filter.try_into().map_err(SandboxError::Build)
 }
 
-/// A filter that answers `clone3` with `ENOSYS` and allows everything else; installed
-/// before [`Role::Service`]'s allow-list, which has to allow `clone3` for this one to be
-/// the answer (the kernel takes the strictest of all filters' actions).
-pub fn clone3_enosys() -> Result<seccompiler::BpfProgram, SandboxError> {
+/// Syscalls refused with `ENOSYS` instead of killing: `open`/`openat` (glibc's malloc
+/// reads `/proc/sys/vm/overcommit_memory` once per process, on the first shrink of a
+/// thread's arena, and does without it), and for [`Role::Service`] `clone3` (glibc then
+/// falls back to `clone`, whose flags the allow-list checks).
+fn refused(role: Role) -> Vec<libc::c_long> {
+    let mut v = vec![libc::SYS_openat];
+    #[cfg(target_arch = "x86_64")]
+    v.push(libc::SYS_open);
+    if role == Role::Service {
+        v.push(libc::SYS_clone3);
+    }
+    v
+}
+
+/// A filter that answers [`refused`] syscalls with `ENOSYS` and allows everything else;
+/// installed before the role's allow-list, which allows them so that this one's answer
+/// is what the thread gets (the kernel takes the strictest of all filters' actions).
+pub fn prefilter(role: Role) -> Result<seccompiler::BpfProgram, SandboxError> {
     let mut r = Rules::new();
-    allow(&mut r, libc::SYS_clone3);
+    for nr in refused(role) {
+        allow(&mut r, nr);
+    }
     let filter = SeccompFilter::new(
         r,
         SeccompAction::Allow,

@@ -40,14 +40,19 @@
 //! - [`Role::TlsWorker`]: sockets as above without `accept`, `epoll_*`, `fcntl`,
 //!   `ioctl(FIONBIO)`;
 //! - [`Role::Pcap`]: the base and `fsync`;
-//! - [`Role::Service`]: sockets (accepting), `poll`, `fcntl`, `ioctl(FIONBIO)`, `prctl`
-//!   (thread names) and threads: `clone` only with `CLONE_THREAD` and no `CLONE_NEW*` flag,
+//! - [`Role::Service`]: sockets (accepting), `poll`, `fcntl`, `ioctl(FIONBIO)`,
+//!   `prctl(PR_SET_NAME)` (its threads' names) and threads: `clone` only with `CLONE_THREAD` and no `CLONE_NEW*` flag,
 //!   `clone3` answered `ENOSYS` by a first filter (its flags cannot be read by a filter;
 //!   glibc falls back to `clone`).
 //!
-//! Absent everywhere, among others: `execve`, `fork`/`vfork`, `unshare`, `setns`, `mount`,
-//! `ptrace`, `open`/`openat` (no thread opens a file after start), `io_uring_setup`,
-//! `io_uring_register`, `bpf`, `perf_event_open`, `kill`.
+//! `open`/`openat` fail with `ENOSYS` (a first filter, installed before the allow-list):
+//! no thread opens a file after start, but glibc's malloc reads
+//! `/proc/sys/vm/overcommit_memory` once per process on the first shrink of a thread's
+//! arena, whichever thread that is, and does without it when the open fails.
+//!
+//! Absent everywhere (fatal), among others: `execve`, `fork`/`vfork`, `unshare`, `setns`,
+//! `mount`, `ptrace`, `io_uring_setup`, `io_uring_register`, `bpf`, `perf_event_open`,
+//! `kill`.
 //!
 //! ## io_uring
 //!
@@ -197,10 +202,8 @@ pub fn enter(role: Role, cfg: &SandboxConfig) -> Result<(), SandboxError> {
         seccompiler::SeccompAction::KillProcess
     };
     let prog = filters::program(role, action)?;
-    if role == Role::Service {
-        let first = filters::clone3_enosys()?;
-        seccompiler::apply_filter(&first).map_err(SandboxError::Install)?;
-    }
+    let first = filters::prefilter(role)?;
+    seccompiler::apply_filter(&first).map_err(SandboxError::Install)?;
     seccompiler::apply_filter(&prog).map_err(SandboxError::Install)?;
     tracing::debug!(role = role.name(), "seccomp filter installed");
     if forbidden {
