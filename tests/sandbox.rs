@@ -172,10 +172,22 @@ fn attach_drops_capabilities() {
     let s = Slot::new(0);
     guest.ip(&["link", "set", "eth0", "up"]);
     guest.ip(&["addr", "add", &format!("{}/30", s.guest_v4), "dev", "eth0"]);
-    let ping = guest
-        .cmd(&["ping", "-c", "1", "-W", "3", &s.gw_v4.to_string()])
-        .output()
-        .expect("ping");
+    // The TAP just came up (ringnet sees it within its watch interval): a few tries.
+    let gw = s.gw_v4.to_string();
+    let mut ping = None;
+    for _ in 0..10 {
+        let out = guest
+            .cmd(&["ping", "-c", "1", "-W", "1", &gw])
+            .output()
+            .expect("ping");
+        let ok = out.status.success();
+        ping = Some(out);
+        if ok {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let ping = ping.expect("at least one try");
     assert!(ping.status.success(), "{ping:?}");
     // A control client: its thread is spawned by the filtered accept thread.
     let ctl = host
