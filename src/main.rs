@@ -402,8 +402,8 @@ fn drop_privileges(net: &Network, keep: &[u32]) -> Result<(), Fail> {
     if !net.config().sandbox.drop_capabilities() {
         return Ok(());
     }
-    let dropped = caps::drop_all_but(keep)
-        .map_err(|e| Fail::new(format!("dropping capabilities: {e}")))?;
+    let dropped =
+        caps::drop_all_but(keep).map_err(|e| Fail::new(format!("dropping capabilities: {e}")))?;
     caps::no_new_privs().map_err(|e| Fail::new(format!("setting no_new_privs: {e}")))?;
     tracing::debug!(
         ?keep,

@@ -170,6 +170,7 @@ fn attach_drops_capabilities() {
     assert_eq!(status_field(&main, "NoNewPrivs"), "1", "{main}");
     // The guest is served: configure it by hand and ping the gateway (through the TAP).
     let s = Slot::new(0);
+    guest.ip(&["link", "set", "eth0", "address", GUEST_MAC]);
     guest.ip(&["link", "set", "eth0", "up"]);
     guest.ip(&["addr", "add", &format!("{}/30", s.guest_v4), "dev", "eth0"]);
     // The TAP just came up (ringnet sees it within its watch interval): a few tries.
@@ -229,8 +230,16 @@ fn attach_configure_keeps_net_and_sys_admin() {
     std::thread::sleep(Duration::from_millis(300));
     let pid = tb.ringnet.pid();
     let main = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    assert_eq!(hex(&main, "CapEff"), CAP_NET_ADMIN | CAP_SYS_ADMIN, "{main}");
-    assert_eq!(hex(&main, "CapBnd"), CAP_NET_ADMIN | CAP_SYS_ADMIN, "{main}");
+    assert_eq!(
+        hex(&main, "CapEff"),
+        CAP_NET_ADMIN | CAP_SYS_ADMIN,
+        "{main}"
+    );
+    assert_eq!(
+        hex(&main, "CapBnd"),
+        CAP_NET_ADMIN | CAP_SYS_ADMIN,
+        "{main}"
+    );
     assert_eq!(status_field(&main, "NoNewPrivs"), "1", "{main}");
     // Down and up: ringnet configures the TAP again with what it kept.
     tb.guest.ip(&["link", "set", "eth0", "down"]);

@@ -32,8 +32,8 @@ use ringnet::backend::stream::{StreamPort, ETHERNET_HEADER};
 use ringnet::Network;
 
 use crate::{
-    block_signals, drop_privileges, finish, load_config, poll_thread_stopped, raise_fd_limit, wait_signal, Fail,
-    Opts,
+    block_signals, drop_privileges, finish, load_config, poll_thread_stopped, raise_fd_limit,
+    wait_signal, Fail, Opts,
 };
 
 /// Where QEMU's stream comes from: exactly one of `--socket` and `--fd`.

@@ -97,7 +97,13 @@ pub fn drop_all_but(keep: &[u32]) -> io::Result<Dropped> {
     // SAFETY: prctl(2) with integer arguments only. EINVAL on kernels without ambient
     // capabilities (before 4.3), which have no ambient set to clear.
     unsafe {
-        libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        );
     }
     let now = permitted()?;
     let kept = now & keep_mask;

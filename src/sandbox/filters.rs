@@ -26,7 +26,12 @@ fn allow(r: &mut Rules, nr: libc::c_long) {
 }
 
 /// Allow `nr` when argument `arg` (32 bits) is one of `values`.
-fn allow_arg_in(r: &mut Rules, nr: libc::c_long, arg: u8, values: &[u64]) -> Result<(), SandboxError> {
+fn allow_arg_in(
+    r: &mut Rules,
+    nr: libc::c_long,
+    arg: u8,
+    values: &[u64],
+) -> Result<(), SandboxError> {
     let mut rules = Vec::new();
     for &v in values {
         rules.push(SeccompRule::new(vec![cond32(arg, Op::Eq, v)?]).map_err(SandboxError::Build)?);
@@ -36,8 +41,14 @@ fn allow_arg_in(r: &mut Rules, nr: libc::c_long, arg: u8, values: &[u64]) -> Res
 }
 
 /// Allow `nr` when argument `arg` has none of the bits of `mask`.
-fn allow_arg_without(r: &mut Rules, nr: libc::c_long, arg: u8, mask: u64) -> Result<(), SandboxError> {
-    let rule = SeccompRule::new(vec![cond(arg, Op::MaskedEq(mask), 0)?]).map_err(SandboxError::Build)?;
+fn allow_arg_without(
+    r: &mut Rules,
+    nr: libc::c_long,
+    arg: u8,
+    mask: u64,
+) -> Result<(), SandboxError> {
+    let rule =
+        SeccompRule::new(vec![cond(arg, Op::MaskedEq(mask), 0)?]).map_err(SandboxError::Build)?;
     r.insert(nr, vec![rule]);
     Ok(())
 }
@@ -212,11 +223,15 @@ fn rules(role: Role) -> Result<Rules, SandboxError> {
 }
 
 fn arch() -> Result<TargetArch, SandboxError> {
-    TargetArch::try_from(std::env::consts::ARCH).map_err(|_| SandboxError::Arch(std::env::consts::ARCH))
+    TargetArch::try_from(std::env::consts::ARCH)
+        .map_err(|_| SandboxError::Arch(std::env::consts::ARCH))
 }
 
 /// The compiled allow-list of `role`: anything else is `on_violation`.
-pub fn program(role: Role, on_violation: SeccompAction) -> Result<seccompiler::BpfProgram, SandboxError> {
+pub fn program(
+    role: Role,
+    on_violation: SeccompAction,
+) -> Result<seccompiler::BpfProgram, SandboxError> {
     let filter = SeccompFilter::new(rules(role)?, on_violation, SeccompAction::Allow, arch()?)
         .map_err(SandboxError::Build)?;
     filter.try_into().map_err(SandboxError::Build)

@@ -221,7 +221,10 @@ pub fn enter(role: Role, cfg: &SandboxConfig) -> Result<(), SandboxError> {
 /// be told (a worker is already running). The thread then runs as before, unfiltered.
 pub fn enter_or_warn(role: Role, cfg: &SandboxConfig) {
     if let Err(e) = enter(role, cfg) {
-        tracing::warn!(role = role.name(), "sandbox: {e}; this thread runs without it");
+        tracing::warn!(
+            role = role.name(),
+            "sandbox: {e}; this thread runs without it"
+        );
     }
 }
 

@@ -25,7 +25,9 @@ fn in_filtered_child(role: Role, f: fn() -> i32) -> libc::c_int {
         let pid = libc::fork();
         assert!(pid >= 0, "fork failed");
         if pid == 0 {
-            if seccompiler::apply_filter(&first).is_err() || seccompiler::apply_filter(&prog).is_err() {
+            if seccompiler::apply_filter(&first).is_err()
+                || seccompiler::apply_filter(&prog).is_err()
+            {
                 libc::_exit(100);
             }
             libc::_exit(f());
@@ -75,7 +77,10 @@ fn allowed_syscalls_pass_and_arguments_are_checked() {
         unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW, 0) };
         0
     });
-    assert!(libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGSYS, "{st:#x}");
+    assert!(
+        libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGSYS,
+        "{st:#x}"
+    );
     // Executable memory is refused.
     let st = in_filtered_child(Role::TlsWorker, || {
         // SAFETY: an anonymous mapping; never touched.
@@ -91,5 +96,8 @@ fn allowed_syscalls_pass_and_arguments_are_checked() {
         };
         0
     });
-    assert!(libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGSYS, "{st:#x}");
+    assert!(
+        libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGSYS,
+        "{st:#x}"
+    );
 }

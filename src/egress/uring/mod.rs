@@ -149,7 +149,9 @@ fn restricted_ring(cq: u32) -> io::Result<IoUring> {
         .setup_r_disabled()
         .build(SQ_ENTRIES)?;
     let mut res: Vec<Restriction> = OPCODES.iter().map(|&op| Restriction::sqe_op(op)).collect();
-    res.push(Restriction::sqe_flags_allowed(squeue::Flags::IO_LINK.bits()));
+    res.push(Restriction::sqe_flags_allowed(
+        squeue::Flags::IO_LINK.bits(),
+    ));
     ring.submitter().register_restrictions(&mut res)?;
     ring.submitter().register_enable_rings()?;
     Ok(ring)
@@ -472,7 +474,9 @@ impl SockIo for UringIo {
             Ok(ring) => (ring, Ok(())),
             // Kernels before 5.10 know neither R_DISABLED nor restrictions.
             Err(e) => {
-                tracing::warn!("io_uring restrictions unavailable ({e}): the ring accepts every opcode");
+                tracing::warn!(
+                    "io_uring restrictions unavailable ({e}): the ring accepts every opcode"
+                );
                 let ring = IoUring::builder()
                     .setup_cqsize(cq as u32)
                     .build(SQ_ENTRIES)
