@@ -255,6 +255,10 @@ pub struct NetworkConfig {
     /// `[tls]`: TLS interception's CA and leaf certificates ([`crate::tls`]).
     #[serde(skip_serializing_if = "TlsConfig::is_default")]
     pub tls: TlsConfig,
+    /// `[sandbox]`: seccomp filters and capabilities of ringnet's threads
+    /// ([`crate::sandbox`]).
+    #[serde(skip_serializing_if = "crate::sandbox::SandboxConfig::is_default")]
+    pub sandbox: crate::sandbox::SandboxConfig,
 }
 
 impl Default for NetworkConfig {
@@ -273,6 +277,7 @@ impl Default for NetworkConfig {
             autoconf: true,
             secrets: Vec::new(),
             tls: TlsConfig::default(),
+            sandbox: crate::sandbox::SandboxConfig::default(),
         }
     }
 }
@@ -492,6 +497,8 @@ pub struct SlotConfig {
     pub secrets: Arc<Secrets>,
     /// `[tls]` as configured (the CA itself is built by [`crate::Network::new`]).
     pub tls: TlsConfig,
+    /// `[sandbox]` as configured.
+    pub sandbox: crate::sandbox::SandboxConfig,
 }
 
 impl SlotConfig {
@@ -723,6 +730,7 @@ impl NetworkConfig {
             autoconf: self.autoconf,
             secrets: Arc::new(Secrets::load(&self.secrets)?),
             tls: self.tls.clone(),
+            sandbox: self.sandbox.clone(),
         })
     }
 }

@@ -75,6 +75,7 @@ pub mod pcap;
 pub mod policy;
 pub mod pool;
 pub mod ring;
+pub mod sandbox;
 pub mod secrets;
 pub mod slab;
 pub mod stack;

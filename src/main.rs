@@ -158,6 +158,11 @@ struct Opts {
     /// Print counters on exit.
     #[arg(long)]
     stats: bool,
+    /// Run ringnet's threads without their seccomp allow-lists (they are on by default;
+    /// also `[sandbox] seccomp = false`). Capabilities are dropped either way (`[sandbox]
+    /// drop_capabilities = false` keeps them).
+    #[arg(long)]
+    no_seccomp: bool,
     #[command(flatten)]
     observe: cli::ObserveOpts,
     /// More logging (-v info, -vv debug).
@@ -385,8 +390,33 @@ fn load_config(opts: &Opts) -> Result<NetworkConfig, Fail> {
         cfg.egress.driver = driver;
     }
     network_flags(opts, &mut cfg)?;
+    // The binary's defaults: sandboxed (the library's: not).
+    if opts.no_seccomp {
+        cfg.sandbox.seccomp = Some(false);
+    }
+    cfg.sandbox.seccomp.get_or_insert(true);
+    cfg.sandbox.drop_capabilities.get_or_insert(true);
     cfg.validate()?;
     Ok(cfg)
+}
+
+/// After start: drop the main thread's capabilities but `keep` (and with them those of the
+/// threads it starts later) and set `no_new_privs`, when `[sandbox] drop_capabilities`.
+/// Not for `run`, whose main thread starts the command.
+fn drop_privileges(net: &Network, keep: &[u32]) -> Result<(), Fail> {
+    use ringnet::sandbox::caps;
+    if !net.config().sandbox.drop_capabilities() {
+        return Ok(());
+    }
+    let dropped =
+        caps::drop_all_but(keep).map_err(|e| Fail::new(format!("dropping capabilities: {e}")))?;
+    caps::no_new_privs().map_err(|e| Fail::new(format!("setting no_new_privs: {e}")))?;
+    tracing::debug!(
+        ?keep,
+        bounding_set_cleared = dropped.bounding,
+        "capabilities dropped"
+    );
+    Ok(())
 }
 
 fn check_privileges() -> Result<(), Fail> {
@@ -758,6 +788,19 @@ fn attach(
         ..
     } = start(opts, &ns, tap, configure)?;
     let mut watch = Some(GuestWatch::new(&ns, Some(netns), &tap)?);
+    // The TAP is open and the watch's netlink socket made inside the namespace: nothing
+    // needs a capability any more, but `--configure`, which runs `ip` inside the namespace
+    // again when the guest sets its TAP up (entering it needs CAP_SYS_ADMIN, `ip`
+    // CAP_NET_ADMIN).
+    {
+        use ringnet::sandbox::caps::{CAP_NET_ADMIN, CAP_SYS_ADMIN};
+        let keep: &[u32] = if configure {
+            &[CAP_NET_ADMIN, CAP_SYS_ADMIN]
+        } else {
+            &[]
+        };
+        drop_privileges(&net, keep)?;
+    }
     loop {
         if let Some(sig) = wait_signal(&sigs, Duration::from_millis(200)) {
             tracing::info!("signal {sig}: stopping");

@@ -334,12 +334,28 @@ impl Network {
             e => NetworkError::Stack(e),
         })?;
         if let Some(shared) = &self.tls_shared {
-            let workers = egress::intercept::Interceptor::start(shared.clone(), self.link.clone())?;
+            let workers = egress::intercept::Interceptor::start(
+                shared.clone(),
+                self.link.clone(),
+                &self.cfg.sandbox,
+            )?;
             engine.set_interceptor(Arc::new(workers));
         }
+        if self.cfg.sandbox.seccomp() || self.cfg.sandbox.drop_capabilities() {
+            // The termination hook may do anything: it gets a thread of its own now, before
+            // the poll thread is filtered (a thread spawned later would inherit the filter).
+            crate::observe::term::start_runner(&self.link).map_err(NetworkError::Spawn)?;
+        }
+        let sandbox = self.cfg.sandbox.clone();
         let handle = std::thread::Builder::new()
             .name(format!("ringnet-poll-{}", self.cfg.slot))
-            .spawn(move || engine.run())
+            .spawn(move || {
+                // Every setup syscall is done: the driver, the port, the listeners, the
+                // TLS workers exist.
+                crate::sandbox::enter(crate::sandbox::Role::Poll, &sandbox)
+                    .map_err(StackError::Sandbox)?;
+                engine.run()
+            })
             .map_err(NetworkError::Spawn)?;
         self.thread = Some(handle);
         Ok(())

@@ -185,6 +185,16 @@ impl Writer {
     /// Create `path` (mode 0600; an existing file is truncated), write the global header and start the writer thread;
     /// the file stops growing at `max_bytes` (headers included).
     pub fn start(path: &Path, max_bytes: u64) -> Result<Writer, PcapError> {
+        Writer::start_with(path, max_bytes, &crate::sandbox::SandboxConfig::default())
+    }
+
+    /// As [`Writer::start`], the writer thread entering the sandbox as `sandbox` says
+    /// ([`crate::sandbox::Role::Pcap`]) once the file is open.
+    pub fn start_with(
+        path: &Path,
+        max_bytes: u64,
+        sandbox: &crate::sandbox::SandboxConfig,
+    ) -> Result<Writer, PcapError> {
         use std::os::unix::fs::OpenOptionsExt;
         // The capture holds the guest's traffic: readable by its owner only.
         let file = std::fs::OpenOptions::new()
@@ -208,7 +218,13 @@ impl Writer {
         let (c, s, p) = (capture.clone(), stop.clone(), path.to_path_buf());
         let thread = std::thread::Builder::new()
             .name("ringnet-pcap".into())
-            .spawn(move || write_loop(&c, &s, out, &p, max_bytes))
+            .spawn({
+                let sandbox = sandbox.clone();
+                move || {
+                    crate::sandbox::enter_or_warn(crate::sandbox::Role::Pcap, &sandbox);
+                    write_loop(&c, &s, out, &p, max_bytes);
+                }
+            })
             .map_err(PcapError::Spawn)?;
         Ok(Writer {
             capture,

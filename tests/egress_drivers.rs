@@ -738,7 +738,8 @@ fn egress_select() {
     use ringnet::config::EgressDriver;
     use ringnet::egress::select;
     let (d, why) = select(EgressDriver::Auto, limits()).unwrap();
-    assert_eq!((d.kind(), why.as_str()), (EgressDriver::Uring, "io_uring"));
+    assert_eq!(d.kind(), EgressDriver::Uring);
+    assert!(why.starts_with("io_uring ("), "{why}");
     let (d, why) = select(EgressDriver::Epoll, limits()).unwrap();
     assert_eq!(
         (d.kind(), why.as_str()),

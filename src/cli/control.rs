@@ -73,6 +73,7 @@ pub fn spawn(
     path: &Path,
     obs: Observer,
     stop: Arc<AtomicBool>,
+    sandbox: &ringnet::sandbox::SandboxConfig,
 ) -> Result<Vec<JoinHandle<()>>, CliError> {
     let io = |source| CliError::Control {
         path: path.to_path_buf(),
@@ -101,12 +102,25 @@ pub fn spawn(
         let (hub, obs, stop) = (hub.clone(), obs.clone(), stop.clone());
         std::thread::Builder::new()
             .name("ringnet-events".into())
-            .spawn(move || pump(&hub, &obs, &stop))
+            .spawn({
+                let sandbox = sandbox.clone();
+                move || {
+                    ringnet::sandbox::enter_or_warn(ringnet::sandbox::Role::Service, &sandbox);
+                    pump(&hub, &obs, &stop);
+                }
+            })
             .map_err(CliError::Spawn)?
     };
     let accept = std::thread::Builder::new()
         .name("ringnet-control".into())
-        .spawn(move || accept_loop(&listener, &obs, &hub, &stop))
+        .spawn({
+            let sandbox = sandbox.clone();
+            move || {
+                // Its client threads inherit the filter.
+                ringnet::sandbox::enter_or_warn(ringnet::sandbox::Role::Service, &sandbox);
+                accept_loop(&listener, &obs, &hub, &stop);
+            }
+        })
         .map_err(CliError::Spawn)?;
     Ok(vec![pump, accept])
 }

@@ -39,6 +39,7 @@ pub fn spawn(
     obs: Observer,
     slot: u32,
     stop: Arc<AtomicBool>,
+    sandbox: &ringnet::sandbox::SandboxConfig,
 ) -> Result<JoinHandle<()>, CliError> {
     let err = |why: String| CliError::MetricsAddr {
         addr: addr.to_string(),
@@ -59,7 +60,13 @@ pub fn spawn(
     tracing::info!("metrics: http://{bound}/metrics");
     std::thread::Builder::new()
         .name("ringnet-metrics".into())
-        .spawn(move || serve(&listener, &obs, slot, &stop))
+        .spawn({
+            let sandbox = sandbox.clone();
+            move || {
+                ringnet::sandbox::enter_or_warn(ringnet::sandbox::Role::Service, &sandbox);
+                serve(&listener, &obs, slot, &stop);
+            }
+        })
         .map_err(CliError::Spawn)
 }
 

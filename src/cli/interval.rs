@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use ringnet::observe::Observer;
 
+use ringnet::sandbox::{self, Role, SandboxConfig};
+
 use super::{CliError, TICK};
 
 /// Start the printer.
@@ -16,10 +18,15 @@ pub fn spawn(
     every: Duration,
     obs: Observer,
     stop: Arc<AtomicBool>,
+    sandbox: &SandboxConfig,
 ) -> Result<JoinHandle<()>, CliError> {
+    let sandbox = sandbox.clone();
     std::thread::Builder::new()
         .name("ringnet-stats".into())
-        .spawn(move || run(every, &obs, &stop))
+        .spawn(move || {
+            sandbox::enter_or_warn(Role::Service, &sandbox);
+            run(every, &obs, &stop);
+        })
         .map_err(CliError::Spawn)
 }
 

@@ -99,21 +99,22 @@ impl Observers {
         let mut o = Observers::default();
         let obs = net.observer();
         let slot = net.config().slot;
+        let sb = net.config().sandbox.clone();
         if let Some(path) = &opts.pcap {
             let w = net.capture(path, opts.pcap_max_bytes)?;
             o.pcap = Some((w, path.clone()));
         }
         if let Some(path) = &opts.control {
-            let t = control::spawn(path, obs.clone(), o.stop.clone())?;
+            let t = control::spawn(path, obs.clone(), o.stop.clone(), &sb)?;
             o.control = Some(path.clone());
             o.threads.extend(t);
         }
         if let Some(addr) = &opts.metrics_addr {
-            let t = http::spawn(addr, obs.clone(), u32::from(slot), o.stop.clone())?;
+            let t = http::spawn(addr, obs.clone(), u32::from(slot), o.stop.clone(), &sb)?;
             o.threads.push(t);
         }
         if let Some(secs) = opts.stats_interval {
-            let t = interval::spawn(Duration::from_secs(secs), obs, o.stop.clone())?;
+            let t = interval::spawn(Duration::from_secs(secs), obs, o.stop.clone(), &sb)?;
             o.threads.push(t);
         }
         Ok(o)

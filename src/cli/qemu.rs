@@ -32,8 +32,8 @@ use ringnet::backend::stream::{StreamPort, ETHERNET_HEADER};
 use ringnet::Network;
 
 use crate::{
-    block_signals, finish, load_config, poll_thread_stopped, raise_fd_limit, wait_signal, Fail,
-    Opts,
+    block_signals, drop_privileges, finish, load_config, poll_thread_stopped, raise_fd_limit,
+    wait_signal, Fail, Opts,
 };
 
 /// Where QEMU's stream comes from: exactly one of `--socket` and `--fd`.
@@ -76,6 +76,7 @@ pub fn run(opts: &Opts, target: &Target) -> Result<ExitCode, Fail> {
     };
     let _observers = crate::cli::Observers::start(&net, &opts.observe)?;
     net.start_port(Box::new(port))?;
+    drop_privileges(&net, &[])?;
     eprintln!("ringnet: {}", serving.banner(&net));
     tracing::info!(
         slot = net.config().slot,

@@ -84,6 +84,9 @@ pub fn run(args: &VhostArgs) -> Result<ExitCode, Fail> {
     );
     eprintln!("{}", banner(&net, &args.socket));
     let stop = server.stop_handle();
+    // The vhost-user thread (the crate's, unfiltered: it maps the guest's memory from fds
+    // the VMM sends) starts without capabilities.
+    crate::drop_privileges(&net, &[])?;
     let thread = std::thread::Builder::new()
         .name("ringnet-vhost-user".into())
         .spawn(move || server.serve())

@@ -47,7 +47,8 @@
 //! ## Syscalls
 //!
 //! `socketpair`, `socket`/`connect`/`read`/`write`/`shutdown`/`close`, `setsockopt`
-//! (`TCP_NODELAY`, `SO_LINGER`), `epoll_*` and an eventfd (mio), thread spawn.
+//! (`TCP_NODELAY`, `SO_LINGER`), `epoll_*` and an eventfd (mio), thread spawn. A worker
+//! enters [`crate::sandbox::Role::TlsWorker`]'s allow-list before its loop.
 
 use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr};
@@ -147,11 +148,16 @@ impl std::fmt::Debug for Interceptor {
 }
 
 impl Interceptor {
-    /// Starts `shared.tls.workers` worker threads for the network of `link`.
+    /// Starts `shared.tls.workers` worker threads for the network of `link`; each enters the
+    /// sandbox as `sandbox` says ([`crate::sandbox::Role::TlsWorker`]) before its loop.
     ///
     /// # Errors
     /// [`InterceptError::Poll`] or [`InterceptError::Spawn`].
-    pub fn start(shared: Arc<Shared>, link: Arc<Link>) -> Result<Interceptor, InterceptError> {
+    pub fn start(
+        shared: Arc<Shared>,
+        link: Arc<Link>,
+        sandbox: &crate::sandbox::SandboxConfig,
+    ) -> Result<Interceptor, InterceptError> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut workers = Vec::new();
         for i in 0..shared.tls.workers.max(1) {
@@ -170,7 +176,13 @@ impl Interceptor {
             };
             let thread = std::thread::Builder::new()
                 .name(format!("ringnet-tls-{i}"))
-                .spawn(move || loop_.run())
+                .spawn({
+                    let sandbox = sandbox.clone();
+                    move || {
+                        crate::sandbox::enter_or_warn(crate::sandbox::Role::TlsWorker, &sandbox);
+                        loop_.run();
+                    }
+                })
                 .map_err(InterceptError::Spawn)?;
             workers.push(Worker {
                 queue,

@@ -291,13 +291,20 @@ pub fn select(
     limits: Limits,
 ) -> Result<(Box<dyn Driver + Send>, String), EgressError> {
     match choice {
-        EgressDriver::Uring => Ok((Box::new(UringDriver::new(limits)?), "io_uring".into())),
+        EgressDriver::Uring => {
+            let d = UringDriver::new(limits)?;
+            let note = format!("io_uring ({})", d.io.restriction_note());
+            Ok((Box::new(d), note))
+        }
         EgressDriver::Epoll => Ok((
             Box::new(EpollDriver::new(limits)?),
             "epoll (requested)".into(),
         )),
         EgressDriver::Auto => match UringDriver::new(limits) {
-            Ok(d) => Ok((Box::new(d), "io_uring".into())),
+            Ok(d) => {
+                let note = format!("io_uring ({})", d.io.restriction_note());
+                Ok((Box::new(d), note))
+            }
             Err(e) => {
                 let why = match &e {
                     EgressError::UringSetup(io) => io.to_string(),

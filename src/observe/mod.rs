@@ -388,7 +388,7 @@ impl crate::Network {
         if self.link.from_guest.capture().is_some() {
             return Err(crate::pcap::PcapError::AlreadyCapturing);
         }
-        let w = crate::pcap::Writer::start(path, max_bytes)?;
+        let w = crate::pcap::Writer::start_with(path, max_bytes, &self.config().sandbox)?;
         self.link
             .tap(w.capture())
             .map_err(|_| crate::pcap::PcapError::AlreadyCapturing)?;

@@ -9,7 +9,9 @@
 //! the network's stop flag and wakes the poll thread (which then tears down and exits its
 //! loop cleanly), then runs the hook on a new thread inside `catch_unwind`: the hook may
 //! block (killing a VM takes time) or panic without harming the poll thread. If no thread
-//! can be spawned, the hook runs inline, still inside `catch_unwind`. A hook set after the
+//! can be spawned, the hook runs inline, still inside `catch_unwind`. With the sandbox on
+//! ([`crate::sandbox`]) the thread is started before the poll thread, unfiltered, and
+//! waits for the hook's call on a channel ([`start_runner`]). A hook set after the
 //! event fired is never called.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -73,7 +75,13 @@ pub(crate) struct State {
     /// The bit of the event that fired, 0 while none has.
     fired: AtomicU8,
     hook: Mutex<Option<Hook>>,
+    /// The hook's thread, started before the poll thread when the sandbox is on
+    /// ([`start_runner`]).
+    runner: Mutex<Option<std::sync::mpsc::Sender<Job>>>,
 }
+
+/// The hook's call, as handed to the runner thread.
+type Job = Box<dyn FnOnce() + Send>;
 
 impl std::fmt::Debug for State {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -128,6 +136,16 @@ pub(crate) fn fire_now(link: &Link, event: TermEvent) -> bool {
                 tracing::warn!("the termination hook panicked");
             }
         };
+        let runner = st.runner.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let run: Job = Box::new(run);
+        // The runner refuses only when its thread is gone (then spawn, as without it).
+        let run = match runner {
+            Some(r) => match r.send(run) {
+                Ok(()) => return true,
+                Err(std::sync::mpsc::SendError(run)) => run,
+            },
+            None => run,
+        };
         let run = Arc::new(Mutex::new(Some(run)));
         let spawned = {
             let run = run.clone();
@@ -140,6 +158,28 @@ pub(crate) fn fire_now(link: &Link, event: TermEvent) -> bool {
         }
     }
     true
+}
+
+/// Start the thread that will run the hook: with the sandbox on, the threads that fire
+/// (the poll thread, TLS workers) are filtered, and a thread they spawned would inherit
+/// their filter and capabilities, so the hook runs on this one, started unfiltered
+/// before them. It waits on a channel and ends when the link is dropped.
+pub(crate) fn start_runner(link: &Link) -> std::io::Result<()> {
+    let (tx, rx) = std::sync::mpsc::channel::<Job>();
+    std::thread::Builder::new()
+        .name("ringnet-terminate".into())
+        .spawn(move || {
+            while let Ok(job) = rx.recv() {
+                job();
+            }
+        })?;
+    *link
+        .observe
+        .term
+        .runner
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = Some(tx);
+    Ok(())
 }
 
 /// Run the closure in `slot` once (whichever of the spawned thread or the fallback gets it).

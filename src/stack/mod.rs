@@ -153,6 +153,9 @@ pub enum StackError {
     Pin(usize),
     #[error("{0}")]
     Publish(#[from] inbound::PublishError),
+    /// The poll thread could not enter its sandbox ([`crate::sandbox`]).
+    #[error("sandbox: {0}")]
+    Sandbox(crate::sandbox::SandboxError),
 }
 
 /// Where the poll thread's time comes from: the time since its start.

@@ -128,6 +128,47 @@ pub struct UringIo {
     cqes: Vec<(u64, i32)>,
     /// Graceful closes still flushing: (deadline, socket).
     lingers: Vec<(Instant, Key)>,
+    /// The ring's restrictions: `Ok` when only [`OPCODES`] can be submitted, else why not.
+    restricted: Result<(), String>,
+}
+
+/// The opcodes the ring is restricted to (see [`UringIo::new`] and the crate's
+/// `sandbox` module docs): everything this driver submits, nothing else.
+const OPCODES: [u8; 6] = [
+    opcode::PollAdd::CODE,
+    opcode::PollRemove::CODE,
+    opcode::Send::CODE,
+    opcode::Connect::CODE,
+    opcode::LinkTimeout::CODE,
+    opcode::AsyncCancel2::CODE,
+];
+
+/// Create the ring disabled, allow only [`OPCODES`], the `IO_LINK` flag and no register
+/// operation, then enable it: opcodes bypass seccomp, so the ring itself must refuse what
+/// the driver never submits (`-EACCES` in the CQE). Restrictions can be registered once.
+fn restricted_ring(entries: u32, cq: u32) -> io::Result<IoUring> {
+    use io_uring::register::Restriction;
+    let ring = IoUring::builder()
+        .setup_cqsize(cq)
+        .setup_r_disabled()
+        .build(entries)?;
+    let mut res: Vec<Restriction> = OPCODES.iter().map(|&op| Restriction::sqe_op(op)).collect();
+    res.push(Restriction::sqe_flags_allowed(
+        squeue::Flags::IO_LINK.bits(),
+    ));
+    ring.submitter().register_restrictions(&mut res)?;
+    ring.submitter().register_enable_rings()?;
+    Ok(ring)
+}
+
+impl UringIo {
+    /// A note on the ring's restrictions for the start-up line.
+    pub(crate) fn restriction_note(&self) -> String {
+        match &self.restricted {
+            Ok(()) => format!("ring restricted to {} opcodes", OPCODES.len()),
+            Err(why) => format!("ring unrestricted: {why}"),
+        }
+    }
 }
 
 /// Everything socket-level io_uring code needs besides the socket: the ring, buffers, events.
@@ -433,12 +474,23 @@ impl SockIo for UringIo {
         let cq = (limits.max_sockets.saturating_mul(4))
             .next_power_of_two()
             .clamp(2 * entries.next_power_of_two() as usize, 65536);
-        let ring = IoUring::builder()
-            // cq <= 65536: fits.
-            .setup_cqsize(cq as u32)
-            .build(entries)
-            .map_err(EgressError::UringSetup)?;
+        // cq <= 65536: fits.
+        let (ring, restricted) = match restricted_ring(entries, cq as u32) {
+            Ok(ring) => (ring, Ok(())),
+            // Kernels before 5.10 know neither R_DISABLED nor restrictions.
+            Err(e) => {
+                tracing::warn!(
+                    "io_uring restrictions unavailable ({e}): the ring accepts every opcode"
+                );
+                let ring = IoUring::builder()
+                    .setup_cqsize(cq as u32)
+                    .build(entries)
+                    .map_err(EgressError::UringSetup)?;
+                (ring, Err(e.to_string()))
+            }
+        };
         Ok(UringIo {
+            restricted,
             sq: Sq {
                 ring,
                 inflight: 0,
