@@ -60,6 +60,9 @@ counters!(
         /// SYNs dropped (no RST: the guest retries) because `max_connecting` connects were
         /// pending and the eviction budget (`evictions_per_sec`) was spent: a connect flood.
         tcp_syn_shed,
+        /// Retransmitted SYNs admitted over the eviction budget (a SYN shed before, sent
+        /// again: a real TCP stack retrying), on a budget of their own.
+        tcp_syn_retry_admitted,
         /// TCP flows the guest reset (in any state, including an abandoned connect).
         tcp_guest_reset,
         /// TCP flows reset because the host socket failed or was reset (the guest got RST).
@@ -125,6 +128,8 @@ counters!(
         /// Guest DNS messages dropped: too short to answer, responses, or more queries in
         /// flight than `dns.max_pending`.
         dns_dropped,
+        /// Guest queries dropped unparsed over `dns.queries_per_sec` (a query flood).
+        dns_shed,
         /// Names answered NXDOMAIN because the policy denies them (never sent upstream).
         dns_denied,
         /// Upstream answers turned into NXDOMAIN by rebind protection.

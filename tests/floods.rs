@@ -279,11 +279,13 @@ fn account(kind: &str, sent: u64, before_stack: u64, c: &dyn Fn(&str) -> u64) {
     let reached = sent.saturating_sub(before_stack);
     match kind {
         "syn" => {
-            // A SYN with a fresh 4-tuple opens a flow or is refused at `max_connections`.
-            let (opened, refused) = (c("tcp_opened"), c("tcp_refused_limit"));
+            // A SYN with a fresh 4-tuple opens a flow, is refused at `max_connections`, or
+            // is shed at the `max_connecting` cap once the eviction budget is spent.
+            let (opened, refused, shed) =
+                (c("tcp_opened"), c("tcp_refused_limit"), c("tcp_syn_shed"));
             assert!(
-                opened + refused >= reached,
-                "{reached} SYNs reached the stack: {opened} opened + {refused} refused"
+                opened + refused + shed >= reached,
+                "{reached} SYNs reached the stack: {opened} opened + {refused} refused + {shed} shed"
             );
             // Every opened flow ended: connected (the legit ones), failed, evicted at the
             // `max_connecting` cap, or reset by the guest (its kernel answers a SYN-ACK it
@@ -302,13 +304,15 @@ fn account(kind: &str, sent: u64, before_stack: u64, c: &dyn Fn(&str) -> u64) {
             );
         }
         "udp" => {
-            // Ten thousand destinations round-robin, 1,024 flows at most: every datagram
-            // that reached the stack opened a flow (its destination's was evicted since).
-            let opened = c("udp_opened");
+            // Ten thousand destinations round-robin, 1,024 flows at most: a datagram that
+            // reached the stack opened a flow (evicting the oldest), was shed once the
+            // eviction budget was spent, or found its destination's flow still open.
+            let (opened, shed) = (c("udp_opened"), c("udp_flow_shed"));
             assert!(
-                opened >= reached.min(10_000),
-                "{reached} reached, {opened} opened"
+                opened + shed >= reached.min(10_000) && opened + shed <= reached,
+                "{reached} reached, {opened} opened, {shed} shed"
             );
+            assert!(shed > 0, "the eviction budget never acted");
             let ended = c("udp_evicted") + c("udp_expired") + c("udp_active");
             assert_eq!(ended, opened, "UDP flows unaccounted for");
             assert!(c("udp_evicted") > 0, "the max_udp_flows cap never acted");
@@ -332,12 +336,14 @@ fn account(kind: &str, sent: u64, before_stack: u64, c: &dyn Fn(&str) -> u64) {
             assert!(c("neigh_spoofed") > 0 && c("arp_filtered") > 0 && c("ndp_filtered") > 0);
         }
         "dns" => {
-            let queries = c("dns_queries");
-            // The legit test traffic asks nothing: queries come from the flood only.
+            // The legit test traffic asks nothing: queries come from the flood only, taken
+            // (`dns_queries`) or dropped unparsed over `dns.queries_per_sec` (`dns_shed`).
+            let (queries, shed) = (c("dns_queries"), c("dns_shed"));
             assert!(
-                queries >= reached && queries <= sent,
-                "{reached} reached, {queries} queries"
+                queries + shed >= reached && queries + shed <= sent,
+                "{reached} reached, {queries} queries + {shed} shed"
             );
+            assert!(shed > 0, "the query budget never acted");
             // Every query was answered (forwarded, or SERVFAIL after the upstream timeout)
             // or dropped at `max_pending`: none is left in flight.
             let done = c("dns_answered") + c("dns_dropped");

@@ -68,6 +68,11 @@ pub struct DnsConfig {
     pub rebind_protection: bool,
     /// Queries in flight upstream, at most (more are dropped and counted).
     pub max_pending: usize,
+    /// Guest queries taken per second (a burst of as many), over UDP and TCP together;
+    /// more are dropped before they are parsed (`dns_shed`) and the guest's resolver
+    /// retries. A query flood would otherwise cost parsing, forwarding and an answer per
+    /// frame and starve the guest's other traffic. 0: no limit.
+    pub queries_per_sec: u32,
     /// Name → address pins kept for domain rules, at most.
     pub max_pins: usize,
     /// Static records: name → address or addresses (A and AAAA).
@@ -81,6 +86,7 @@ impl Default for DnsConfig {
             timeout_ms: 5_000,
             rebind_protection: true,
             max_pending: 1024,
+            queries_per_sec: 2000,
             max_pins: 4096,
             hosts: BTreeMap::new(),
         }

@@ -61,10 +61,12 @@ pub(crate) struct DnsService {
     /// Replies for guest TCP connections (conn id, message), for the TCP flow table.
     pub tcp_replies: Vec<(u64, Vec<u8>)>,
     connect_timeout: Duration,
+    /// Guest queries taken (`dns.queries_per_sec`).
+    budget: super::limits::Budget,
 }
 
 impl DnsService {
-    pub fn new(resolver: Resolver, connect_timeout: Duration) -> DnsService {
+    pub fn new(resolver: Resolver, connect_timeout: Duration, queries_per_sec: u32) -> DnsService {
         let servers = resolver.config().servers.len();
         let max = resolver.config().max_pending;
         DnsService {
@@ -74,7 +76,17 @@ impl DnsService {
             out: Vec::new(),
             tcp_replies: Vec::new(),
             connect_timeout,
+            budget: super::limits::Budget::new(queries_per_sec),
         }
+    }
+
+    /// A query may be taken now (`dns.queries_per_sec`); else it is counted and dropped.
+    fn admit(&mut self, host: &Host<'_>) -> bool {
+        if self.budget.take(host.elapsed) {
+            return true;
+        }
+        Stats::inc(&host.stats.dns_shed);
+        false
     }
 
     /// A UDP query from the guest (`dst` is a gateway address, port 53).
@@ -87,6 +99,9 @@ impl DnsService {
         port: &mut Port<'_>,
         addrs: &Addrs,
     ) {
+        if !self.admit(host) {
+            return;
+        }
         let client = Client::Udp {
             guest: src,
             gateway: dst,
@@ -107,6 +122,9 @@ impl DnsService {
     /// A query read from guest TCP connection `conn`; false when the resolver dropped it
     /// (no reply will come).
     pub fn query_tcp(&mut self, conn: u64, msg: &[u8], host: &mut Host<'_>) -> bool {
+        if !self.admit(host) {
+            return false;
+        }
         let before = (self.out.len(), self.resolver.pending());
         let mut out = std::mem::take(&mut self.out);
         self.resolver.query(

@@ -390,7 +390,11 @@ impl Engine {
             udp_buf: Vec::new(),
             tcp: tcp::Flows::new(cfg),
             udp: udp::Flows::new(cfg),
-            dns: dns::DnsService::new(resolver, Duration::from_millis(cfg.dns.timeout_ms)),
+            dns: dns::DnsService::new(
+                resolver,
+                Duration::from_millis(cfg.dns.timeout_ms),
+                cfg.dns.queries_per_sec,
+            ),
             host: HostSide {
                 driver,
                 fd_warn: limits::FdWarn::new(limits::fds_wanted(cfg)),

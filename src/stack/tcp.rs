@@ -179,6 +179,14 @@ pub struct Flows {
     max_connecting: usize,
     /// Evictions of pending connects allowed (`egress.evictions_per_sec`).
     evict_budget: super::limits::Budget,
+    /// Recently shed SYNs, by a hash of their 4-tuple (for one to two [`SHED_MEMORY`]
+    /// periods): a retransmission of one of them — a real TCP stack retrying, which a
+    /// flooder sending fresh SYNs does not do — gets in on `retry_budget` instead.
+    shed: super::limits::Recent,
+    /// Keys of the 4-tuple hash `shed` holds (random per process, so a guest cannot aim
+    /// at the filter's bits; if it could, it would gain at most `retry_budget`).
+    shed_keys: std::collections::hash_map::RandomState,
+    retry_budget: super::limits::Budget,
     /// smoltcp receive buffer (guest→host window) per flow.
     to_host_bytes: usize,
     /// smoltcp send buffer (host→guest) per flow.
@@ -199,6 +207,10 @@ pub struct Flows {
     /// Host connect times (SYN to connect result, successful connects).
     pub connect_latency: crate::observe::latency::Recorder,
 }
+
+/// Shed SYNs are remembered for their retransmission ([`Flows::on_frame`]) this long at
+/// least (twice at most): Linux retransmits a SYN after 1 s, then 3 s.
+const SHED_MEMORY: Duration = Duration::from_secs(2);
 
 /// Segments one flow may send to the guest per turn (fairness between flows).
 const EGRESS_BURST: usize = 16;
@@ -241,6 +253,9 @@ impl Flows {
             connect_order: VecDeque::new(),
             max_connecting: cfg.egress.max_connecting.max(1),
             evict_budget: super::limits::Budget::new(cfg.egress.evictions_per_sec),
+            shed: super::limits::Recent::new(SHED_MEMORY),
+            shed_keys: std::collections::hash_map::RandomState::new(),
+            retry_budget: super::limits::Budget::new(cfg.egress.evictions_per_sec),
             to_host_bytes: cfg.egress.tcp_buffer_bytes,
             to_guest_bytes: cfg.egress.tcp_to_guest_buffer_bytes,
             connect_timeout: Duration::from_millis(cfg.egress.connect_timeout_ms),
@@ -326,7 +341,14 @@ impl Flows {
             return Err(NoFlow::Reset);
         }
         if !local && self.connecting >= self.max_connecting {
-            if !self.evict_budget.take(host.elapsed) {
+            // The retransmission of a SYN shed before (a real TCP stack retrying) gets in
+            // on its own budget; any other SYN on the eviction budget, or it is shed.
+            let h = std::hash::BuildHasher::hash_one(&self.shed_keys, (src, dst));
+            let now = host.elapsed;
+            if self.shed.contains(h, now) && self.retry_budget.take(now) {
+                Stats::inc(&stats.tcp_syn_retry_admitted);
+            } else if !self.evict_budget.take(now) {
+                self.shed.insert(h, now);
                 Stats::inc(&stats.tcp_syn_shed);
                 return Err(NoFlow::Shed);
             }

@@ -275,12 +275,13 @@ fn syns_beyond_the_eviction_budget_are_shed_and_retried() {
         State::SynSent,
         "the guest got no RST"
     );
-    // Its retransmission, once the budget refilled, gets in.
+    // Its retransmission gets in (a shed SYN sent again: a real stack retrying).
     assert!(
         h.run_until(Duration::from_secs(5), |h| h.host().ids().len() > before),
         "the retried SYN opened no host socket"
     );
     assert_eq!(h.stat("tcp_connect_evicted"), 3);
+    assert_eq!(h.stat("tcp_syn_retry_admitted"), 1);
 }
 
 #[test]
