@@ -23,8 +23,7 @@ use std::time::Duration;
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use ringnet::config::HostRoutes;
-use ringnet::link::Offloads;
-use ringnet::stack::harness::Harness;
+use ringnet::stack::harness::{offloads_from_bits, Harness};
 use ringnet::stack::Addrs;
 use ringnet::wire::csum;
 
@@ -52,18 +51,6 @@ struct Frame {
     to: u8,
     /// Virtual milliseconds before this frame (times 8).
     wait: u8,
-}
-
-fn offloads(bits: u8) -> Offloads {
-    Offloads {
-        csum: bits & 1 != 0,
-        guest_csum: bits & 2 != 0,
-        host_tso4: bits & 4 != 0,
-        host_tso6: bits & 8 != 0,
-        guest_tso4: bits & 16 != 0,
-        guest_tso6: bits & 32 != 0,
-        mrg_rxbuf: bits & 64 != 0,
-    }
 }
 
 /// Set the frame's addresses, lengths and checksums as far as `repair` asks.
@@ -191,7 +178,8 @@ fuzz_target!(|input: Input| {
     h.guest.link_up = false;
     let a = h.addrs();
     if input.offloads != 0 {
-        h.link.set_offloads(offloads(input.offloads));
+        h.link
+            .set_offloads(offloads_from_bits(input.offloads));
     }
     for frame in input.frames.into_iter().take(FRAMES_MAX) {
         let mut bytes = frame.bytes;

@@ -24,8 +24,7 @@ use std::time::Duration;
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
-use ringnet::link::Offloads;
-use ringnet::stack::harness::Harness;
+use ringnet::stack::harness::{offloads_from_bits, Harness};
 use ringnet::wire::csum;
 use ringnet::wire::vnet::{flags, gso, VnetHdr};
 
@@ -112,18 +111,6 @@ struct Flow {
     /// The next sequence number the engine would send (from its last segment).
     engine_next: Option<u32>,
     dest_port: u16,
-}
-
-fn offloads(bits: u8) -> Offloads {
-    Offloads {
-        csum: bits & 1 != 0,
-        guest_csum: bits & 2 != 0,
-        host_tso4: bits & 4 != 0,
-        host_tso6: bits & 8 != 0,
-        guest_tso4: bits & 16 != 0,
-        guest_tso6: bits & 32 != 0,
-        mrg_rxbuf: bits & 64 != 0,
-    }
 }
 
 fn resolve(rel: Rel, next: u32) -> u32 {
@@ -296,7 +283,7 @@ fuzz_target!(|steps: Vec<Step>| {
             Step::Advance(ms) => {
                 h.clock.advance(Duration::from_millis(u64::from(ms) * 16));
             }
-            Step::Offloads(bits) => h.link.set_offloads(offloads(bits)),
+            Step::Offloads(bits) => h.link.set_offloads(offloads_from_bits(bits)),
         }
         h.turn();
         observe(&mut h, &mut flows);

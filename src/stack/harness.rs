@@ -396,6 +396,19 @@ impl Guest {
     }
 }
 
+/// Offloads from one bit per field, in declaration order (fuzz targets pick them so).
+pub fn offloads_from_bits(bits: u8) -> crate::link::Offloads {
+    crate::link::Offloads {
+        csum: bits & 1 != 0,
+        guest_csum: bits & 2 != 0,
+        host_tso4: bits & 4 != 0,
+        host_tso6: bits & 8 != 0,
+        guest_tso4: bits & 16 != 0,
+        guest_tso6: bits & 32 != 0,
+        mrg_rxbuf: bits & 64 != 0,
+    }
+}
+
 /// Engine + guest + fake host + virtual clock.
 pub struct Harness {
     /// Every frame the engine sent to the guest, when `keep_frames` is set.
