@@ -477,7 +477,12 @@ impl SockIo for UringIo {
         // cq <= 65536: fits.
         let (ring, restricted) = match restricted_ring(entries, cq as u32) {
             Ok(ring) => (ring, Ok(())),
-            // Kernels before 5.10 know neither R_DISABLED nor restrictions.
+            // Kernels before 5.10 know neither R_DISABLED nor restrictions (EINVAL). Any
+            // other error (io_uring disabled, no memory) is the ring's, with or without
+            // restrictions: reported as the setup failure it is.
+            Err(e) if e.raw_os_error() != Some(libc::EINVAL) => {
+                return Err(EgressError::UringSetup(e));
+            }
             Err(e) => {
                 tracing::warn!(
                     "io_uring restrictions unavailable ({e}): the ring accepts every opcode"
