@@ -27,6 +27,8 @@
 #                   `apt-get download` and builds its initramfs under target/vmkit/
 #   passt           the reference stream-netdev backend tests/vm_kit.rs checks the VM kit with
 #   xz-utils zstd   decompress kernel modules when Debian ships them as .ko.xz / .ko.zst
+#   g++             libFuzzer's C++ sources, built by libfuzzer-sys for the fuzz smoke run
+#                   (scripts/fuzz.sh, the last step of scripts/test.sh)
 #   curl            the guest's HTTPS client in tests/tls.rs (HTTP/1.1 and HTTP/2 through
 #                   ringnet's TLS interception) and tests/tls_server_kit.rs
 # dnsperf (perf/dns.sh only) is not needed by the tests; perf/dns.sh installs it itself.
@@ -34,7 +36,7 @@ set -euo pipefail
 
 PACKAGES=(iproute2 iputils-ping iputils-arping python3 procps kmod coreutils dnsmasq-base
 	bind9-dnsutils util-linux tshark python3-prometheus-client qemu-system-x86 passt xz-utils
-	zstd curl)
+	zstd curl g++)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -12,7 +12,6 @@ use smoltcp::wire::IpAddress;
 
 use crate::egress::SockKind;
 use crate::stack::harness::Harness;
-use crate::wire::classify::{emit_udp, udp_payload_offset};
 
 const UPSTREAM: &str = "198.51.100.53:53";
 
@@ -65,14 +64,10 @@ fn a_udp_query_is_forwarded_and_answered_and_pins_the_name() {
         harness("[policy]\npreset = \"none\"\nrules = [\"allow tcp pinned.test port 443\"]");
     h.keep_frames = true;
     let a = h.engine.addrs;
-    let guest = SocketAddr::new(IpAddr::V4(a.guest4.unwrap()), 40000);
     let gw = SocketAddr::new(IpAddr::V4(a.gw4.unwrap()), 53);
     let q = query(0x1234, "pinned.test.");
-    let mut buf = vec![0u8; 600];
-    let off = udp_payload_offset(false);
-    buf[off..off + q.len()].copy_from_slice(&q);
-    let n = emit_udp(&mut buf, a.guest_mac, a.gw_mac, guest, gw, q.len()).unwrap();
-    h.inject(&buf[..n]);
+    let frame = h.guest_udp(40000, gw, &q);
+    h.inject(&frame);
     h.run_for(Duration::from_millis(10));
     let id = upstream(&h);
     let sent = h.host().socks[&id].sent.clone();

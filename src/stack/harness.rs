@@ -578,6 +578,22 @@ impl Harness {
         }
     }
 
+    /// A UDP datagram from the guest's IPv4 address at `src_port` to `dst`, carrying
+    /// `payload`, as the guest would put it on the wire (to the gateway's MAC).
+    pub fn guest_udp(&self, src_port: u16, dst: SocketAddr, payload: &[u8]) -> Vec<u8> {
+        use crate::wire::classify::{emit_udp, udp_payload_offset};
+        let a = self.engine.addrs;
+        let guest4 = a.guest4.expect("the harness guest has IPv4");
+        let src = SocketAddr::new(std::net::IpAddr::V4(guest4), src_port);
+        let off = udp_payload_offset(false);
+        let mut buf = vec![0u8; off + payload.len()];
+        buf[off..].copy_from_slice(payload);
+        let n = emit_udp(&mut buf, a.guest_mac, a.gw_mac, src, dst, payload.len())
+            .expect("a buffer sized for the datagram");
+        buf.truncate(n);
+        buf
+    }
+
     /// The engine's addresses (gateway, guest, MACs).
     pub fn addrs(&self) -> super::Addrs {
         self.engine.addrs

@@ -11,7 +11,6 @@ use smoltcp::wire::{IpAddress, Ipv4Address};
 use crate::dns::Judge;
 use crate::policy::Preset;
 use crate::stack::harness::Harness;
-use crate::wire::classify::{emit_udp, udp_payload_offset};
 
 const SINK: Ipv4Address = Ipv4Address::new(198, 51, 100, 7);
 const OTHER: Ipv4Address = Ipv4Address::new(198, 51, 100, 9);
@@ -67,17 +66,10 @@ fn a_denied_datagram_is_answered_administratively_prohibited() {
     let mut h = policy(&["deny udp 198.51.100.7 port 5000-5010"], None);
     h.keep_frames = true;
     let a = h.engine.addrs;
-    let src = SocketAddr::new(IpAddr::V4(a.guest4.unwrap()), 40000);
-    let frame = |port: u16| {
-        let dst = SocketAddr::from(([198, 51, 100, 7], port));
-        let mut buf = vec![0u8; 200];
-        let off = udp_payload_offset(false);
-        buf[off..off + 4].copy_from_slice(b"ping");
-        let n = emit_udp(&mut buf, a.guest_mac, a.gw_mac, src, dst, 4).unwrap();
-        buf.truncate(n);
-        buf
+    let frame = |h: &Harness, port: u16| {
+        h.guest_udp(40000, SocketAddr::from(([198, 51, 100, 7], port)), b"ping")
     };
-    h.inject(&frame(5005));
+    h.inject(&frame(&h, 5005));
     h.run_for(Duration::from_millis(10));
     assert!(h.host().ids().is_empty());
     assert_eq!(h.stat("policy_denied_udp"), 1);
@@ -98,7 +90,7 @@ fn a_denied_datagram_is_answered_administratively_prohibited() {
     assert_eq!(&f[42 + 16..42 + 20], &[198, 51, 100, 7]);
     assert_eq!(&f[42 + 22..42 + 24], &5005u16.to_be_bytes());
     // An allowed port opens a host socket.
-    h.inject(&frame(6000));
+    h.inject(&frame(&h, 6000));
     h.run_for(Duration::from_millis(10));
     assert_eq!(h.host().ids().len(), 1);
 }

@@ -1,22 +1,13 @@
 //! UDP flows on the virtual-clock harness: the flow table at its limit.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::stack::harness::Harness;
-use crate::wire::classify::{emit_udp, udp_payload_offset};
 
 /// A datagram from the guest's port 40000 to 198.51.100.7:`port`.
 fn datagram(h: &Harness, port: u16) -> Vec<u8> {
-    let a = h.addrs();
-    let src = SocketAddr::new(IpAddr::V4(a.guest4.unwrap()), 40000);
-    let dst = SocketAddr::from(([198, 51, 100, 7], port));
-    let mut buf = vec![0u8; 200];
-    let off = udp_payload_offset(false);
-    buf[off..off + 4].copy_from_slice(b"ping");
-    let n = emit_udp(&mut buf, a.guest_mac, a.gw_mac, src, dst, 4).unwrap();
-    buf.truncate(n);
-    buf
+    h.guest_udp(40000, SocketAddr::from(([198, 51, 100, 7], port)), b"ping")
 }
 
 #[test]
