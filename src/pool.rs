@@ -67,8 +67,8 @@
 //! - concurrent drop: a frame returned meanwhile lands on the hot stack and is simply
 //!   visited (or not) by this trim; a slot may be discarded twice or missed, neither of
 //!   which matters.
-//! - termination: a trim visits at most as many indices as were on the hot stack when it
-//!   began.
+//! - termination: a trim visits at most as many indices as were free when it began (and
+//!   stops earlier when the hot stack runs dry).
 
 use std::cell::UnsafeCell;
 use std::ptr::NonNull;
@@ -118,8 +118,8 @@ pub const TRIM_BATCH: usize = 64;
 struct FreeList {
     head: AtomicU64,
     next: Box<[AtomicU32]>,
-    /// Indices on the hot stack.
-    hot: AtomicUsize,
+    /// Indices on either list: one counter, so a drop's double-free check is one atomic.
+    free: AtomicUsize,
     cold: ArrayQueue<u32>,
     count: usize,
 }
@@ -139,7 +139,7 @@ impl FreeList {
         FreeList {
             head: AtomicU64::new(u64::from(NIL)),
             next: (0..count).map(|_| AtomicU32::new(NIL)).collect(),
-            hot: AtomicUsize::new(0),
+            free: AtomicUsize::new(count),
             cold,
             count,
         }
@@ -148,7 +148,11 @@ impl FreeList {
     /// A free index: the hot stack's top, else the cold queue's head.
     #[inline]
     fn pop(&self) -> Option<u32> {
-        self.pop_hot().or_else(|| self.cold.pop())
+        self.pop_hot().or_else(|| {
+            let idx = self.cold.pop()?;
+            self.free.fetch_sub(1, Ordering::Relaxed);
+            Some(idx)
+        })
     }
 
     #[inline]
@@ -168,7 +172,7 @@ impl FreeList {
                 .compare_exchange_weak(head, new, Ordering::Acquire, Ordering::Acquire)
             {
                 Ok(_) => {
-                    self.hot.fetch_sub(1, Ordering::Relaxed);
+                    self.free.fetch_sub(1, Ordering::Relaxed);
                     return Some(top);
                 }
                 Err(now) => head = now,
@@ -180,8 +184,8 @@ impl FreeList {
     /// every index (an index returned twice: a bug).
     #[inline]
     fn push(&self, idx: u32) -> Result<(), u32> {
-        if self.hot.fetch_add(1, Ordering::Relaxed) + self.cold.len() >= self.count {
-            self.hot.fetch_sub(1, Ordering::Relaxed);
+        if self.free.fetch_add(1, Ordering::Relaxed) >= self.count {
+            self.free.fetch_sub(1, Ordering::Relaxed);
             return Err(idx);
         }
         let mut head = self.head.load(Ordering::Relaxed);
@@ -201,15 +205,13 @@ impl FreeList {
 
     /// Put `idx` (owned by the caller, its pages discarded) on the cold queue.
     fn push_cold(&self, idx: u32) -> Result<(), u32> {
-        self.cold.push(idx)
-    }
-
-    fn hot_len(&self) -> usize {
-        self.hot.load(Ordering::Relaxed)
+        self.cold.push(idx)?;
+        self.free.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     fn len(&self) -> usize {
-        self.hot_len() + self.cold.len()
+        self.free.load(Ordering::Relaxed)
     }
 }
 
@@ -486,7 +488,7 @@ impl Pool {
     pub fn trim(&self) -> usize {
         let s = self.slots();
         let mut batch = [0u32; TRIM_BATCH];
-        let mut left = s.free.hot_len();
+        let mut left = s.free.len();
         let mut released = 0;
         while left > 0 {
             let want = left.min(TRIM_BATCH);
