@@ -409,6 +409,14 @@ pub struct EgressConfig {
     /// (`tcp_syn_shed`, `udp_flow_shed`) and the guest retries. A table that is not full
     /// never sheds. 0: no budget (every new flow evicts).
     pub evictions_per_sec: u32,
+    /// Host connects that may fail per second (refused, unreachable, timed out), with a
+    /// burst of as many; a connect counts from its SYN until it succeeds, so those in
+    /// progress count too. A flood of SYNs to ports where nothing listens keeps no connect
+    /// pending, so `max_connecting` never acts, yet each SYN costs a host socket; once this
+    /// budget is spent, new SYNs are shed (`tcp_syn_shed`) until it refills, and a
+    /// retransmitted SYN gets in on the retry budget (`tcp_syn_retry_admitted`). A guest
+    /// whose connects succeed is never affected. 0: no budget.
+    pub failed_connects_per_sec: u32,
     /// CPU to pin the poll thread to; unpinned when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu: Option<usize>,
@@ -431,6 +439,7 @@ impl Default for EgressConfig {
             idle_trim_ms: 2000,
             uring_entries: 4096,
             evictions_per_sec: 1000,
+            failed_connects_per_sec: 1000,
             cpu: None,
         }
     }

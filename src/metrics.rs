@@ -58,10 +58,11 @@ counters!(
         /// guest got RST).
         tcp_connect_evicted,
         /// SYNs dropped (no RST: the guest retries) because `max_connecting` connects were
-        /// pending and the eviction budget (`evictions_per_sec`) was spent: a connect flood.
+        /// pending and the eviction budget (`evictions_per_sec`) was spent, or because
+        /// `failed_connects_per_sec` host connects failed lately: a connect flood.
         tcp_syn_shed,
-        /// Retransmitted SYNs admitted over the eviction budget (a SYN shed before, sent
-        /// again: a real TCP stack retrying), on a budget of their own.
+        /// Retransmitted SYNs admitted over those budgets (a SYN shed before, sent again: a
+        /// real TCP stack retrying), on a budget of their own.
         tcp_syn_retry_admitted,
         /// TCP flows the guest reset (in any state, including an abandoned connect).
         tcp_guest_reset,

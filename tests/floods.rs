@@ -14,6 +14,10 @@
 //!   2001:db8:0:1::/64, which the host namespace routes into its `ifb` sink: no neighbour
 //!   ever answers, so every admitted flow is a pending host connect until the
 //!   `max_connecting` cap evicts it or the connect fails.
+//! - `syn_refused`: 100,000 SYNs to distinct ports of the sink's own addresses
+//!   (198.51.100.7, 2001:db8::7), where nothing listens: every host connect is refused at
+//!   once, so no flow stays pending and the `max_connecting` cap never acts; what bounds
+//!   the work is `egress.failed_connects_per_sec`.
 //! - `udp`: 10,000 destinations (5,000 per family), one flow each, at least one round.
 //! - `malformed`: 100,000 frames the classifier must reject (six kinds, see flood.py).
 //! - `neigh`: 100,000 ARP requests / NDP NS for other addresses and spoofed ARP replies /
@@ -32,8 +36,7 @@
 //! or by the guest kernel's TAP queue (eth0's `tx_dropped`, a kernel counter), and of those
 //! that reached the stack the kind's counters account for at least all (see [`account`]).
 //! The throughput ratio loaded/unloaded is printed (`floods: syn: legit … (0.86)`), never
-//! asserted: the repo measures performance in perf/ (`perf/floods.sh`), not in timed
-//! assertions.
+//! asserted: the repo measures performance in perf/, not in timed assertions.
 //!
 //! Knobs: `RINGNET_FLOOD_SECS` (default 6) is the window; `RINGNET_FLOOD_SCALE` (default 1) multiplies every flood's count.
 
@@ -97,6 +100,7 @@ fn scale(n: u64) -> u64 {
 
 test_cases!(flood:
     syn("syn", 100_000),
+    syn_refused("syn_refused", 100_000),
     udp("udp", 10_000),
     malformed("malformed", 100_000),
     neigh("neigh", 100_000),
@@ -302,6 +306,22 @@ fn account(kind: &str, sent: u64, before_stack: u64, c: &dyn Fn(&str) -> u64) {
                 c("tcp_connect_evicted") > 0,
                 "the max_connecting cap never acted"
             );
+        }
+        "syn_refused" => {
+            // A SYN opens a flow whose connect is refused, or is shed once the budget of
+            // failed connects is spent (its retransmission may get in on the retry budget).
+            let (opened, refused, shed) =
+                (c("tcp_opened"), c("tcp_refused_limit"), c("tcp_syn_shed"));
+            assert!(
+                opened + refused + shed >= reached,
+                "{reached} SYNs reached the stack: {opened} opened + {refused} refused + {shed} shed"
+            );
+            let ended = c("tcp_connected") + c("tcp_connect_failed") + c("tcp_guest_reset");
+            assert!(
+                ended >= opened && c("tcp_connecting") == 0,
+                "{opened} opened, {ended} ended"
+            );
+            assert!(shed > 0, "the failed-connect budget never acted");
         }
         "udp" => {
             // Ten thousand destinations round-robin, 1,024 flows at most: a datagram that

@@ -284,7 +284,8 @@ mod tests {
     }
 }
 
-/// A token bucket on work a guest can force at will (`egress.evictions_per_sec`): `take`
+/// A token bucket on work a guest can force at will (`egress.evictions_per_sec`,
+/// `egress.failed_connects_per_sec`, `dns.queries_per_sec`): `take`
 /// succeeds at most `per_sec` times per second on average, with a burst of `per_sec`.
 /// Time comes from the caller; `per_sec` 0 always succeeds.
 #[derive(Debug)]
@@ -309,6 +310,24 @@ impl Budget {
         if self.per_sec == 0 {
             return true;
         }
+        self.refill(now);
+        if self.micro >= 1_000_000 {
+            self.micro -= 1_000_000;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Return one token spent (up to the burst): the work it paid for turned out cheap.
+    pub fn give_back(&mut self) {
+        self.micro = self
+            .micro
+            .saturating_add(1_000_000)
+            .min(self.per_sec * 1_000_000);
+    }
+
+    fn refill(&mut self, now: Duration) {
         let cap = self.per_sec * 1_000_000;
         let dt = now.saturating_sub(self.last);
         self.last = self.last.max(now);
@@ -317,12 +336,6 @@ impl Budget {
             .unwrap_or(u64::MAX)
             .saturating_mul(self.per_sec);
         self.micro = self.micro.saturating_add(earned).min(cap);
-        if self.micro >= 1_000_000 {
-            self.micro -= 1_000_000;
-            true
-        } else {
-            false
-        }
     }
 }
 
@@ -416,6 +429,23 @@ mod budget_tests {
         assert!(!b.take(t0));
         let mut free = Budget::new(0);
         assert!((0..10_000).all(|_| free.take(Duration::ZERO)));
+    }
+
+    #[test]
+    fn a_token_given_back_can_be_spent_again_up_to_the_burst() {
+        let mut b = Budget::new(2);
+        let t = Duration::from_secs(1);
+        assert!(b.take(t) && b.take(t) && !b.take(t));
+        b.give_back();
+        assert!(b.take(t) && !b.take(t));
+        for _ in 0..5 {
+            b.give_back();
+        }
+        assert_eq!(
+            (0..5).filter(|_| b.take(t)).count(),
+            2,
+            "never beyond the burst"
+        );
     }
 
     #[test]

@@ -179,6 +179,10 @@ pub struct Flows {
     max_connecting: usize,
     /// Evictions of pending connects allowed (`egress.evictions_per_sec`).
     evict_budget: super::limits::Budget,
+    /// Host connects allowed to fail (`egress.failed_connects_per_sec`): a token is spent by
+    /// every host connect and given back when it succeeds; while none is left new SYNs
+    /// are shed as at a full `max_connecting`.
+    fail_budget: super::limits::Budget,
     /// Recently shed SYNs, by a hash of their 4-tuple (for one to two [`SHED_MEMORY`]
     /// periods): a retransmission of one of them — a real TCP stack retrying, which a
     /// flooder sending fresh SYNs does not do — gets in on `retry_budget` instead.
@@ -253,6 +257,7 @@ impl Flows {
             connect_order: VecDeque::new(),
             max_connecting: cfg.egress.max_connecting.max(1),
             evict_budget: super::limits::Budget::new(cfg.egress.evictions_per_sec),
+            fail_budget: super::limits::Budget::new(cfg.egress.failed_connects_per_sec),
             shed: super::limits::Recent::new(SHED_MEMORY),
             shed_keys: std::collections::hash_map::RandomState::new(),
             retry_budget: super::limits::Budget::new(cfg.egress.evictions_per_sec),
@@ -340,19 +345,32 @@ impl Flows {
             Stats::inc(&stats.tcp_refused_limit);
             return Err(NoFlow::Reset);
         }
-        if !local && self.connecting >= self.max_connecting {
-            // The retransmission of a SYN shed before (a real TCP stack retrying) gets in
-            // on its own budget; any other SYN on the eviction budget, or it is shed.
-            let h = std::hash::BuildHasher::hash_one(&self.shed_keys, (src, dst));
+        if !local {
             let now = host.elapsed;
-            if self.shed.contains(h, now) && self.retry_budget.take(now) {
-                Stats::inc(&stats.tcp_syn_retry_admitted);
-            } else if !self.evict_budget.take(now) {
-                self.shed.insert(h, now);
-                Stats::inc(&stats.tcp_syn_shed);
-                return Err(NoFlow::Shed);
+            let full = self.connecting >= self.max_connecting;
+            // Spent on every host connect and given back when it succeeds, so it bounds the
+            // connects that fail (or are still pending): a flood to closed ports is shed
+            // before its failures come back.
+            let afford = self.fail_budget.take(now);
+            if full || !afford {
+                // The retransmission of a SYN shed before (a real TCP stack retrying) gets
+                // in on its own budget. Any other SYN: at a full `max_connecting` on the
+                // eviction budget; while connects keep failing, not at all.
+                let h = std::hash::BuildHasher::hash_one(&self.shed_keys, (src, dst));
+                if self.shed.contains(h, now) && self.retry_budget.take(now) {
+                    Stats::inc(&stats.tcp_syn_retry_admitted);
+                } else if !afford || !self.evict_budget.take(now) {
+                    if afford {
+                        self.fail_budget.give_back();
+                    }
+                    self.shed.insert(h, now);
+                    Stats::inc(&stats.tcp_syn_shed);
+                    return Err(NoFlow::Shed);
+                }
+                if full {
+                    self.evict_oldest_connect(&mut *host.driver, stats);
+                }
             }
-            self.evict_oldest_connect(&mut *host.driver, stats);
         }
         let (mut set, handle) = match self.spare.pop() {
             Some(spare) => {
@@ -534,6 +552,7 @@ impl Flows {
                     sock.pause_synack(false);
                     flow.synack_at = Some(host_now(host));
                     Stats::inc(&host.stats.tcp_connected);
+                    self.fail_budget.give_back();
                     let took = host_now(host) - flow.created;
                     (self.connect_latency).record(Duration::from_micros(took.total_micros()));
                     Self::set_phase(&mut self.connecting, flow, Phase::Open);

@@ -300,3 +300,39 @@ fn the_oldest_pending_connect_is_evicted_at_the_cap() {
     assert_eq!(h.stat("tcp_connect_evicted"), 1);
     assert_eq!(h.stat("tcp_connecting"), 4);
 }
+
+#[test]
+fn syns_are_shed_while_connects_keep_failing() {
+    // Nothing listens: every connect is refused at once, so none stays pending and the
+    // `max_connecting` cap never acts. 3 failures per second are allowed.
+    let mut h = Harness::new("[egress]\nfailed_connects_per_sec = 3\n");
+    for _ in 0..3 {
+        // A gateway connect tries the loopback of each family: both refuse.
+        let (g, id) = connecting(&mut h);
+        h.host()
+            .connect(id, Err(io::ErrorKind::ConnectionRefused.into()));
+        h.run_for(Duration::from_millis(20));
+        let second = *h.host().ids().last().expect("the second target");
+        h.host()
+            .connect(second, Err(io::ErrorKind::ConnectionRefused.into()));
+        guest_reaches(&mut h, g, State::Closed, 1);
+    }
+    assert_eq!(h.stat("tcp_connect_failed"), 3);
+    assert_eq!(h.stat("tcp_syn_shed"), 0, "within the budget");
+    // The budget is spent: the next SYN opens no host socket and gets no RST.
+    let before = h.host().ids().len();
+    let g = h.guest.connect(PORT);
+    h.run_for(Duration::from_millis(200));
+    assert_eq!(h.host().ids().len(), before, "a shed SYN opens no socket");
+    assert!(h.stat("tcp_syn_shed") >= 1);
+    assert_eq!(h.guest.sock(g).state(), State::SynSent, "no RST");
+    // Its retransmission (after the budget earned a token again) connects.
+    assert!(
+        h.run_until(Duration::from_secs(5), |h| h.host().ids().len() > before),
+        "the retried SYN opened no host socket"
+    );
+    let id = *h.host().ids().last().expect("a host socket");
+    h.host().connect(id, Ok(()));
+    guest_reaches(&mut h, g, State::Established, 2);
+    assert_eq!(h.stat("tcp_connect_evicted"), 0, "no cap acted");
+}

@@ -9,6 +9,9 @@ IP destinations are the gateway or documentation addresses (198.51.100.0/24 and
 Kinds (frame i of the flood, alternating IPv4 / IPv6 where both exist):
   syn        TCP SYNs, every one to a distinct (address, port): 198.51.100.X (X in 1..=255
              but 7, the sink's own address) and 2001:db8:0:1::X, ports 1, 2, ... per address
+  syn_refused  TCP SYNs to the sink's own addresses (198.51.100.7, 2001:db8::7), where
+             nothing listens: every host connect is refused at once (RST), so no flow stays
+             pending; distinct (source port, port) pairs, ports 1..=65535 cycling
   udp        one datagram per destination, cycling over --destinations distinct ones
              (198.51.100.X and 2001:db8:0:2::X, ports 10000.. per address), all from one
              source port: one flow per destination
@@ -120,6 +123,12 @@ class Builder:
         dst = self.v6(1, host) if v6 else bytes([198, 51, 100, host])
         return self.tcp(v6, dst, 1024 + j % 60000, port, (j * 2654435761) & 0xFFFFFFFF)
 
+    def syn_refused(self, i):
+        v6, j = i % 2 == 1, i // 2
+        dst = ipaddress.IPv6Address("2001:db8::7").packed if v6 else bytes([198, 51, 100, 7])
+        port = 1 + j % 65535
+        return self.tcp(v6, dst, 1024 + j % 60000, port, (j * 2654435761) & 0xFFFFFFFF)
+
     def udp_flood(self, i):
         d = i % self.destinations
         v6, k = d % 2 == 1, d // 2
@@ -187,7 +196,7 @@ def counters(iface):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--iface", default="eth0")
-    ap.add_argument("--kind", required=True, choices=["syn", "udp", "malformed", "neigh", "dns"])
+    ap.add_argument("--kind", required=True, choices=["syn", "syn_refused", "udp", "malformed", "neigh", "dns"])
     ap.add_argument("--count", type=int, required=True)
     ap.add_argument("--until-signal", action="store_true")
     ap.add_argument("--min-seconds", type=float, default=0)
@@ -203,8 +212,8 @@ def main():
     stop = []
     signal.signal(signal.SIGUSR1, lambda *_: stop.append(1))
     b = Builder(a)
-    make = {"syn": b.syn, "udp": b.udp_flood, "malformed": b.malformed, "neigh": b.neigh,
-            "dns": b.dns}[a.kind]
+    make = {"syn": b.syn, "syn_refused": b.syn_refused, "udp": b.udp_flood,
+            "malformed": b.malformed, "neigh": b.neigh, "dns": b.dns}[a.kind]
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
     s.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
     s.bind((a.iface, 0))
