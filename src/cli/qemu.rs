@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use ringnet::backend::stream::{StreamPort, ETHERNET_HEADER};
+use ringnet::backend::stream::{SocketFile, StreamPort, ETHERNET_HEADER};
 use ringnet::Network;
 
 use crate::{
@@ -58,15 +58,20 @@ pub fn run(opts: &Opts, target: &Target) -> Result<ExitCode, Fail> {
     let mut net = Network::new(&cfg, opts.slot)?;
     raise_fd_limit(&net);
     let max_frame = net.config().mtu as usize + ETHERNET_HEADER;
+    // Listen mode: the socket file, removed by this thread when `run` returns (after the
+    // poll thread has stopped), not by the poll thread, whose filter allows no file calls.
+    let _socket_file: Option<SocketFile>;
     let (port, serving) = match (&target.socket, target.fd) {
         (Some(path), None) => {
             let path = std::path::absolute(path)
                 .map_err(|e| Fail::new(format!("--socket {}: {e}", path.display())))?;
-            let port = StreamPort::listen(&path, max_frame)
+            let mut port = StreamPort::listen(&path, max_frame)
                 .map_err(|e| Fail::new(format!("--socket {e}")))?;
+            _socket_file = port.take_socket_file();
             (port, Serving::Socket(path))
         }
         (None, Some(fd)) => {
+            _socket_file = None;
             let port = StreamPort::from_fd(adopt_fd(fd)?, max_frame)
                 .map_err(|e| Fail::new(format!("--fd: {e}")))?;
             (port, Serving::Fd(fd))

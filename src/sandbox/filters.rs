@@ -169,14 +169,6 @@ fn rules(role: Role) -> Result<Rules, SandboxError> {
                 1,
                 &[FIONBIO, FIONREAD, TUNSETOFFLOAD, TUNSETVNETHDRSZ],
             )?;
-            // `qemu --socket`: the stream backend removes its listening socket when the
-            // poll thread drops it, after checking it is still its own (`backend::stream`).
-            // TODO: hand that to the main thread and drop these.
-            allow(&mut r, SYS_statx);
-            allow(&mut r, SYS_newfstatat);
-            allow(&mut r, SYS_unlinkat);
-            #[cfg(target_arch = "x86_64")]
-            allow(&mut r, SYS_unlink);
             // Pinning itself to `egress.cpu` at the start of its loop.
             allow(&mut r, SYS_sched_setaffinity);
             allow(&mut r, SYS_sched_getaffinity);

@@ -36,9 +36,9 @@
 //!   [`crate::egress`], [`crate::backend`]), `epoll_*` (the epoll driver, mio),
 //!   `io_uring_enter` (the io_uring driver; never `io_uring_setup` nor
 //!   `io_uring_register`), `fcntl` (flag reads and sets only), `ioctl` only `FIONBIO`,
-//!   `FIONREAD`, `TUNSETOFFLOAD`, `TUNSETVNETHDRSZ`, `sched_setaffinity` (`egress.cpu`),
-//!   `statx`/`newfstatat`/`unlink(at)` (`qemu --socket`: the stream backend removes its
-//!   listening socket when the poll thread drops it; to be moved to the main thread);
+//!   `FIONREAD`, `TUNSETOFFLOAD`, `TUNSETVNETHDRSZ`, `sched_setaffinity` (`egress.cpu`);
+//!   no file system calls (`qemu --socket` removes its socket file on the main thread,
+//!   [`crate::backend::stream::StreamPort::take_socket_file`]);
 //! - [`Role::TlsWorker`]: sockets as above without `accept`, `epoll_*`, `fcntl`,
 //!   `ioctl(FIONBIO)`;
 //! - [`Role::Pcap`]: the base and `fsync`;

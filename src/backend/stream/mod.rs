@@ -125,11 +125,12 @@ pub enum StreamError {
 /// Where connections come from.
 #[derive(Debug)]
 enum Mode {
-    /// A listening unix socket (the file at `path` is ours while `ident` matches it).
+    /// A listening unix socket at `path`; `file` removes it when dropped (unless a caller
+    /// took it with [`StreamPort::take_socket_file`] to remove it on its own thread).
     Listen {
         listener: UnixListener,
         path: PathBuf,
-        ident: (u64, u64),
+        file: Option<SocketFile>,
     },
     /// One connection handed over; its end is the guest's.
     Fd,
@@ -191,7 +192,10 @@ impl StreamPort {
             Mode::Listen {
                 listener,
                 path: path.to_path_buf(),
-                ident: (meta.dev(), meta.ino()),
+                file: Some(SocketFile {
+                    path: path.to_path_buf(),
+                    ident: (meta.dev(), meta.ino()),
+                }),
             },
             None,
             max_frame,
@@ -226,6 +230,16 @@ impl StreamPort {
             ended: None,
             write_failed: false,
         })
+    }
+
+    /// Listen mode: the socket file's removal, for the caller to drop on a thread of its
+    /// choice (the port then leaves the file alone). The `qemu` command keeps it on its
+    /// main thread, so the poll thread's seccomp filter need not allow `stat`/`unlink`.
+    pub fn take_socket_file(&mut self) -> Option<SocketFile> {
+        match &mut self.mode {
+            Mode::Listen { file, .. } => file.take(),
+            Mode::Fd => None,
+        }
     }
 
     /// The socket path in listen mode.
@@ -671,15 +685,20 @@ fn set_nonblocking_cloexec(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-impl Drop for StreamPort {
+/// A listening socket's file, removed on drop if it is still the one bound: not a file a
+/// successor put at the same path meanwhile (same device and inode).
+#[derive(Debug)]
+pub struct SocketFile {
+    path: PathBuf,
+    ident: (u64, u64),
+}
+
+impl Drop for SocketFile {
     fn drop(&mut self) {
-        if let Mode::Listen { path, ident, .. } = &self.mode {
-            // Only the file we bound: not one a successor put there meanwhile.
-            let ours = std::fs::symlink_metadata(path)
-                .is_ok_and(|m| m.file_type().is_socket() && (m.dev(), m.ino()) == *ident);
-            if ours {
-                let _ = std::fs::remove_file(path);
-            }
+        let ours = std::fs::symlink_metadata(&self.path)
+            .is_ok_and(|m| m.file_type().is_socket() && (m.dev(), m.ino()) == self.ident);
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
         }
     }
 }
