@@ -100,6 +100,7 @@ mod offload_tests;
 #[cfg(test)]
 mod policy_tests;
 mod port;
+mod syn_gate;
 pub(crate) mod tcp;
 pub(crate) mod udp;
 #[cfg(test)]

@@ -10,6 +10,7 @@
 //! |--------------|--------------------------------------------------------------|-------------------------------------------------|------------|
 //! | (none)       | guest SYN, a free slot (`max_connections`)                   | socket listens on the exact destination, SYN-ACK held; host connect starts | `Connecting` |
 //! | (none)       | guest SYN, `max_connecting` connects pending                 | the oldest pending connect is evicted (below), then as above | `Connecting` |
+//! | (none)       | guest SYN over the eviction or failed-connect budget ([`super::syn_gate`]) | dropped silently (the guest retransmits) | (none) |
 //! | `Connecting` | host connect ok                                              | release the SYN-ACK; guest keep-alive and timeout armed | `Open` |
 //! | `Connecting` | host connect refused/unreachable, a fallback target left     | connect the fallback (gateway → other family's loopback) | `Connecting` |
 //! | `Connecting` | host connect failed or timed out (`connect_timeout_ms`)       | RST to the guest                                | `Aborting` |
@@ -60,6 +61,7 @@ use smoltcp::wire::{IpAddress, IpListenEndpoint};
 
 use super::dns::DnsConn;
 use super::guard::Guard;
+use super::syn_gate::Verdict;
 use super::{Addrs, Host, Port, T_TCP};
 use crate::config::SlotConfig;
 use crate::egress::intercept::{FlowSpec, STATUS_OK};
@@ -177,20 +179,8 @@ pub struct Flows {
     connecting: usize,
     connect_order: VecDeque<Key>,
     max_connecting: usize,
-    /// Evictions of pending connects allowed (`egress.evictions_per_sec`).
-    evict_budget: super::limits::Budget,
-    /// Host connects allowed to fail (`egress.failed_connects_per_sec`): a token is spent by
-    /// every host connect and given back when it succeeds; while none is left new SYNs
-    /// are shed as at a full `max_connecting`.
-    fail_budget: super::limits::Budget,
-    /// Recently shed SYNs, by a hash of their 4-tuple (for one to two [`SHED_MEMORY`]
-    /// periods): a retransmission of one of them — a real TCP stack retrying, which a
-    /// flooder sending fresh SYNs does not do — gets in on `retry_budget` instead.
-    shed: super::limits::Recent,
-    /// Keys of the 4-tuple hash `shed` holds (random per process, so a guest cannot aim
-    /// at the filter's bits; if it could, it would gain at most `retry_budget`).
-    shed_keys: std::collections::hash_map::RandomState,
-    retry_budget: super::limits::Budget,
+    /// SYN admission under floods (the eviction and failure budgets).
+    gate: super::syn_gate::SynGate,
     /// smoltcp receive buffer (guest→host window) per flow.
     to_host_bytes: usize,
     /// smoltcp send buffer (host→guest) per flow.
@@ -211,10 +201,6 @@ pub struct Flows {
     /// Host connect times (SYN to connect result, successful connects).
     pub connect_latency: crate::observe::latency::Recorder,
 }
-
-/// Shed SYNs are remembered for their retransmission ([`Flows::on_frame`]) this long at
-/// least (twice at most): Linux retransmits a SYN after 1 s, then 3 s.
-const SHED_MEMORY: Duration = Duration::from_secs(2);
 
 /// Segments one flow may send to the guest per turn (fairness between flows).
 const EGRESS_BURST: usize = 16;
@@ -256,11 +242,7 @@ impl Flows {
             connecting: 0,
             connect_order: VecDeque::new(),
             max_connecting: cfg.egress.max_connecting.max(1),
-            evict_budget: super::limits::Budget::new(cfg.egress.evictions_per_sec),
-            fail_budget: super::limits::Budget::new(cfg.egress.failed_connects_per_sec),
-            shed: super::limits::Recent::new(SHED_MEMORY),
-            shed_keys: std::collections::hash_map::RandomState::new(),
-            retry_budget: super::limits::Budget::new(cfg.egress.evictions_per_sec),
+            gate: super::syn_gate::SynGate::new(&cfg.egress),
             to_host_bytes: cfg.egress.tcp_buffer_bytes,
             to_guest_bytes: cfg.egress.tcp_to_guest_buffer_bytes,
             connect_timeout: Duration::from_millis(cfg.egress.connect_timeout_ms),
@@ -346,29 +328,19 @@ impl Flows {
             return Err(NoFlow::Reset);
         }
         if !local {
-            let now = host.elapsed;
             let full = self.connecting >= self.max_connecting;
-            // Spent on every host connect and given back when it succeeds, so it bounds the
-            // connects that fail (or are still pending): a flood to closed ports is shed
-            // before its failures come back.
-            let afford = self.fail_budget.take(now);
-            if full || !afford {
-                // The retransmission of a SYN shed before (a real TCP stack retrying) gets
-                // in on its own budget. Any other SYN: at a full `max_connecting` on the
-                // eviction budget; while connects keep failing, not at all.
-                let h = std::hash::BuildHasher::hash_one(&self.shed_keys, (src, dst));
-                if self.shed.contains(h, now) && self.retry_budget.take(now) {
-                    Stats::inc(&stats.tcp_syn_retry_admitted);
-                } else if !afford || !self.evict_budget.take(now) {
-                    if afford {
-                        self.fail_budget.give_back();
-                    }
-                    self.shed.insert(h, now);
+            match self.gate.admit(src, dst, full, host.elapsed) {
+                Verdict::Shed => {
                     Stats::inc(&stats.tcp_syn_shed);
                     return Err(NoFlow::Shed);
                 }
-                if full {
-                    self.evict_oldest_connect(&mut *host.driver, stats);
+                Verdict::Admit { evict, retry } => {
+                    if retry {
+                        Stats::inc(&stats.tcp_syn_retry_admitted);
+                    }
+                    if evict {
+                        self.evict_oldest_connect(&mut *host.driver, stats);
+                    }
                 }
             }
         }
@@ -552,7 +524,7 @@ impl Flows {
                     sock.pause_synack(false);
                     flow.synack_at = Some(host_now(host));
                     Stats::inc(&host.stats.tcp_connected);
-                    self.fail_budget.give_back();
+                    self.gate.connected();
                     let took = host_now(host) - flow.created;
                     (self.connect_latency).record(Duration::from_micros(took.total_micros()));
                     Self::set_phase(&mut self.connecting, flow, Phase::Open);
