@@ -633,7 +633,15 @@ impl Flows {
                 self.reap.push(key);
                 continue;
             }
-            let t = iface.poll_at(now, &flow.set);
+            // While its connect is pending the socket holds the guest's SYN with the SYN-ACK
+            // paused: smoltcp asks to be polled now (it would send), yet nothing can go out
+            // before the connect result (a driver event) or a guest frame, which both mark
+            // the flow. Scheduled, every pending connect would be serviced on every turn.
+            let t = if flow.phase == Phase::Connecting {
+                None
+            } else {
+                iface.poll_at(now, &flow.set)
+            };
             if t != flow.timer {
                 flow.timer = t;
                 if let Some(t) = t {

@@ -336,3 +336,17 @@ fn syns_are_shed_while_connects_keep_failing() {
     guest_reaches(&mut h, g, State::Established, 2);
     assert_eq!(h.stat("tcp_connect_evicted"), 0, "no cap acted");
 }
+
+#[test]
+fn a_pending_connect_is_not_serviced_every_turn() {
+    // The socket holds the guest's SYN with its SYN-ACK paused, so smoltcp says "poll me
+    // now" for as long as the connect takes: scheduled, every pending connect would be
+    // serviced on every turn (256 of them under a SYN flood).
+    let mut h = harness();
+    let (g, id) = connecting(&mut h);
+    h.run_for(Duration::from_millis(50));
+    assert_eq!(h.engine.tcp.next_timer(), None, "no timer while connecting");
+    // What does move it still does: the connect result releases the SYN-ACK.
+    h.host().connect(id, Ok(()));
+    guest_reaches(&mut h, g, State::Established, 1);
+}
