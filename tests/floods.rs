@@ -36,7 +36,8 @@
 //! or by the guest kernel's TAP queue (eth0's `tx_dropped`, a kernel counter), and of those
 //! that reached the stack the kind's counters account for at least all (see [`account`]).
 //! The throughput ratio loaded/unloaded is printed (`floods: syn: legit … (0.86)`), never
-//! asserted: the repo measures performance in perf/, not in timed assertions.
+//! asserted: the repo measures performance in perf/ (`perf/floods.sh`: the same floods,
+//! ringnet and pasta side by side), not in timed assertions.
 //!
 //! Knobs: `RINGNET_FLOOD_SECS` (default 6) is the window; `RINGNET_FLOOD_SCALE` (default 1) multiplies every flood's count.
 
