@@ -104,21 +104,12 @@ esac
 [ "$(id -u)" = 0 ] || { echo "compare.sh: must run as root (namespaces, TAP)" >&2; exit 1; }
 
 # ---------------------------------------------------------------- dependencies
-need_pkgs=()
-for pair in ip:iproute2 iperf3:iperf3 pasta:passt slirp4netns:slirp4netns gcc:gcc \
-	taskset:util-linux timeout:coreutils sysctl:procps python3:python3 ss:iproute2; do
-	command -v "${pair%%:*}" >/dev/null 2>&1 || need_pkgs+=("${pair#*:}")
-done
-if [ ${#need_pkgs[@]} -gt 0 ]; then
-	if [ -n "${PERF_NO_INSTALL:-}" ]; then
-		echo "compare.sh: missing packages: ${need_pkgs[*]}" >&2
-		exit 1
-	fi
-	echo "compare.sh: installing ${need_pkgs[*]}" >&2
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq && apt-get install -y -qq --no-install-recommends \
-		"${need_pkgs[@]}" libc6-dev >/dev/null
-fi
+# shellcheck source=perf/install.sh
+. "$HERE/install.sh"
+mapfile -t need_pkgs < <(pkgs_missing ip:iproute2 iperf3:iperf3 pasta:passt slirp4netns:slirp4netns gcc:gcc \
+	taskset:util-linux timeout:coreutils sysctl:procps python3:python3 ss:iproute2)
+[ ${#need_pkgs[@]} -eq 0 ] || need_pkgs+=(libc6-dev)
+install_pkgs compare.sh "${need_pkgs[@]}"
 [ -e /dev/net/tun ] || { echo "compare.sh: /dev/net/tun missing" >&2; exit 1; }
 case " $BACKENDS " in
 *" ringnet-base-"*)

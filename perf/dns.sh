@@ -67,20 +67,11 @@ pinned | unpinned) ;;
 esac
 [ "$(id -u)" = 0 ] || { echo "dns.sh: must run as root (namespaces, TAP)" >&2; exit 1; }
 
-need_pkgs=()
-for pair in dnsperf:dnsperf dnsmasq:dnsmasq-base dig:bind9-dnsutils ip:iproute2 \
-	taskset:util-linux timeout:coreutils python3:python3; do
-	command -v "${pair%%:*}" >/dev/null 2>&1 || need_pkgs+=("${pair#*:}")
-done
-if [ ${#need_pkgs[@]} -gt 0 ]; then
-	if [ -n "${PERF_NO_INSTALL:-}" ]; then
-		echo "dns.sh: missing packages: ${need_pkgs[*]}" >&2
-		exit 1
-	fi
-	echo "dns.sh: installing ${need_pkgs[*]}" >&2
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
-fi
+# shellcheck source=perf/install.sh
+. "$HERE/install.sh"
+mapfile -t need_pkgs < <(pkgs_missing dnsperf:dnsperf dnsmasq:dnsmasq-base dig:bind9-dnsutils ip:iproute2 \
+	taskset:util-linux timeout:coreutils python3:python3)
+install_pkgs dns.sh "${need_pkgs[@]}"
 [ -e /dev/net/tun ] || { echo "dns.sh: /dev/net/tun missing" >&2; exit 1; }
 if [ ! -x "$RINGNET_BIN" ]; then
 	echo "dns.sh: building ringnet (cargo build --release)" >&2

@@ -123,21 +123,13 @@ done
 case $PIN in pinned | unpinned) ;; *) echo "floods.sh: FLOOD_PIN must be pinned or unpinned" >&2; exit 2 ;; esac
 [ "$(id -u)" = 0 ] || { echo "floods.sh: must run as root (namespaces, TAP)" >&2; exit 1; }
 
-need_pkgs=()
-for pair in ip:iproute2 iperf3:iperf3 gcc:gcc dnsmasq:dnsmasq-base dig:bind9-dnsutils \
-	ping:iputils-ping taskset:util-linux timeout:coreutils sysctl:procps python3:python3; do
-	command -v "${pair%%:*}" >/dev/null 2>&1 || need_pkgs+=("${pair#*:}")
-done
+# shellcheck source=perf/install.sh
+. "$HERE/install.sh"
+mapfile -t need_pkgs < <(pkgs_missing ip:iproute2 iperf3:iperf3 gcc:gcc dnsmasq:dnsmasq-base dig:bind9-dnsutils \
+	ping:iputils-ping taskset:util-linux timeout:coreutils sysctl:procps python3:python3)
 case " $BACKENDS " in *" pasta "*) command -v pasta >/dev/null 2>&1 || need_pkgs+=(passt) ;; esac
-if [ ${#need_pkgs[@]} -gt 0 ]; then
-	if [ -n "${PERF_NO_INSTALL:-}" ]; then
-		echo "floods.sh: missing packages: ${need_pkgs[*]}" >&2
-		exit 1
-	fi
-	echo "floods.sh: installing ${need_pkgs[*]}" >&2
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" libc6-dev >/dev/null
-fi
+[ ${#need_pkgs[@]} -eq 0 ] || need_pkgs+=(libc6-dev)
+install_pkgs floods.sh "${need_pkgs[@]}"
 [ -e /dev/net/tun ] || { echo "floods.sh: /dev/net/tun missing" >&2; exit 1; }
 case " $BACKENDS " in
 *" ringnet "*)

@@ -1,4 +1,4 @@
-# perf/lib.sh - shared by compare.sh and rss.sh (sourced, not run).
+# perf/lib.sh - shared by the perf scripts (sourced, not run).
 #
 # The caller sets LOG (log file) and TAG (name stem), then sources this file.
 # It gets: log, bg/stop_bg (background processes under `timeout`, stopped by

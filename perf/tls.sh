@@ -138,18 +138,12 @@ if [ "$CPU" -ge "$NCPU" ] || [ "$RCPU" -ge "$NCPU" ]; then
 fi
 [ "$(id -u)" = 0 ] || die "must run as root (namespaces, TAP)"
 
-need_pkgs=()
-for pair in openssl:openssl curl:curl dig:bind9-dnsutils ip:iproute2 taskset:util-linux \
-	timeout:coreutils python3:python3 gcc:gcc; do
-	command -v "${pair%%:*}" >/dev/null 2>&1 || need_pkgs+=("${pair#*:}")
-done
+# shellcheck source=perf/install.sh
+. "$HERE/install.sh"
+mapfile -t need_pkgs < <(pkgs_missing openssl:openssl curl:curl dig:bind9-dnsutils ip:iproute2 taskset:util-linux \
+	timeout:coreutils python3:python3 gcc:gcc)
 [ -e /usr/include/openssl/ssl.h ] || need_pkgs+=(libssl-dev)
-if [ ${#need_pkgs[@]} -gt 0 ]; then
-	[ -z "${PERF_NO_INSTALL:-}" ] || die "missing packages: ${need_pkgs[*]}"
-	echo "tls.sh: installing ${need_pkgs[*]}" >&2
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
-fi
+install_pkgs tls.sh "${need_pkgs[@]}"
 [ -e /dev/net/tun ] || die "/dev/net/tun missing"
 if [ ! -x "$RINGNET_BIN" ]; then
 	echo "tls.sh: building ringnet (cargo build --release)" >&2

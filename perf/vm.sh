@@ -37,25 +37,16 @@ STAMP=${PERF_TAG:-$(date +%Y%m%d-%H%M)}
 
 [ "$(id -u)" = 0 ] || { echo "vm.sh: must run as root (namespaces)" >&2; exit 1; }
 
-need_pkgs=()
-for pair in qemu-system-x86_64:qemu-system-x86 gcc:gcc dnsmasq:dnsmasq-base \
-	python3:python3 ip:iproute2 gzip:gzip; do
-	command -v "${pair%%:*}" >/dev/null 2>&1 || need_pkgs+=("${pair#*:}")
-done
+# shellcheck source=perf/install.sh
+. "$HERE/install.sh"
+mapfile -t need_pkgs < <(pkgs_missing qemu-system-x86_64:qemu-system-x86 gcc:gcc dnsmasq:dnsmasq-base \
+	python3:python3 ip:iproute2 gzip:gzip)
 case " ${VM_PERF_BACKENDS:-passt} " in
 *" passt "*) command -v passt >/dev/null 2>&1 || need_pkgs+=(passt) ;;
 esac
 [ -e "/usr/lib/$(gcc -dumpmachine 2>/dev/null || echo x86_64-linux-gnu)/libc.a" ] ||
 	need_pkgs+=(libc6-dev)
-if [ ${#need_pkgs[@]} -gt 0 ]; then
-	if [ -n "${PERF_NO_INSTALL:-}" ]; then
-		echo "vm.sh: missing packages: ${need_pkgs[*]}" >&2
-		exit 1
-	fi
-	echo "vm.sh: installing ${need_pkgs[*]}" >&2
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
-fi
+install_pkgs vm.sh "${need_pkgs[@]}"
 
 mkdir -p "$HERE/results/tmp"
 LOG=$HERE/results/tmp/$STAMP-vm.log
