@@ -414,8 +414,11 @@ pub struct EgressConfig {
     /// progress count too. A flood of SYNs to ports where nothing listens keeps no connect
     /// pending, so `max_connecting` never acts, yet each SYN costs a host socket; once this
     /// budget is spent, new SYNs are shed (`tcp_syn_shed`) until it refills, and a
-    /// retransmitted SYN gets in on the retry budget (`tcp_syn_retry_admitted`). A guest
-    /// whose connects succeed is never affected. 0: no budget.
+    /// retransmitted SYN gets in on the retry budget (`tcp_syn_retry_admitted`). UDP and
+    /// ICMP echo flows have a budget as large for host sockets that fail to open (a failed
+    /// open keeps no flow, so every datagram would try again): beyond it, datagrams to new
+    /// destinations are dropped (`udp_flow_shed`). A guest whose connects succeed is never
+    /// affected. 0: no budget.
     pub failed_connects_per_sec: u32,
     /// CPU to pin the poll thread to; unpinned when absent.
     #[serde(skip_serializing_if = "Option::is_none")]

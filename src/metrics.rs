@@ -78,7 +78,8 @@ counters!(
         /// UDP flows evicted (oldest first) at the flow limit.
         udp_evicted,
         /// Datagrams of new UDP/ICMP flows dropped because the flow table was full and the
-        /// eviction budget (`evictions_per_sec`) was spent: a flood of new destinations.
+        /// eviction budget (`evictions_per_sec`) was spent (a flood of new destinations),
+        /// or because `failed_connects_per_sec` host sockets failed to open lately.
         udp_flow_shed,
         /// UDP datagrams dropped (host socket queue full, open failed, reply too large).
         udp_dropped,

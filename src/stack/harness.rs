@@ -75,6 +75,8 @@ pub struct FakeHost {
     pub socks: HashMap<u64, FakeSock>,
     next: u64,
     events: Vec<Event>,
+    /// When set, every `open` fails with this (a refused ping socket, no route, EMFILE).
+    pub fail_opens: Option<io::ErrorKind>,
 }
 
 /// The [`Driver`] over a [`FakeHost`] the test holds too.
@@ -150,6 +152,13 @@ impl Driver for FakeDriver {
         token: Token,
     ) -> Result<SockId, EgressError> {
         let mut h = self.host();
+        if let Some(e) = h.fail_opens {
+            return Err(EgressError::Socket {
+                kind,
+                remote,
+                source: e.into(),
+            });
+        }
         h.next += 1;
         let id = h.next;
         h.socks.insert(

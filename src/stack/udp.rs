@@ -82,6 +82,10 @@ pub struct Flows {
     next_sweep: Duration,
     /// Evictions allowed at a full table (`egress.evictions_per_sec`).
     evict_budget: super::limits::Budget,
+    /// Host sockets allowed to fail opening (`egress.failed_connects_per_sec`): a failed
+    /// open keeps no flow, so without it every datagram to such a destination would try
+    /// again (socket, connect, close).
+    fail_budget: super::limits::Budget,
 }
 
 impl Flows {
@@ -94,6 +98,7 @@ impl Flows {
             idle: Duration::from_millis(cfg.egress.udp_idle_timeout_ms),
             next_sweep: Duration::ZERO,
             evict_budget: super::limits::Budget::new(cfg.egress.evictions_per_sec),
+            fail_budget: super::limits::Budget::new(cfg.egress.failed_connects_per_sec),
         }
     }
 
@@ -115,10 +120,17 @@ impl Flows {
             Peer::Echo(src, dst, _) => (Proto::Icmp, src, SocketAddr::new(dst, 0)),
         };
         let admission = host.guard.admit(proto, src, dst).ok_or(Refused::Denied)?;
+        // Spent by the open below and given back when it succeeds: while opens keep
+        // failing, new destinations are shed.
+        if !self.fail_budget.take(host.elapsed) {
+            Stats::inc(&host.stats.udp_flow_shed);
+            return Err(Refused::Failed);
+        }
         // The sweep of idle flows is lazy: a full table first gives up its oldest, within
         // the eviction budget (a flood of new destinations sheds instead).
         if self.slab.len() >= self.slab.max() {
             if !self.evict_budget.take(host.elapsed) {
+                self.fail_budget.give_back();
                 Stats::inc(&host.stats.udp_flow_shed);
                 return Err(Refused::Failed);
             }
@@ -142,6 +154,7 @@ impl Flows {
             .open(kind, target, Duration::ZERO, Token(key.pack(T_UDP)))
         {
             Ok(sock) => {
+                self.fail_budget.give_back();
                 if let Some(flow) = self.slab.get_mut(key) {
                     flow.sock = Some(sock);
                 }

@@ -42,3 +42,28 @@ fn new_destinations_beyond_the_eviction_budget_are_shed() {
     assert_eq!(h.stat("udp_evicted"), 4);
     assert_eq!(h.stat("udp_flow_shed"), 6);
 }
+
+#[test]
+fn opens_that_keep_failing_shed_new_destinations() {
+    // A failed open keeps no flow: without a budget every datagram would try again.
+    let mut h = Harness::new("[egress]\nfailed_connects_per_sec = 3\n");
+    h.host().fail_opens = Some(std::io::ErrorKind::PermissionDenied);
+    for port in 2000..2010 {
+        let f = datagram(&h, port);
+        h.inject(&f);
+        h.turn();
+    }
+    assert_eq!(h.stat("udp_open_failed"), 3, "the burst");
+    assert_eq!(h.stat("udp_flow_shed"), 7);
+    // Opens work again; a second later the budget is back, and a success gives its token
+    // back, so working destinations never run out.
+    h.host().fail_opens = None;
+    h.run_for(Duration::from_secs(1));
+    for port in 3000..3020 {
+        let f = datagram(&h, port);
+        h.inject(&f);
+        h.turn();
+    }
+    assert_eq!(h.stat("udp_opened"), 20);
+    assert_eq!(h.stat("udp_flow_shed"), 7);
+}
