@@ -106,7 +106,9 @@ impl SynGate {
         Verdict::Shed
     }
 
-    /// A host connect admitted here succeeded: its failure token comes back.
+    /// A host connect admitted here succeeded: its failure token comes back. (A retry
+    /// admitted while no token was left gives one back too; the bucket's burst caps that,
+    /// and retries are bounded by their own budget.)
     pub fn connected(&mut self) {
         self.fail.give_back();
     }

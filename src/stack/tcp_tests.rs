@@ -254,17 +254,9 @@ fn an_unanswered_synack_ends_at_the_guest_timeout() {
     assert_eq!(h.stat("tcp_active"), 0);
 }
 
-#[test]
-fn syns_beyond_the_eviction_budget_are_shed_and_retried() {
-    // 4 pending connects allowed, 2 evictions per second.
-    let mut h = Harness::new(
-        "[egress]\nmax_connecting = 4\nevictions_per_sec = 2\ntcp_guest_timeout_ms = 4000\n",
-    );
-    for _ in 0..6 {
-        connecting(&mut h);
-    }
-    assert_eq!(h.stat("tcp_connect_evicted"), 2, "the burst");
-    // The seventh SYN finds the budget spent: no host socket, no RST.
+/// A new guest SYN is shed (no host socket, no RST: the guest stays in SYN-SENT), and its
+/// retransmission, a real stack retrying, opens a host socket. The guest's socket.
+fn shed_then_retried(h: &mut Harness) -> smoltcp::iface::SocketHandle {
     let before = h.host().ids().len();
     let g = h.guest.connect(PORT);
     h.run_for(Duration::from_millis(200));
@@ -275,11 +267,25 @@ fn syns_beyond_the_eviction_budget_are_shed_and_retried() {
         State::SynSent,
         "the guest got no RST"
     );
-    // Its retransmission gets in (a shed SYN sent again: a real stack retrying).
     assert!(
         h.run_until(Duration::from_secs(5), |h| h.host().ids().len() > before),
         "the retried SYN opened no host socket"
     );
+    g
+}
+
+#[test]
+fn syns_beyond_the_eviction_budget_are_shed_and_retried() {
+    // 4 pending connects allowed, 2 evictions per second.
+    let mut h = Harness::new(
+        "[egress]\nmax_connecting = 4\nevictions_per_sec = 2\ntcp_guest_timeout_ms = 4000\n",
+    );
+    for _ in 0..6 {
+        connecting(&mut h);
+    }
+    assert_eq!(h.stat("tcp_connect_evicted"), 2, "the burst");
+    // The seventh SYN finds the budget spent; its retransmission gets in.
+    shed_then_retried(&mut h);
     assert_eq!(h.stat("tcp_connect_evicted"), 3);
     assert_eq!(h.stat("tcp_syn_retry_admitted"), 1);
 }
@@ -319,18 +325,8 @@ fn syns_are_shed_while_connects_keep_failing() {
     }
     assert_eq!(h.stat("tcp_connect_failed"), 3);
     assert_eq!(h.stat("tcp_syn_shed"), 0, "within the budget");
-    // The budget is spent: the next SYN opens no host socket and gets no RST.
-    let before = h.host().ids().len();
-    let g = h.guest.connect(PORT);
-    h.run_for(Duration::from_millis(200));
-    assert_eq!(h.host().ids().len(), before, "a shed SYN opens no socket");
-    assert!(h.stat("tcp_syn_shed") >= 1);
-    assert_eq!(h.guest.sock(g).state(), State::SynSent, "no RST");
-    // Its retransmission (after the budget earned a token again) connects.
-    assert!(
-        h.run_until(Duration::from_secs(5), |h| h.host().ids().len() > before),
-        "the retried SYN opened no host socket"
-    );
+    // The budget is spent: the next SYN is shed; its retransmission connects.
+    let g = shed_then_retried(&mut h);
     let id = *h.host().ids().last().expect("a host socket");
     h.host().connect(id, Ok(()));
     guest_reaches(&mut h, g, State::Established, 2);
